@@ -1,0 +1,298 @@
+//! Appending to one partition, safely from any number of processes at once.
+//!
+//! Every append takes the partition's `write.lock` (`flock`), so batches from
+//! different processes never interleave. A writer caches where the partition
+//! ends; under the lock it compares that with the segment's real length and
+//! scans whatever other processes appended meanwhile (following SEAL markers to
+//! newer segments), so offsets are assigned without any shared memory. Bytes
+//! that do not form a valid batch at the tail are what a writer that died
+//! mid-append left behind: they were never acknowledged and are cut off before
+//! the next append. The lock dies with its holder, so a kill -9 never wedges it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{FsyncPolicy, StreamConfig};
+use crate::error::{IoContext, LogError, Result};
+use crate::format::{seal_batch, stamp, BatchBuilder, MAX_BATCH_LEN};
+use crate::retention;
+use crate::segment::{
+    self, encode_index_entry, index_position, list_segments, open_lock_file, read_index,
+    repair_tail, scan_from, trim_index, wants_index_entry, FileLock, PartitionId, ScanEnd,
+};
+
+/// Offsets given to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+struct ActiveSegment {
+    base: u64,
+    log: File,
+    log_path: PathBuf,
+    index: File,
+    index_path: PathBuf,
+    /// End of the valid data this writer knows of.
+    size: u64,
+}
+
+/// Appends batches to one partition. Cheap to keep open; one per partition per process.
+pub struct PartitionWriter {
+    id: Arc<PartitionId>,
+    config: Arc<StreamConfig>,
+    fsync: FsyncPolicy,
+    lock_file: File,
+    lock_path: PathBuf,
+    active: ActiveSegment,
+    next_offset: u64,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl std::fmt::Debug for PartitionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionWriter")
+            .field("stream", &self.id.stream)
+            .field("partition", &self.id.partition)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn open_segment(id: &PartitionId, base: u64, create: bool) -> Result<ActiveSegment> {
+    let log_path = segment::log_path(&id.dir, base);
+    let index_path = segment::index_path(&id.dir, base);
+    let log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(&log_path)
+        .ctx("cannot open segment", &log_path)?;
+    let index = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&index_path)
+        .ctx("cannot open index", &index_path)?;
+    Ok(ActiveSegment {
+        base,
+        log,
+        log_path,
+        index,
+        index_path,
+        size: 0,
+    })
+}
+
+impl PartitionWriter {
+    pub(crate) fn open(
+        id: Arc<PartitionId>,
+        config: Arc<StreamConfig>,
+        fsync: FsyncPolicy,
+    ) -> Result<Self> {
+        let lock_path = id.dir.join("write.lock");
+        let lock_file = open_lock_file(&id.dir, "write.lock")?;
+        let _guard = FileLock::lock(&lock_file, &lock_path)?;
+        let base = list_segments(&id.dir)?.last().copied().unwrap_or(0);
+        let mut active = open_segment(&id, base, true)?;
+        // Start from the last index entry that still points at a valid batch:
+        // recovery then scans at most one index interval plus a torn tail.
+        let len = active
+            .log
+            .metadata()
+            .ctx("cannot stat segment", &active.log_path)?
+            .len();
+        let index = read_index(&active.index_path)?;
+        active.size = index_position(&active.log, &active.log_path, base, &index, u64::MAX, len)?;
+        let mut writer = PartitionWriter {
+            id,
+            config,
+            fsync,
+            lock_file: lock_file
+                .try_clone()
+                .ctx("cannot open lock file", &lock_path)?,
+            lock_path,
+            active,
+            next_offset: base,
+            last_sync: Instant::now(),
+            unsynced: false,
+        };
+        writer.catch_up()?;
+        trim_index(
+            &writer.active.index,
+            &writer.active.index_path,
+            writer.active.size,
+        )?;
+        Ok(writer)
+    }
+
+    /// Offset the next appended record will get (as of this writer's last append).
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    pub fn partition(&self) -> &PartitionId {
+        &self.id
+    }
+
+    /// Brings this writer's view of the tail up to date with what other
+    /// processes appended, repairing a torn tail. Must hold the write lock.
+    fn catch_up(&mut self) -> Result<()> {
+        loop {
+            let len = self
+                .active
+                .log
+                .metadata()
+                .ctx("cannot stat segment", &self.active.log_path)?
+                .len();
+            if len == self.active.size {
+                return Ok(());
+            }
+            if len < self.active.size {
+                // Only tail repair truncates, and only bytes no writer counted as data.
+                return Err(LogError::Corruption {
+                    stream: self.id.stream.clone(),
+                    partition: self.id.partition,
+                    offset: self.next_offset,
+                    segment: self.active.log_path.clone(),
+                    position: len,
+                    reason: format!("segment shrank from {} to {len} bytes", self.active.size),
+                });
+            }
+            let mut next = self.next_offset;
+            let (end, how) = scan_from(
+                &self.active.log,
+                &self.active.log_path,
+                self.active.size,
+                |_, b| {
+                    next = b.next_offset();
+                },
+            )?;
+            self.next_offset = next;
+            self.active.size = end;
+            match how {
+                ScanEnd::End => return Ok(()),
+                ScanEnd::Sealed { next_base } => {
+                    self.active = open_segment(&self.id, next_base, true)?;
+                    self.next_offset = next_base;
+                }
+                ScanEnd::Bad { reason } => {
+                    repair_tail(
+                        &self.id,
+                        &self.active.log,
+                        &self.active.log_path,
+                        end,
+                        next,
+                        reason,
+                    )?;
+                    trim_index(&self.active.index, &self.active.index_path, end)?;
+                }
+            }
+        }
+    }
+
+    /// Appends the batch and returns its offsets; `None` for an empty batch.
+    /// The builder is left as it was; call [`BatchBuilder::clear`] to reuse it.
+    pub fn append(&mut self, batch: &mut BatchBuilder) -> Result<Option<Appended>> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let count = u64::from(batch.len());
+        let bytes = batch.finish();
+        if bytes.len() > MAX_BATCH_LEN {
+            return Err(LogError::BatchTooLarge {
+                size: bytes.len(),
+                max: MAX_BATCH_LEN,
+            });
+        }
+        let appended = {
+            let _guard = FileLock::lock(&self.lock_file, &self.lock_path)?;
+            self.catch_up()?;
+            if self.active.size >= self.config.segment_bytes {
+                self.roll()?;
+            }
+            let base = self.next_offset;
+            stamp(bytes, base);
+            let pos = self.active.size;
+            if let Err(e) = self.active.log.write_all_at(bytes, pos) {
+                // Leave no partial batch behind; the error reaches the caller.
+                let _ = self.active.log.set_len(pos);
+                return Err(e).ctx("cannot append to segment", &self.active.log_path);
+            }
+            let len = bytes.len() as u64;
+            if wants_index_entry(pos, len, u64::from(self.config.index_interval_bytes)) {
+                let entry = encode_index_entry((base - self.active.base) as u32, pos as u32);
+                self.active
+                    .index
+                    .write_all(&entry)
+                    .ctx("cannot append to index", &self.active.index_path)?;
+            }
+            self.active.size = pos + len;
+            self.next_offset = base + count;
+            Appended {
+                base_offset: base,
+                last_offset: base + count - 1,
+            }
+        };
+        self.unsynced = true;
+        match self.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
+            _ => {}
+        }
+        Ok(Some(appended))
+    }
+
+    /// Forces appended data to disk unless the policy is `never`.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.unsynced && self.fsync != FsyncPolicy::Never {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.active
+            .log
+            .sync_data()
+            .ctx("cannot sync segment", &self.active.log_path)?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the next offset. Holds the lock.
+    fn roll(&mut self) -> Result<()> {
+        let seal = seal_batch(self.next_offset, now_ms());
+        let pos = self.active.size;
+        self.active
+            .log
+            .write_all_at(&seal, pos)
+            .ctx("cannot seal segment", &self.active.log_path)?;
+        if self.fsync != FsyncPolicy::Never {
+            self.active
+                .log
+                .sync_data()
+                .ctx("cannot sync segment", &self.active.log_path)?;
+        }
+        self.active = open_segment(&self.id, self.next_offset, true)?;
+        if self.fsync != FsyncPolicy::Never {
+            segment::sync_dir(&self.id.dir)?;
+        }
+        retention::apply(&self.id, &self.config, now_ms())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The `System` abstraction: how the framework reads and writes partitioned,
+//! offset-addressed streams without knowing which log is underneath.
+//!
+//! A system (the embedded log, Kafka) implements three roles, as in Samza:
+//! [`SystemAdmin`] (streams and their offsets), [`SystemConsumer`] (reading a set
+//! of partitions from given offsets) and [`SystemProducer`] (writing, with
+//! `flush` as the durability barrier the checkpoint protocol relies on).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Position of a message within one partition; monotonically increasing.
+pub type Offset = u64;
+
+/// A named stream within a named system.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct SystemStream {
+    pub system: String,
+    pub stream: String,
+}
+
+impl SystemStream {
+    pub fn new(system: impl Into<String>, stream: impl Into<String>) -> Self {
+        SystemStream {
+            system: system.into(),
+            stream: stream.into(),
+        }
+    }
+
+    pub fn partition(&self, partition: u32) -> SystemStreamPartition {
+        SystemStreamPartition {
+            system_stream: self.clone(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for SystemStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.system, self.stream)
+    }
+}
+
+/// One partition of one stream of one system: the unit of input a task owns.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct SystemStreamPartition {
+    #[serde(flatten)]
+    pub system_stream: SystemStream,
+    pub partition: u32,
+}
+
+impl SystemStreamPartition {
+    pub fn new(system: impl Into<String>, stream: impl Into<String>, partition: u32) -> Self {
+        SystemStream::new(system, stream).partition(partition)
+    }
+
+    pub fn system(&self) -> &str {
+        &self.system_stream.system
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.system_stream.stream
+    }
+}
+
+impl fmt::Display for SystemStreamPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.system_stream, self.partition)
+    }
+}
+
+/// What a system consumer hands to the run loop: one message and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingMessageEnvelope {
+    pub ssp: Arc<SystemStreamPartition>,
+    pub offset: Offset,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone (a deletion marker in compacted streams).
+    pub message: Option<Bytes>,
+    /// Milliseconds since the Unix epoch, as set by the producer.
+    pub event_time: i64,
+    /// Milliseconds since the Unix epoch at which the consumer read the message.
+    pub arrival_time: i64,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// A message to be written to a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingMessageEnvelope {
+    pub stream: SystemStream,
+    /// Explicit partition; when absent the partition comes from the partition key,
+    /// then the key (see [`crate::partition_for_key`]), then round-robin.
+    pub partition: Option<u32>,
+    /// Bytes hashed to choose the partition when it differs from the key.
+    pub partition_key: Option<Bytes>,
+    pub key: Option<Bytes>,
+    pub message: Option<Bytes>,
+    /// Milliseconds since the Unix epoch; `None` means "now".
+    pub event_time: Option<i64>,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl OutgoingMessageEnvelope {
+    pub fn new(stream: SystemStream, key: Option<Bytes>, message: Option<Bytes>) -> Self {
+        OutgoingMessageEnvelope {
+            stream,
+            partition: None,
+            partition_key: None,
+            key,
+            message,
+            event_time: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The offsets of one partition as seen by its system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionMetadata {
+    /// Oldest offset still readable.
+    pub oldest: Offset,
+    /// Offset of the newest message, `None` when the partition holds none.
+    pub newest: Option<Offset>,
+    /// Offset the next message appended will get.
+    pub upcoming: Offset,
+}
+
+/// What a stream should look like when a system is asked to create it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub stream: String,
+    pub partitions: u32,
+    /// Keep only the latest message per key (changelogs, checkpoints).
+    pub compacted: bool,
+}
+
+/// Broad classes of system failure a runtime reacts to differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemErrorKind {
+    /// The stream or partition does not exist.
+    NotFound,
+    /// The requested offset is outside what the partition holds.
+    OffsetOutOfRange,
+    /// Stored data failed its integrity check.
+    Corruption,
+    /// The request itself is wrong (bad name, bad partition count, ...).
+    InvalidInput,
+    /// I/O or transport failure; may succeed on retry.
+    Io,
+    Other,
+}
+
+/// An error from a system, with a kind to branch on and a message naming what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SystemError {
+    kind: SystemErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SystemError {
+    pub fn new(kind: SystemErrorKind, message: impl Into<String>) -> Self {
+        SystemError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn with_source(
+        kind: SystemErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        SystemError {
+            kind,
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    pub fn kind(&self) -> SystemErrorKind {
+        self.kind
+    }
+}
+
+/// Streams and offsets of one system.
+pub trait SystemAdmin: Send + Sync {
+    /// Metadata of every partition of `stream`, indexed by partition number.
+    fn partition_metadata(&self, stream: &str) -> Result<Vec<PartitionMetadata>, SystemError>;
+
+    /// Creates the stream; `Ok(false)` when it already exists with the same partition count.
+    fn create_stream(&self, spec: &StreamSpec) -> Result<bool, SystemError>;
+
+    /// Whether `stream` exists.
+    fn stream_exists(&self, stream: &str) -> Result<bool, SystemError>;
+}
+
+/// Reads a set of partitions, each from an offset the runtime chooses.
+pub trait SystemConsumer: Send {
+    /// Adds `ssp` to the set polled, starting at `offset` (the next message to read).
+    fn register(&mut self, ssp: &SystemStreamPartition, offset: Offset) -> Result<(), SystemError>;
+
+    /// Appends available messages of registered partitions to `out`, at most
+    /// about `max_messages`; waits up to `max_wait` when none is available.
+    fn poll(
+        &mut self,
+        out: &mut Vec<IncomingMessageEnvelope>,
+        max_messages: usize,
+        max_wait: Duration,
+    ) -> Result<(), SystemError>;
+}
+
+/// Writes messages; `flush` is the barrier after which everything sent is durable.
+pub trait SystemProducer: Send {
+    /// Queues `envelope`; may write a batch when enough is buffered.
+    fn send(&mut self, envelope: OutgoingMessageEnvelope) -> Result<(), SystemError>;
+
+    /// Returns once every message sent before the call is durable in the system.
+    fn flush(&mut self) -> Result<(), SystemError>;
+}

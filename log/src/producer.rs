@@ -7,6 +7,7 @@
 
 use samza_task_api::partition_for_key;
 
+use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
 use crate::format::{BatchBuilder, Header};
 use crate::log::Stream;
@@ -18,6 +19,7 @@ pub struct Producer {
     batches: Vec<BatchBuilder>,
     round_robin: u32,
     batch_bytes: usize,
+    fsync: FsyncPolicy,
 }
 
 impl std::fmt::Debug for Producer {
@@ -31,18 +33,26 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     pub(crate) fn new(stream: Stream) -> Self {
         let n = stream.partitions() as usize;
+        let stream_fsync = stream.config().fsync;
         Producer {
             stream,
             writers: (0..n).map(|_| None).collect(),
             batches: (0..n).map(|_| BatchBuilder::with_capacity(0)).collect(),
             round_robin: 0,
             batch_bytes: 256 * 1024,
+            fsync: stream_fsync,
         }
     }
 
     /// Appends a batch once it reaches this many bytes (default 256 KiB).
     pub fn set_batch_bytes(&mut self, bytes: usize) {
         self.batch_bytes = bytes.max(1);
+    }
+
+    /// Overrides the stream's fsync policy for this producer's writers.
+    pub fn set_fsync(&mut self, fsync: FsyncPolicy) {
+        self.fsync = fsync;
+        self.writers.iter_mut().for_each(|w| *w = None);
     }
 
     pub fn stream(&self) -> &Stream {
@@ -94,7 +104,7 @@ impl Producer {
             return Ok(());
         }
         if self.writers[i].is_none() {
-            self.writers[i] = Some(self.stream.writer(p)?);
+            self.writers[i] = Some(self.stream.writer_with(p, self.fsync)?);
         }
         self.writers[i]
             .as_mut()

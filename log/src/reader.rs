@@ -239,7 +239,7 @@ impl PartitionReader {
         LogError::Corruption {
             stream: self.id.stream.clone(),
             partition: self.id.partition,
-            offset: self.next_offset,
+            offset: self.last_end.unwrap_or(self.next_offset),
             segment: path.to_path_buf(),
             position,
             reason: reason.to_string(),
@@ -265,12 +265,19 @@ impl PartitionReader {
             // A writer finished it between our read and the lock.
             Check::Valid(_) => Ok(()),
             Check::Incomplete { .. } | Check::Invalid(_) => {
+                // Only the active segment has a tail to repair, and compaction never
+                // replaces it, so the path still names the file being read.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&seg.path)
+                    .ctx("cannot open segment", &seg.path)?;
                 repair_tail(
                     &self.id,
-                    &seg.file,
+                    &file,
                     &seg.path,
                     seg.pos,
-                    self.next_offset,
+                    self.last_end.unwrap_or(self.next_offset),
                     reason,
                 )?;
                 let index_path = segment::index_path(&self.id.dir, seg.base);

@@ -9,10 +9,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use samza_log::{FsyncPolicy, Log, StartAt, StreamConfig, Watcher};
 
 #[derive(Parser)]
-#[command(name = "samza-log", version, about = "Create, inspect, feed and read streams of the embedded log")]
+#[command(
+    name = "samza-log",
+    version,
+    about = "Create, inspect, feed and read streams of the embedded log"
+)]
 struct Cli {
     /// Directory of the log (holds one directory per stream).
-    #[arg(long, global = true, env = "SAMZA_LOG_DIR", default_value = "samza-data/log")]
+    #[arg(
+        long,
+        global = true,
+        env = "SAMZA_LOG_DIR",
+        default_value = "samza-data/log"
+    )]
     dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -147,7 +156,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::List => {
             for name in log.streams()? {
                 let s = log.stream(&name)?;
-                println!("{name}\t{} partitions{}", s.partitions(), if s.config().compacted { "\tcompacted" } else { "" });
+                println!(
+                    "{name}\t{} partitions{}",
+                    s.partitions(),
+                    if s.config().compacted {
+                        "\tcompacted"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
         Command::Describe { stream, json } => describe(&log, &stream, json)?,
@@ -155,12 +172,33 @@ fn run(cli: Cli) -> Result<()> {
             log.delete_stream(&stream)?;
             println!("deleted stream {stream}");
         }
-        Command::Produce { stream, file, key_separator, key_field, partition, fsync } => {
-            produce(&log, &stream, file, key_separator, key_field, partition, fsync)?
-        }
-        Command::Consume { stream, partition, from, follow, max, timestamps, format } => {
-            consume(&log, &stream, partition, &from, follow, max, timestamps, format)?
-        }
+        Command::Produce {
+            stream,
+            file,
+            key_separator,
+            key_field,
+            partition,
+            fsync,
+        } => produce(
+            &log,
+            &stream,
+            file,
+            key_separator,
+            key_field,
+            partition,
+            fsync,
+        )?,
+        Command::Consume {
+            stream,
+            partition,
+            from,
+            follow,
+            max,
+            timestamps,
+            format,
+        } => consume(
+            &log, &stream, partition, &from, follow, max, timestamps, format,
+        )?,
         Command::Compact { stream } => {
             let s = log.stream(&stream)?;
             let deleted = s.apply_retention()?;
@@ -179,14 +217,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn describe(log: &Log, name: &str, json: bool) -> Result<()> {
     let s = log.stream(name)?;
-    let infos = (0..s.partitions()).map(|p| s.partition_info(p)).collect::<Result<Vec<_>, _>>()?;
+    let infos = (0..s.partitions())
+        .map(|p| s.partition_info(p))
+        .collect::<Result<Vec<_>, _>>()?;
     if json {
         let v = serde_json::json!({ "stream": name, "config": s.config(), "partitions": infos });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let c = s.config();
-    println!("stream {name}: {} partitions, compacted {}, fsync {}, segment_bytes {}", c.partitions, c.compacted, c.fsync, c.segment_bytes);
+    println!(
+        "stream {name}: {} partitions, compacted {}, fsync {}, segment_bytes {}",
+        c.partitions, c.compacted, c.fsync, c.segment_bytes
+    );
     println!(
         "retention: bytes {}, ms {}",
         c.retention_bytes.map_or("none".into(), |b| b.to_string()),
@@ -194,7 +237,10 @@ fn describe(log: &Log, name: &str, json: bool) -> Result<()> {
     );
     println!("partition\toldest\tupcoming\tsegments\tbytes");
     for i in infos {
-        println!("{}\t{}\t{}\t{}\t{}", i.partition, i.oldest, i.upcoming, i.segments, i.bytes);
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            i.partition, i.oldest, i.upcoming, i.segments, i.bytes
+        );
     }
     Ok(())
 }
@@ -219,7 +265,9 @@ fn produce(
         )),
         None => Box::new(io::stdin().lock()),
     };
-    let source = file.as_ref().map_or("stdin".to_string(), |p| p.display().to_string());
+    let source = file
+        .as_ref()
+        .map_or("stdin".to_string(), |p| p.display().to_string());
     let mut count = 0u64;
     let result = (|| -> Result<()> {
         for (i, line) in input.lines().enumerate() {
@@ -227,7 +275,10 @@ fn produce(
             let (key, value): (Option<String>, &str) = if let Some(sep) = &key_separator {
                 match line.split_once(sep.as_str()) {
                     Some((k, v)) => (Some(k.to_string()), v),
-                    None => bail!("line {} of {source}: no key separator {sep:?} in {line:?}", i + 1),
+                    None => bail!(
+                        "line {} of {source}: no key separator {sep:?} in {line:?}",
+                        i + 1
+                    ),
                 }
             } else if let Some(field) = &key_field {
                 let v: serde_json::Value = serde_json::from_str(&line)
@@ -244,7 +295,13 @@ fn produce(
             let ts = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            producer.send(partition, key.as_deref().map(str::as_bytes), Some(value.as_bytes()), ts, &[])?;
+            producer.send(
+                partition,
+                key.as_deref().map(str::as_bytes),
+                Some(value.as_bytes()),
+                ts,
+                &[],
+            )?;
             count += 1;
         }
         Ok(())
@@ -307,7 +364,12 @@ fn consume(
                         if timestamps {
                             write!(out, "{}\t", rec.timestamp)?;
                         }
-                        writeln!(out, "{}\t{}", key.as_deref().unwrap_or("null"), value.as_deref().unwrap_or("null"))?;
+                        writeln!(
+                            out,
+                            "{}\t{}",
+                            key.as_deref().unwrap_or("null"),
+                            value.as_deref().unwrap_or("null")
+                        )?;
                     }
                     Format::Json => {
                         let v = serde_json::json!({

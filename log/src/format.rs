@@ -278,6 +278,25 @@ fn header_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, &batch[24..HEADER_LEN])
 }
 
+/// Wraps arbitrary `body` bytes in a batch header with correct checksums, so a
+/// fuzzer reaches the record decoder without forging CRCs.
+#[doc(hidden)]
+pub fn wrap_body_for_fuzzing(
+    body: &[u8],
+    record_count: u32,
+    last_offset_delta: u32,
+    attributes: u16,
+) -> Vec<u8> {
+    let mut b = BatchBuilder::with_capacity(HEADER_LEN + body.len());
+    b.buf.extend_from_slice(body);
+    b.attributes = attributes & !attributes::SEAL;
+    let buf = b.finish();
+    buf[24..28].copy_from_slice(&last_offset_delta.to_le_bytes());
+    buf[28..32].copy_from_slice(&record_count.to_le_bytes());
+    stamp(buf, 0);
+    buf.to_vec()
+}
+
 /// Encodes a SEAL batch: the end-of-segment marker, at offset `next_offset`.
 pub(crate) fn seal_batch(next_offset: u64, timestamp: i64) -> Vec<u8> {
     let mut b = BatchBuilder::with_capacity(HEADER_LEN);

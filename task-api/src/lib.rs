@@ -4,8 +4,20 @@
 //! major version. Runtimes (the container, the scheduler) and systems (the
 //! embedded log, Kafka) depend on this crate; it depends on none of them.
 
+mod error;
+pub mod metrics;
 pub mod partitioner;
+pub mod serdes;
 pub mod system;
+pub mod task;
+
+pub use error::{TaskError, TaskErrorKind};
+pub use metrics::{Counter, Gauge, MetricsRegistry};
+pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
+pub use task::{
+    Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory,
+    TaskName, TaskRegistry,
+};
 
 pub use partitioner::{murmur2, partition_for_key};
 pub use system::{

@@ -91,6 +91,40 @@ pub struct IncomingMessageEnvelope {
     pub headers: Vec<(String, Bytes)>,
 }
 
+impl IncomingMessageEnvelope {
+    /// The message as UTF-8 text.
+    pub fn message_str(&self) -> Result<&str, crate::TaskError> {
+        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
+        std::str::from_utf8(m).map_err(|e| {
+            crate::TaskError::serde(format!("message at {} offset {} is not utf-8: {e}", self.ssp, self.offset))
+        })
+    }
+
+    /// The message decoded from JSON.
+    pub fn message_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::TaskError> {
+        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
+        serde_json::from_slice(m).map_err(|e| {
+            crate::TaskError::serde(format!("message at {} offset {} is not the expected json: {e}", self.ssp, self.offset))
+        })
+    }
+
+    /// The key as UTF-8 text, if there is a key.
+    pub fn key_str(&self) -> Result<Option<&str>, crate::TaskError> {
+        self.key
+            .as_deref()
+            .map(|k| {
+                std::str::from_utf8(k).map_err(|e| {
+                    crate::TaskError::serde(format!("key at {} offset {} is not utf-8: {e}", self.ssp, self.offset))
+                })
+            })
+            .transpose()
+    }
+
+    fn tombstone_error(&self) -> crate::TaskError {
+        crate::TaskError::serde(format!("message at {} offset {} is a tombstone (no value)", self.ssp, self.offset))
+    }
+}
+
 /// A message to be written to a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingMessageEnvelope {
@@ -118,6 +152,31 @@ impl OutgoingMessageEnvelope {
             event_time: None,
             headers: Vec::new(),
         }
+    }
+}
+
+impl OutgoingMessageEnvelope {
+    /// A message whose value is `value` as JSON.
+    pub fn json<T: serde::Serialize>(
+        stream: SystemStream,
+        key: Option<&str>,
+        value: &T,
+    ) -> Result<Self, crate::TaskError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| crate::TaskError::serde(format!("cannot encode json for {stream}: {e}")))?;
+        Ok(Self::new(stream, key.map(|k| Bytes::copy_from_slice(k.as_bytes())), Some(Bytes::from(bytes))))
+    }
+
+    /// Routes the message by `partition_key` instead of its key.
+    pub fn with_partition_key(mut self, partition_key: impl Into<Bytes>) -> Self {
+        self.partition_key = Some(partition_key.into());
+        self
+    }
+
+    /// Sends the message to this partition.
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
     }
 }
 

@@ -1,0 +1,541 @@
+//! `job.toml`: the job's description, parsed, checked and resolved.
+//!
+//! The file is TOML; every key is documented in `docs/config.md`. `--config
+//! key=value` overrides any key by its dotted path (quote segments that contain
+//! dots: `systems.log.streams."a.b".partitions=4`). A file that is wrong fails
+//! before anything starts, with the key (and line, where the parser knows it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use samza_task_api::{Config, SerdeName, SystemStream};
+use serde::Deserialize;
+
+/// Why a job configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read job config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid job config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid --config override {arg:?}: {message}")]
+    Override { arg: String, message: String },
+    #[error("invalid job config {path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    job: JobSection,
+    package: Option<PackageSection>,
+    task: TaskSection,
+    #[serde(default)]
+    systems: BTreeMap<String, SystemSection>,
+    /// Free-form settings for the job's own code, visible to tasks as `params.*`.
+    #[serde(default)]
+    #[allow(dead_code)] // read through `JobConfig::flat`
+    params: toml::Table,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct JobSection {
+    name: String,
+    #[serde(default = "one")]
+    container_count: u32,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default = "default_shutdown_ms")]
+    shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackageSection {
+    binary: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TaskSection {
+    class: String,
+    inputs: Vec<String>,
+    #[serde(default)]
+    window_ms: u64,
+    #[serde(default = "default_commit_ms")]
+    commit_ms: u64,
+    #[serde(default)]
+    grouper: Grouper,
+    #[serde(default)]
+    checkpoint_system: Option<String>,
+    #[serde(default = "default_poll_batch")]
+    poll_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SystemSection {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    default_offset: Option<DefaultOffset>,
+    #[serde(default)]
+    reset_offset: Option<bool>,
+    #[serde(default)]
+    key_serde: Option<SerdeName>,
+    #[serde(default)]
+    msg_serde: Option<SerdeName>,
+    #[serde(default)]
+    streams: BTreeMap<String, StreamSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct StreamSection {
+    #[serde(default)]
+    partitions: Option<u32>,
+    #[serde(default)]
+    compacted: bool,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    bootstrap: bool,
+    #[serde(default)]
+    bounded: bool,
+    #[serde(default)]
+    default_offset: Option<DefaultOffset>,
+    #[serde(default)]
+    reset_offset: Option<bool>,
+    #[serde(default)]
+    key_serde: Option<SerdeName>,
+    #[serde(default)]
+    msg_serde: Option<SerdeName>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_shutdown_ms() -> u64 {
+    10_000
+}
+fn default_commit_ms() -> u64 {
+    1_000
+}
+fn default_poll_batch() -> usize {
+    10_000
+}
+
+/// How input partitions are grouped into tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grouper {
+    /// One task per partition number across all inputs (co-partitioned streams meet).
+    #[default]
+    Partition,
+    /// One task per input partition.
+    Ssp,
+}
+
+/// Where a partition without a checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultOffset {
+    /// From the oldest message still stored.
+    #[default]
+    Oldest,
+    /// Only messages appended after the job starts.
+    Upcoming,
+}
+
+/// A configured system.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    pub name: String,
+    /// `embedded-log`, or a type the job binary registered.
+    pub kind: String,
+    /// Directory of an embedded log (resolved against the job file's directory).
+    pub dir: Option<PathBuf>,
+}
+
+/// Settings of one stream, after system-level defaults are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub stream: SystemStream,
+    /// Create the stream with this many partitions when it is missing.
+    pub partitions: Option<u32>,
+    pub compacted: bool,
+    pub priority: i32,
+    pub bootstrap: bool,
+    /// The stream ends at the offset it had when the job started.
+    pub bounded: bool,
+    pub default_offset: DefaultOffset,
+    pub reset_offset: bool,
+    pub key_serde: Option<SerdeName>,
+    pub msg_serde: Option<SerdeName>,
+}
+
+/// A checked, resolved job configuration.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub path: PathBuf,
+    pub name: String,
+    pub container_count: u32,
+    pub state_dir: PathBuf,
+    pub shutdown_timeout_ms: u64,
+    pub binary: Option<PathBuf>,
+    pub task_class: String,
+    pub inputs: Vec<SystemStream>,
+    pub window_ms: u64,
+    pub commit_ms: u64,
+    pub grouper: Grouper,
+    pub checkpoint_system: String,
+    pub poll_batch: usize,
+    pub systems: BTreeMap<String, SystemConfig>,
+    /// Per-stream settings of every stream named under `[systems.*.streams]` and every input.
+    pub streams: BTreeMap<SystemStream, StreamConfig>,
+    /// The whole file, flattened to dotted keys, as tasks see it.
+    pub flat: Config,
+    /// The override arguments applied, to pass on to containers.
+    pub overrides: Vec<String>,
+}
+
+impl JobConfig {
+    /// Reads `path` and applies `overrides` (`key=value`).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<JobConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<JobConfig, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
+        // First the file as written, so errors carry its line numbers.
+        let _: File = toml::from_str(text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        for arg in overrides {
+            apply_override(&mut table, arg)?;
+        }
+        let file = File::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            parse_err(format!("after --config overrides: {}", e.to_string().trim_end()))
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        resolve(file, path, &base, Config::new(flat), overrides.to_vec())
+    }
+
+    /// Settings of `stream` (system defaults when the stream has no section).
+    pub fn stream(&self, stream: &SystemStream) -> StreamConfig {
+        self.streams.get(stream).cloned().unwrap_or_else(|| StreamConfig {
+            stream: stream.clone(),
+            partitions: None,
+            compacted: false,
+            priority: 0,
+            bootstrap: false,
+            bounded: false,
+            default_offset: DefaultOffset::Oldest,
+            reset_offset: false,
+            key_serde: None,
+            msg_serde: None,
+        })
+    }
+
+    /// Name of the stream holding this job's checkpoints.
+    pub fn checkpoint_stream(&self) -> SystemStream {
+        SystemStream::new(self.checkpoint_system.clone(), format!("__samza_checkpoint_{}", self.name))
+    }
+}
+
+fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.to_path_buf(), key: key.into(), message: message.into() }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn resolve(
+    f: File,
+    path: &Path,
+    base: &Path,
+    flat: Config,
+    overrides: Vec<String>,
+) -> Result<JobConfig, ConfigError> {
+    if !valid_name(&f.job.name) {
+        return Err(invalid(path, "job.name", format!("{:?} may only contain letters, digits, '.', '_' and '-'", f.job.name)));
+    }
+    if f.job.container_count == 0 {
+        return Err(invalid(path, "job.container-count", "must be at least 1"));
+    }
+    if f.task.class.is_empty() {
+        return Err(invalid(path, "task.class", "must name a registered task"));
+    }
+    if f.task.commit_ms == 0 {
+        return Err(invalid(path, "task.commit-ms", "must be positive"));
+    }
+    if f.task.poll_batch == 0 {
+        return Err(invalid(path, "task.poll-batch", "must be positive"));
+    }
+    if f.task.inputs.is_empty() {
+        return Err(invalid(path, "task.inputs", "must name at least one input stream as \"system.stream\""));
+    }
+    if f.systems.is_empty() {
+        return Err(invalid(path, "systems", "at least one system must be defined, e.g. [systems.log] type = \"embedded-log\""));
+    }
+    let mut systems = BTreeMap::new();
+    let mut streams = BTreeMap::new();
+    for (name, s) in &f.systems {
+        if !valid_name(name) {
+            return Err(invalid(path, format!("systems.{name}"), "system names may only contain letters, digits, '.', '_' and '-'"));
+        }
+        let dir = match s.kind.as_str() {
+            "embedded-log" => Some(base.join(
+                s.dir.clone().ok_or_else(|| invalid(path, format!("systems.{name}.dir"), "an embedded-log system needs a directory"))?,
+            )),
+            _ => s.dir.as_ref().map(|d| base.join(d)),
+        };
+        systems.insert(name.clone(), SystemConfig { name: name.clone(), kind: s.kind.clone(), dir });
+        for (stream, st) in &s.streams {
+            if st.partitions == Some(0) {
+                return Err(invalid(path, format!("systems.{name}.streams.{stream}.partitions"), "must be at least 1"));
+            }
+            let ss = SystemStream::new(name.clone(), stream.clone());
+            streams.insert(
+                ss.clone(),
+                StreamConfig {
+                    stream: ss,
+                    partitions: st.partitions,
+                    compacted: st.compacted,
+                    priority: st.priority,
+                    bootstrap: st.bootstrap,
+                    bounded: st.bounded,
+                    default_offset: st.default_offset.or(s.default_offset).unwrap_or_default(),
+                    reset_offset: st.reset_offset.or(s.reset_offset).unwrap_or(false),
+                    key_serde: st.key_serde.or(s.key_serde),
+                    msg_serde: st.msg_serde.or(s.msg_serde),
+                },
+            );
+        }
+    }
+    let mut inputs = Vec::new();
+    for (i, input) in f.task.inputs.iter().enumerate() {
+        let key = format!("task.inputs[{i}]");
+        let (system, stream) = input
+            .split_once('.')
+            .ok_or_else(|| invalid(path, &key, format!("{input:?} is not \"system.stream\"")))?;
+        let Some(sys) = f.systems.get(system) else {
+            return Err(invalid(path, &key, format!("system {system:?} is not defined under [systems]")));
+        };
+        if stream.is_empty() {
+            return Err(invalid(path, &key, format!("{input:?} names no stream")));
+        }
+        let ss = SystemStream::new(system, stream);
+        if inputs.contains(&ss) {
+            return Err(invalid(path, &key, format!("{input:?} is listed twice")));
+        }
+        streams.entry(ss.clone()).or_insert_with(|| StreamConfig {
+            stream: ss.clone(),
+            partitions: None,
+            compacted: false,
+            priority: 0,
+            bootstrap: false,
+            bounded: false,
+            default_offset: sys.default_offset.unwrap_or_default(),
+            reset_offset: sys.reset_offset.unwrap_or(false),
+            key_serde: sys.key_serde,
+            msg_serde: sys.msg_serde,
+        });
+        inputs.push(ss);
+    }
+    let checkpoint_system = match f.task.checkpoint_system {
+        Some(s) if f.systems.contains_key(&s) => s,
+        Some(s) => return Err(invalid(path, "task.checkpoint-system", format!("system {s:?} is not defined under [systems]"))),
+        None if f.systems.len() == 1 => f.systems.keys().next().unwrap().clone(),
+        None => return Err(invalid(path, "task.checkpoint-system", "must be set when more than one system is defined")),
+    };
+    let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
+    Ok(JobConfig {
+        path: path.to_path_buf(),
+        name: f.job.name,
+        container_count: f.job.container_count,
+        state_dir,
+        shutdown_timeout_ms: f.job.shutdown_timeout_ms,
+        binary: f.package.map(|p| base.join(p.binary)),
+        task_class: f.task.class,
+        inputs,
+        window_ms: f.task.window_ms,
+        commit_ms: f.task.commit_ms,
+        grouper: f.task.grouper,
+        checkpoint_system,
+        poll_batch: f.task.poll_batch,
+        systems,
+        streams,
+        flat,
+        overrides,
+    })
+}
+
+/// Splits a dotted key path, honouring double-quoted segments.
+fn split_path(key: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => {
+                if cur.is_empty() && !was_quoted {
+                    return None;
+                }
+                parts.push(std::mem::take(&mut cur));
+                was_quoted = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted || (cur.is_empty() && !was_quoted) {
+        return None;
+    }
+    parts.push(cur);
+    Some(parts)
+}
+
+fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
+    let err = |message: &str| ConfigError::Override { arg: arg.to_string(), message: message.to_string() };
+    let (key, raw) = arg.split_once('=').ok_or_else(|| err("expected key=value"))?;
+    let path = split_path(key.trim()).ok_or_else(|| err("malformed key path"))?;
+    // A TOML literal (number, bool, array, quoted string) or else plain text.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut cur = table;
+    for (i, seg) in path.iter().enumerate() {
+        if i + 1 == path.len() {
+            cur.insert(seg.clone(), value);
+            return Ok(());
+        }
+        let next = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = next.as_table_mut().ok_or_else(|| err(&format!("{seg} is not a table")))?;
+    }
+    Ok(())
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[job]
+name = "pass-through"
+container-count = 2
+
+[package]
+binary = "bin/job"
+
+[task]
+class = "pass"
+inputs = ["log.in", "log.side"]
+window-ms = 500
+
+[systems.log]
+type = "embedded-log"
+dir = "data/log"
+msg-serde = "json"
+
+[systems.log.streams.side]
+bootstrap = true
+priority = 2
+msg-serde = "string"
+
+[systems.log.streams.out]
+partitions = 4
+
+[params]
+threshold = 3
+"#;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<JobConfig, ConfigError> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        JobConfig::parse(text, Path::new("/jobs/job.toml"), &o)
+    }
+
+    #[test]
+    fn good_file_resolves() {
+        let c = parse(GOOD, &[]).unwrap();
+        assert_eq!(c.name, "pass-through");
+        assert_eq!(c.container_count, 2);
+        assert_eq!(c.binary.as_deref(), Some(Path::new("/jobs/bin/job")));
+        assert_eq!(c.systems["log"].dir.as_deref(), Some(Path::new("/jobs/data/log")));
+        assert_eq!(c.inputs, vec![SystemStream::new("log", "in"), SystemStream::new("log", "side")]);
+        let side = c.stream(&SystemStream::new("log", "side"));
+        assert!(side.bootstrap);
+        assert_eq!(side.msg_serde, Some(SerdeName::String));
+        assert_eq!(c.stream(&SystemStream::new("log", "in")).msg_serde, Some(SerdeName::Json));
+        assert_eq!(c.checkpoint_system, "log");
+        assert_eq!(c.commit_ms, 1000);
+        assert_eq!(c.flat.get("params.threshold"), Some("3"));
+        assert_eq!(c.flat.get("task.class"), Some("pass"));
+    }
+
+    #[test]
+    fn overrides_change_any_key() {
+        let c = parse(
+            GOOD,
+            &["job.container-count=3", "systems.log.streams.\"in\".bounded=true", "params.mode=fast"],
+        )
+        .unwrap();
+        assert_eq!(c.container_count, 3);
+        assert!(c.stream(&SystemStream::new("log", "in")).bounded);
+        assert_eq!(c.flat.get("params.mode"), Some("fast"));
+        let e = parse(GOOD, &["job.container-count=zero"]).unwrap_err().to_string();
+        assert!(e.contains("after --config overrides") && e.contains("container-count"), "{e}");
+        let e = parse(GOOD, &["nokey"]).unwrap_err().to_string();
+        assert!(e.contains("expected key=value"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = parse(&GOOD.replace("container-count", "contaner-count"), &[]).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("contaner-count"), "{e}");
+        let e = parse(&GOOD.replace("log.side", "kafka.side"), &[]).unwrap_err().to_string();
+        assert!(e.contains("task.inputs[1]: system \"kafka\" is not defined"), "{e}");
+        let e = parse(&GOOD.replace("\"json\"", "\"yaml\""), &[]).unwrap_err().to_string();
+        assert!(e.contains("line 17") && e.contains("yaml"), "{e}");
+        let e = parse(&GOOD.replace("dir = \"data/log\"", ""), &[]).unwrap_err().to_string();
+        assert!(e.contains("systems.log.dir"), "{e}");
+        let e = parse(&GOOD.replace("container-count = 2", "container-count = 0"), &[]).unwrap_err().to_string();
+        assert!(e.contains("job.container-count: must be at least 1"), "{e}");
+        let e = parse("[job]\nname = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("missing field `task`"), "{e}");
+    }
+}

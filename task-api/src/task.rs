@@ -1,0 +1,246 @@
+//! What a job author implements: [`StreamTask`], and what the framework hands it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::metrics::MetricsRegistry;
+use crate::system::{IncomingMessageEnvelope, OutgoingMessageEnvelope, SystemStreamPartition};
+use crate::TaskError;
+
+/// Name of a task instance, e.g. `Partition 3`. Stable across restarts: its
+/// checkpoint and its state are keyed by it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TaskName(pub String);
+
+impl TaskName {
+    pub fn new(name: impl Into<String>) -> Self {
+        TaskName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Flat job configuration: dotted keys to string values (`task.window-ms` -> `"1000"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn new(entries: BTreeMap<String, String>) -> Self {
+        Config { entries }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    /// The value of `key` parsed as `T`, with an error naming the key and value.
+    pub fn get_parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, TaskError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|e| {
+                TaskError::config(format!("config key {key}: cannot parse {v:?}: {e}"))
+            }),
+        }
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, String> {
+        &self.entries
+    }
+}
+
+/// Everything a task instance gets at `init`.
+pub struct TaskContext {
+    pub(crate) task_name: TaskName,
+    pub(crate) ssps: Vec<Arc<SystemStreamPartition>>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) metrics: MetricsRegistry,
+}
+
+impl TaskContext {
+    /// Built by runtimes (the container, the test runner).
+    pub fn new(
+        task_name: TaskName,
+        ssps: Vec<Arc<SystemStreamPartition>>,
+        config: Arc<Config>,
+        metrics: MetricsRegistry,
+    ) -> Self {
+        TaskContext { task_name, ssps, config, metrics }
+    }
+
+    pub fn task_name(&self) -> &TaskName {
+        &self.task_name
+    }
+
+    /// The input partitions this task instance owns.
+    pub fn ssps(&self) -> &[Arc<SystemStreamPartition>] {
+        &self.ssps
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Registry for the task's own counters and gauges.
+    pub fn metrics(&self) -> &MetricsRegistry {
+        &self.metrics
+    }
+}
+
+/// Collects the messages a task sends; the runtime hands them to the systems.
+#[derive(Default, Debug)]
+pub struct MessageCollector {
+    pub(crate) out: Vec<OutgoingMessageEnvelope>,
+}
+
+impl MessageCollector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn send(&mut self, envelope: OutgoingMessageEnvelope) {
+        self.out.push(envelope);
+    }
+
+    /// Messages sent since the last drain (for runtimes).
+    pub fn drain(&mut self) -> std::vec::Drain<'_, OutgoingMessageEnvelope> {
+        self.out.drain(..)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+}
+
+/// Which tasks a commit or shutdown request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestScope {
+    /// Only the task that asks.
+    CurrentTask,
+    /// Every task in the container.
+    AllTasksInContainer,
+}
+
+/// Lets a task ask for a commit or a shutdown.
+///
+/// Shutdown of the current task is a vote: the container stops once every task
+/// has voted (as in Samza). Shutdown of all tasks stops the container at once
+/// (after a final commit).
+#[derive(Default, Debug)]
+pub struct TaskCoordinator {
+    commit: Option<RequestScope>,
+    shutdown: Option<RequestScope>,
+}
+
+impl TaskCoordinator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn commit(&mut self, scope: RequestScope) {
+        self.commit = Some(match (self.commit, scope) {
+            (Some(RequestScope::AllTasksInContainer), _) => RequestScope::AllTasksInContainer,
+            _ => scope,
+        });
+    }
+
+    pub fn shutdown(&mut self, scope: RequestScope) {
+        self.shutdown = Some(match (self.shutdown, scope) {
+            (Some(RequestScope::AllTasksInContainer), _) => RequestScope::AllTasksInContainer,
+            _ => scope,
+        });
+    }
+
+    /// Takes the pending requests (for runtimes): `(commit, shutdown)`.
+    pub fn take_requests(&mut self) -> (Option<RequestScope>, Option<RequestScope>) {
+        (self.commit.take(), self.shutdown.take())
+    }
+}
+
+/// A stream task: the unit of processing bound to a set of input partitions.
+///
+/// The runtime calls `init` once, then `process` for each message of its
+/// partitions in offset order per partition, `window` on the window timer
+/// (never at the same time as `process`), and `close` when the task stops.
+pub trait StreamTask: Send {
+    fn init(&mut self, _context: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        envelope: &IncomingMessageEnvelope,
+        collector: &mut MessageCollector,
+        coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError>;
+
+    fn window(
+        &mut self,
+        _collector: &mut MessageCollector,
+        _coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Creates task instances; one call per task instance.
+pub type TaskFactory = Arc<dyn Fn(&Config) -> Result<Box<dyn StreamTask>, TaskError> + Send + Sync>;
+
+/// Task factories by the name `task.class` refers to.
+#[derive(Clone, Default)]
+pub struct TaskRegistry {
+    factories: BTreeMap<String, TaskFactory>,
+}
+
+impl fmt::Debug for TaskRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+impl TaskRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a task type constructed with `Default`.
+    pub fn register<T: StreamTask + Default + 'static>(mut self, name: &str) -> Self {
+        self.factories.insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
+        self
+    }
+
+    /// Registers a factory that builds a task from the job's config.
+    pub fn register_with<F>(mut self, name: &str, factory: F) -> Self
+    where
+        F: Fn(&Config) -> Result<Box<dyn StreamTask>, TaskError> + Send + Sync + 'static,
+    {
+        self.factories.insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TaskFactory> {
+        self.factories.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+}

@@ -2,4 +2,12 @@
 //! instances, calls `process`, `window` and `commit`, and writes checkpoints;
 //! and the local runner behind `samza-run job.toml`.
 
+pub mod checkpoint;
 pub mod config;
+pub mod entry;
+pub mod job_model;
+pub mod local;
+pub mod memory;
+pub mod run_loop;
+pub mod systems;
+pub mod testing;

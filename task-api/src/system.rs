@@ -94,17 +94,29 @@ pub struct IncomingMessageEnvelope {
 impl IncomingMessageEnvelope {
     /// The message as UTF-8 text.
     pub fn message_str(&self) -> Result<&str, crate::TaskError> {
-        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
+        let m = self
+            .message
+            .as_deref()
+            .ok_or_else(|| self.tombstone_error())?;
         std::str::from_utf8(m).map_err(|e| {
-            crate::TaskError::serde(format!("message at {} offset {} is not utf-8: {e}", self.ssp, self.offset))
+            crate::TaskError::serde(format!(
+                "message at {} offset {} is not utf-8: {e}",
+                self.ssp, self.offset
+            ))
         })
     }
 
     /// The message decoded from JSON.
     pub fn message_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::TaskError> {
-        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
+        let m = self
+            .message
+            .as_deref()
+            .ok_or_else(|| self.tombstone_error())?;
         serde_json::from_slice(m).map_err(|e| {
-            crate::TaskError::serde(format!("message at {} offset {} is not the expected json: {e}", self.ssp, self.offset))
+            crate::TaskError::serde(format!(
+                "message at {} offset {} is not the expected json: {e}",
+                self.ssp, self.offset
+            ))
         })
     }
 
@@ -114,14 +126,20 @@ impl IncomingMessageEnvelope {
             .as_deref()
             .map(|k| {
                 std::str::from_utf8(k).map_err(|e| {
-                    crate::TaskError::serde(format!("key at {} offset {} is not utf-8: {e}", self.ssp, self.offset))
+                    crate::TaskError::serde(format!(
+                        "key at {} offset {} is not utf-8: {e}",
+                        self.ssp, self.offset
+                    ))
                 })
             })
             .transpose()
     }
 
     fn tombstone_error(&self) -> crate::TaskError {
-        crate::TaskError::serde(format!("message at {} offset {} is a tombstone (no value)", self.ssp, self.offset))
+        crate::TaskError::serde(format!(
+            "message at {} offset {} is a tombstone (no value)",
+            self.ssp, self.offset
+        ))
     }
 }
 
@@ -162,9 +180,14 @@ impl OutgoingMessageEnvelope {
         key: Option<&str>,
         value: &T,
     ) -> Result<Self, crate::TaskError> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| crate::TaskError::serde(format!("cannot encode json for {stream}: {e}")))?;
-        Ok(Self::new(stream, key.map(|k| Bytes::copy_from_slice(k.as_bytes())), Some(Bytes::from(bytes))))
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            crate::TaskError::serde(format!("cannot encode json for {stream}: {e}"))
+        })?;
+        Ok(Self::new(
+            stream,
+            key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            Some(Bytes::from(bytes)),
+        ))
     }
 
     /// Routes the message by `partition_key` instead of its key.

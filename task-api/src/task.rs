@@ -10,7 +10,9 @@ use crate::TaskError;
 
 /// Name of a task instance, e.g. `Partition 3`. Stable across restarts: its
 /// checkpoint and its state are keyed by it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct TaskName(pub String);
 
@@ -79,7 +81,12 @@ impl TaskContext {
         config: Arc<Config>,
         metrics: MetricsRegistry,
     ) -> Self {
-        TaskContext { task_name, ssps, config, metrics }
+        TaskContext {
+            task_name,
+            ssps,
+            config,
+            metrics,
+        }
     }
 
     pub fn task_name(&self) -> &TaskName {
@@ -223,7 +230,8 @@ impl TaskRegistry {
 
     /// Registers a task type constructed with `Default`.
     pub fn register<T: StreamTask + Default + 'static>(mut self, name: &str) -> Self {
-        self.factories.insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
+        self.factories
+            .insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
         self
     }
 

@@ -1,0 +1,123 @@
+//! Checkpoints: for each task, the offset of the next message to read in each
+//! of its input partitions, stored in a compacted stream of the checkpoint
+//! system (`__samza_checkpoint_<job>`, one partition, key = task name).
+//!
+//! The stored offset is the *next* offset to process, so a restarted task
+//! resumes exactly there. A checkpoint is only written after every output sent
+//! before it has been flushed (see `run_loop::commit`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use samza_task_api::{
+    OutgoingMessageEnvelope, StreamSpec, SystemAdmin, SystemConsumer, SystemError, SystemErrorKind,
+    SystemProducer, SystemStream, SystemStreamPartition, TaskName,
+};
+
+/// One task's checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Next offset to read, per input partition.
+    pub offsets: Vec<CheckpointEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointEntry {
+    #[serde(flatten)]
+    pub ssp: SystemStreamPartition,
+    pub offset: u64,
+}
+
+impl Checkpoint {
+    pub fn get(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        self.offsets
+            .iter()
+            .find(|e| &e.ssp == ssp)
+            .map(|e| e.offset)
+    }
+}
+
+/// Creates the checkpoint stream when missing.
+pub fn ensure_stream(admin: &dyn SystemAdmin, stream: &SystemStream) -> Result<(), SystemError> {
+    admin.create_stream(&StreamSpec {
+        stream: stream.stream.clone(),
+        partitions: 1,
+        compacted: true,
+    })?;
+    Ok(())
+}
+
+/// Reads the latest checkpoint of every task.
+pub fn read_all(
+    admin: &dyn SystemAdmin,
+    mut consumer: Box<dyn SystemConsumer>,
+    stream: &SystemStream,
+) -> Result<BTreeMap<TaskName, Checkpoint>, SystemError> {
+    let meta = admin.partition_metadata(&stream.stream)?;
+    let mut latest = BTreeMap::new();
+    let Some(p0) = meta.first() else {
+        return Ok(latest);
+    };
+    if p0.upcoming == p0.oldest {
+        return Ok(latest);
+    }
+    consumer.register(&stream.partition(0), p0.oldest)?;
+    let mut buf = Vec::new();
+    let mut next = p0.oldest;
+    while next < p0.upcoming {
+        buf.clear();
+        consumer.poll(&mut buf, 10_000, Duration::from_millis(200))?;
+        if buf.is_empty() {
+            return Err(SystemError::new(
+                SystemErrorKind::Io,
+                format!(
+                    "checkpoint stream {stream} ended at offset {next} before {}",
+                    p0.upcoming
+                ),
+            ));
+        }
+        for env in &buf {
+            next = env.offset + 1;
+            let Some(key) = env.key.as_deref() else {
+                continue;
+            };
+            let task = TaskName(String::from_utf8_lossy(key).into_owned());
+            match env.message.as_deref() {
+                None => {
+                    latest.remove(&task);
+                }
+                Some(m) => {
+                    let cp: Checkpoint = serde_json::from_slice(m).map_err(|e| {
+                        SystemError::new(
+                            SystemErrorKind::Corruption,
+                            format!(
+                                "checkpoint of task {task} at {stream} offset {} is not valid: {e}",
+                                env.offset
+                            ),
+                        )
+                    })?;
+                    latest.insert(task, cp);
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Queues the checkpoint of `task`; the caller flushes `producer`.
+pub fn write(
+    producer: &mut dyn SystemProducer,
+    stream: &SystemStream,
+    task: &TaskName,
+    checkpoint: &Checkpoint,
+) -> Result<(), SystemError> {
+    let value = serde_json::to_vec(checkpoint).expect("checkpoint serialises");
+    let env = OutgoingMessageEnvelope::new(
+        stream.clone(),
+        Some(Bytes::copy_from_slice(task.as_str().as_bytes())),
+        Some(Bytes::from(value)),
+    )
+    .with_partition(0);
+    producer.send(env)
+}

@@ -1,0 +1,118 @@
+//! The job binary's entry point: `samza::main(registry)` hands control here.
+//!
+//! ```text
+//! <job-binary> run job.toml [--config key=value]...          run the job on this machine
+//! <job-binary> container --config job.toml --container-id N  (started by samza-run)
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use samza_task_api::TaskRegistry;
+
+use crate::config::JobConfig;
+use crate::run_loop::{self, ContainerSpec};
+use crate::systems::SystemRegistry;
+
+#[derive(Parser)]
+#[command(about = "A stream processing job")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the job on this machine (as `samza-run job.toml` does with this binary).
+    Run {
+        /// The job's configuration file.
+        job: PathBuf,
+        /// Override a key of job.toml: --config job.container-count=2 (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Run one container of the job (started by samza-run or a node manager).
+    Container {
+        #[arg(long = "config")]
+        config: PathBuf,
+        #[arg(long)]
+        container_id: u32,
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+pub(crate) fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses the command line and runs the job binary in the role it names.
+pub fn main(tasks: TaskRegistry) -> ExitCode {
+    main_with_systems(tasks, SystemRegistry::default())
+}
+
+/// As [`main`], with user-defined system types.
+pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCode {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Run { job, overrides } => {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: cannot find this binary's path: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            crate::local::run_local(&job, &overrides, Some(exe))
+        }
+        Command::Container {
+            config,
+            container_id,
+            overrides,
+        } => match run_container(&config, container_id, &overrides, tasks, systems) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: container {container_id}: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_container(
+    config: &std::path::Path,
+    container_id: u32,
+    overrides: &[String],
+    tasks: TaskRegistry,
+    systems: SystemRegistry,
+) -> anyhow::Result<()> {
+    let cfg = JobConfig::load(config, overrides)?;
+    if container_id >= cfg.container_count {
+        anyhow::bail!(
+            "container id {container_id} is not below job.container-count {}",
+            cfg.container_count
+        );
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.clone())?;
+    }
+    let status_path = std::env::var_os("SAMZA_STATUS_FILE").map(PathBuf::from);
+    run_loop::run(ContainerSpec {
+        config: Arc::new(cfg),
+        container_id,
+        tasks,
+        systems,
+        shutdown,
+        status_path,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The JobModel: which task instances exist, which input partitions each owns,
+//! and which container runs each. Computed the same way by every container
+//! from the config and the inputs' partition counts, so no coordinator is
+//! needed on one machine.
+
+use std::collections::BTreeMap;
+
+use samza_task_api::{SystemStream, SystemStreamPartition, TaskName};
+
+use crate::config::Grouper;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskModel {
+    pub name: TaskName,
+    pub ssps: Vec<SystemStreamPartition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobModel {
+    /// Container id -> its tasks, by name.
+    pub containers: BTreeMap<u32, BTreeMap<TaskName, TaskModel>>,
+}
+
+/// Groups the inputs' partitions into tasks and spreads the tasks over containers.
+///
+/// `partition` grouping: task `Partition N` owns partition N of every input that
+/// has one (co-partitioned streams meet in one task). `ssp` grouping: one task
+/// per input partition, named `SystemStreamPartition [system, stream, N]`.
+/// Tasks are sorted (by partition number, then name) and dealt round-robin, so
+/// each container gets a balanced share.
+pub fn build(inputs: &[(SystemStream, u32)], grouper: Grouper, container_count: u32) -> JobModel {
+    let mut tasks: Vec<(u32, TaskModel)> = Vec::new();
+    match grouper {
+        Grouper::Partition => {
+            let max = inputs.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            for p in 0..max {
+                let ssps = inputs
+                    .iter()
+                    .filter(|(_, n)| p < *n)
+                    .map(|(s, _)| s.partition(p))
+                    .collect();
+                tasks.push((
+                    p,
+                    TaskModel {
+                        name: TaskName(format!("Partition {p}")),
+                        ssps,
+                    },
+                ));
+            }
+        }
+        Grouper::Ssp => {
+            for (s, n) in inputs {
+                for p in 0..*n {
+                    let name = TaskName(format!(
+                        "SystemStreamPartition [{}, {}, {p}]",
+                        s.system, s.stream
+                    ));
+                    tasks.push((
+                        p,
+                        TaskModel {
+                            name,
+                            ssps: vec![s.partition(p)],
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    tasks.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    let mut containers: BTreeMap<u32, BTreeMap<TaskName, TaskModel>> =
+        (0..container_count).map(|c| (c, BTreeMap::new())).collect();
+    for (i, (_, t)) in tasks.into_iter().enumerate() {
+        containers
+            .get_mut(&(i as u32 % container_count))
+            .unwrap()
+            .insert(t.name.clone(), t);
+    }
+    JobModel { containers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_grouping_puts_co_partitioned_streams_together() {
+        let a = SystemStream::new("log", "a");
+        let b = SystemStream::new("log", "b");
+        let m = build(&[(a.clone(), 4), (b.clone(), 2)], Grouper::Partition, 2);
+        let c0 = &m.containers[&0];
+        let c1 = &m.containers[&1];
+        assert_eq!(c0.len() + c1.len(), 4);
+        let t0 = &c0[&TaskName("Partition 0".into())];
+        assert_eq!(t0.ssps, vec![a.partition(0), b.partition(0)]);
+        let t3 = &c1[&TaskName("Partition 3".into())];
+        assert_eq!(t3.ssps, vec![a.partition(3)]);
+    }
+
+    #[test]
+    fn ssp_grouping_makes_one_task_per_partition() {
+        let a = SystemStream::new("log", "a");
+        let m = build(&[(a.clone(), 3)], Grouper::Ssp, 1);
+        assert_eq!(m.containers[&0].len(), 3);
+        assert!(
+            m.containers[&0].contains_key(&TaskName("SystemStreamPartition [log, a, 2]".into()))
+        );
+    }
+}

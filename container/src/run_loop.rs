@@ -1,0 +1,677 @@
+//! The container's run loop: one thread, no async. It polls the input systems
+//! in batches, chooses which partition's messages go next (bootstrap streams
+//! first, then by priority, round-robin among equals), calls `process`, hands
+//! outputs to the producers, calls `window` on its timer (never while `process`
+//! runs: same thread) and commits on its timer or when a task asks.
+//!
+//! Commit order (DESIGN invariant 1): flush every producer, so every output
+//! sent so far is durable; only then write and flush the checkpoints. A crash
+//! anywhere in between re-processes from the previous checkpoint: outputs may
+//! repeat (at-least-once), input is never skipped.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use samza_task_api::{
+    IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope,
+    RequestScope, SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError,
+    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
+};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
+use crate::config::{DefaultOffset, JobConfig};
+use crate::job_model;
+use crate::systems::SystemRegistry;
+
+/// Why a container stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{context}: {source}")]
+    System {
+        context: String,
+        #[source]
+        source: SystemError,
+    },
+    #[error("task {task} failed processing {ssp} offset {offset}: {message}")]
+    Process {
+        task: TaskName,
+        ssp: SystemStreamPartition,
+        offset: u64,
+        message: String,
+    },
+    #[error("task {task} failed in {phase}: {message}")]
+    Task {
+        task: TaskName,
+        phase: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn sys<T>(
+    r: Result<T, SystemError>,
+    context: impl FnOnce() -> String,
+) -> Result<T, ContainerError> {
+    r.map_err(|source| ContainerError::System {
+        context: context(),
+        source,
+    })
+}
+
+/// How a container run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every input was bounded and has been read to its end.
+    EndOfStream,
+    /// Asked to stop (signal or every task voted to shut down).
+    Shutdown,
+    /// The job model gave this container no task.
+    NoTasks,
+}
+
+/// What a container needs to run.
+pub struct ContainerSpec {
+    pub config: Arc<JobConfig>,
+    pub container_id: u32,
+    pub tasks: TaskRegistry,
+    pub systems: SystemRegistry,
+    /// Set by a signal handler (or a test) to stop after the current message.
+    pub shutdown: Arc<AtomicBool>,
+    /// Where to write the container's progress once a second, for `samza-run`.
+    pub status_path: Option<PathBuf>,
+}
+
+struct SspState {
+    ssp: Arc<SystemStreamPartition>,
+    task: usize,
+    next_offset: u64,
+    /// Bounded inputs end here (the offset they had when the job started).
+    end: Option<u64>,
+    /// Bootstrap streams are read to this offset before anything else.
+    bootstrap_until: Option<u64>,
+    priority: i32,
+    key_serde: Option<SerdeName>,
+    msg_serde: Option<SerdeName>,
+    queue: VecDeque<IncomingMessageEnvelope>,
+}
+
+impl SspState {
+    fn done(&self) -> bool {
+        self.end.is_some_and(|e| self.next_offset >= e)
+    }
+
+    fn bootstrapping(&self) -> bool {
+        self.bootstrap_until.is_some_and(|u| self.next_offset < u)
+    }
+}
+
+struct TaskInstance {
+    name: TaskName,
+    task: Box<dyn StreamTask>,
+    ssps: Vec<usize>,
+    collector: MessageCollector,
+    coordinator: TaskCoordinator,
+    dirty: bool,
+    voted_shutdown: bool,
+}
+
+/// Messages processed per choice of partition before choosing again.
+const RUN: usize = 256;
+
+/// Runs one container of the job until its inputs end, it is told to stop, or it fails.
+pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
+    let cfg = spec.config.clone();
+    let mut admins: BTreeMap<String, Arc<dyn SystemAdmin>> = BTreeMap::new();
+    for (name, sc) in &cfg.systems {
+        let factory = sys(spec.systems.get(sc).cloned(), || {
+            "cannot set up systems".into()
+        })?;
+        admins.insert(
+            name.clone(),
+            sys(factory.admin(sc), || format!("cannot open system {name}"))?,
+        );
+    }
+
+    // Streams declared with a partition count are created when missing.
+    for (ss, sc) in &cfg.streams {
+        if let Some(partitions) = sc.partitions {
+            let spec = StreamSpec {
+                stream: ss.stream.clone(),
+                partitions,
+                compacted: sc.compacted,
+            };
+            sys(admins[&ss.system].create_stream(&spec), || {
+                format!("cannot create stream {ss}")
+            })?;
+        }
+    }
+
+    // Partition metadata of every input, read once: partition counts for the
+    // job model, and where bounded and bootstrap streams end.
+    let mut input_meta = BTreeMap::new();
+    for input in &cfg.inputs {
+        let admin = &admins[&input.system];
+        if !sys(admin.stream_exists(&input.stream), || {
+            format!("cannot read input {input}")
+        })? {
+            return Err(ContainerError::Setup(format!(
+                "input stream {input} does not exist (create it, or declare it with systems.{}.streams.{}.partitions)",
+                input.system, input.stream
+            )));
+        }
+        let meta = sys(admin.partition_metadata(&input.stream), || {
+            format!("cannot read offsets of input {input}")
+        })?;
+        input_meta.insert(input.clone(), meta);
+    }
+    let counts: Vec<_> = cfg
+        .inputs
+        .iter()
+        .map(|i| (i.clone(), input_meta[i].len() as u32))
+        .collect();
+    let model = job_model::build(&counts, cfg.grouper, cfg.container_count);
+    let my_tasks = model
+        .containers
+        .get(&spec.container_id)
+        .cloned()
+        .unwrap_or_default();
+    if my_tasks.is_empty() {
+        tracing::warn!(
+            container = spec.container_id,
+            "the job model gives this container no task"
+        );
+        return Ok(Outcome::NoTasks);
+    }
+
+    // Checkpoints.
+    let cp_stream = cfg.checkpoint_stream();
+    let cp_sys = &cfg.systems[&cfg.checkpoint_system];
+    let cp_factory = sys(spec.systems.get(cp_sys).cloned(), || {
+        "cannot set up checkpoints".into()
+    })?;
+    let cp_admin = &admins[&cfg.checkpoint_system];
+    sys(
+        checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream),
+        || format!("cannot create checkpoint stream {cp_stream}"),
+    )?;
+    let checkpoints = sys(
+        cp_factory
+            .consumer(cp_sys)
+            .and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
+        || format!("cannot read checkpoints from {cp_stream}"),
+    )?;
+    let cp_producer = sys(cp_factory.producer(cp_sys), || {
+        format!("cannot open producer for {cp_stream}")
+    })?;
+
+    // Task instances and their partitions.
+    let factory = spec.tasks.get(&cfg.task_class).cloned().ok_or_else(|| {
+        ContainerError::Setup(format!(
+            "task.class {:?} is not registered in this job binary (registered: {})",
+            cfg.task_class,
+            spec.tasks.names().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let flat = Arc::new(cfg.flat.clone());
+    let metrics = MetricsRegistry::new();
+    let mut tasks: Vec<TaskInstance> = Vec::new();
+    let mut ssps: Vec<SspState> = Vec::new();
+    let mut consumers: BTreeMap<String, Box<dyn SystemConsumer>> = BTreeMap::new();
+    for (name, tm) in &my_tasks {
+        let t = tasks.len();
+        let cp = checkpoints.get(name);
+        let mut ids = Vec::new();
+        for ssp in &tm.ssps {
+            let ss = &ssp.system_stream;
+            let sc = cfg.stream(ss);
+            let meta = input_meta[ss][ssp.partition as usize];
+            let default = match sc.default_offset {
+                DefaultOffset::Oldest => meta.oldest,
+                DefaultOffset::Upcoming => meta.upcoming,
+            };
+            let start = match cp.and_then(|c| c.get(ssp)) {
+                Some(_) if sc.reset_offset => default,
+                Some(o) if o < meta.oldest => {
+                    tracing::warn!(%ssp, checkpoint = o, oldest = meta.oldest, "checkpoint is older than the oldest offset; starting from the oldest");
+                    meta.oldest
+                }
+                Some(o) => o.min(meta.upcoming),
+                None => default,
+            };
+            let consumer = match consumers.entry(ss.system.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let sc = &cfg.systems[&ss.system];
+                    let f = sys(spec.systems.get(sc).cloned(), || {
+                        "cannot set up systems".into()
+                    })?;
+                    v.insert(sys(f.consumer(sc), || {
+                        format!("cannot open consumer of system {}", ss.system)
+                    })?)
+                }
+            };
+            sys(consumer.register(ssp, start), || {
+                format!("cannot read {ssp} from offset {start}")
+            })?;
+            ids.push(ssps.len());
+            ssps.push(SspState {
+                ssp: Arc::new(ssp.clone()),
+                task: t,
+                next_offset: start,
+                end: sc.bounded.then_some(meta.upcoming),
+                bootstrap_until: sc.bootstrap.then_some(meta.upcoming),
+                priority: sc.priority,
+                key_serde: sc.key_serde,
+                msg_serde: sc.msg_serde,
+                queue: VecDeque::new(),
+            });
+        }
+        let mut task = factory(&flat).map_err(|e| ContainerError::Task {
+            task: name.clone(),
+            phase: "construction",
+            message: e.to_string(),
+        })?;
+        let mut ctx = TaskContext::new(
+            name.clone(),
+            ids.iter().map(|i| ssps[*i].ssp.clone()).collect(),
+            flat.clone(),
+            metrics.clone(),
+        );
+        task.init(&mut ctx).map_err(|e| ContainerError::Task {
+            task: name.clone(),
+            phase: "init",
+            message: e.to_string(),
+        })?;
+        tasks.push(TaskInstance {
+            name: name.clone(),
+            task,
+            ssps: ids,
+            collector: MessageCollector::new(),
+            coordinator: TaskCoordinator::new(),
+            dirty: false,
+            voted_shutdown: false,
+        });
+    }
+    tracing::info!(
+        container = spec.container_id,
+        tasks = tasks.len(),
+        partitions = ssps.len(),
+        "container started"
+    );
+
+    let mut lp = Loop {
+        cfg: cfg.clone(),
+        container_id: spec.container_id,
+        systems: spec.systems,
+        admins,
+        tasks,
+        ssps,
+        consumers,
+        producers: HashMap::new(),
+        cp_producer,
+        cp_stream,
+        index: HashMap::new(),
+        poll_buf: Vec::new(),
+        processed: metrics.counter("container.processed"),
+        status_path: spec.status_path,
+        last_status: Instant::now(),
+    };
+    // After a failure nothing is committed: the next run resumes from the last
+    // checkpoint, whose outputs are durable.
+    let outcome = lp.run(&spec.shutdown)?;
+    lp.commit()?;
+    lp.close()?;
+    lp.write_status(true);
+    tracing::info!(
+        container = spec.container_id,
+        ?outcome,
+        processed = lp.processed.get(),
+        "container stopped"
+    );
+    Ok(outcome)
+}
+
+struct Loop {
+    cfg: Arc<JobConfig>,
+    container_id: u32,
+    systems: SystemRegistry,
+    admins: BTreeMap<String, Arc<dyn SystemAdmin>>,
+    tasks: Vec<TaskInstance>,
+    ssps: Vec<SspState>,
+    consumers: BTreeMap<String, Box<dyn SystemConsumer>>,
+    producers: HashMap<String, Box<dyn SystemProducer>>,
+    cp_producer: Box<dyn SystemProducer>,
+    cp_stream: samza_task_api::SystemStream,
+    /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
+    index: HashMap<usize, usize>,
+    poll_buf: Vec<IncomingMessageEnvelope>,
+    processed: samza_task_api::Counter,
+    status_path: Option<PathBuf>,
+    last_status: Instant,
+}
+
+/// Sends `out` through the producer of its system, creating it on first use.
+fn send(
+    producers: &mut HashMap<String, Box<dyn SystemProducer>>,
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+    out: OutgoingMessageEnvelope,
+) -> Result<(), ContainerError> {
+    let system = out.stream.system.as_str();
+    if !producers.contains_key(system) {
+        let sc = cfg.systems.get(system).ok_or_else(|| {
+            ContainerError::Setup(format!(
+                "output stream {} names system {system:?}, which is not defined under [systems]",
+                out.stream
+            ))
+        })?;
+        let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
+        let p = sys(f.producer(sc), || {
+            format!("cannot open producer of system {system}")
+        })?;
+        producers.insert(system.to_string(), p);
+    }
+    let stream = out.stream.clone();
+    sys(producers.get_mut(system).unwrap().send(out), || {
+        format!("cannot send to {stream}")
+    })
+}
+
+impl Loop {
+    fn run(&mut self, shutdown: &AtomicBool) -> Result<Outcome, ContainerError> {
+        let window = (self.cfg.window_ms > 0).then(|| Duration::from_millis(self.cfg.window_ms));
+        let commit_every = Duration::from_millis(self.cfg.commit_ms);
+        let mut next_window = window.map(|w| Instant::now() + w);
+        let mut next_commit = Instant::now() + commit_every;
+        let mut rr = 0usize;
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                return Ok(Outcome::Shutdown);
+            }
+            if !self.ssps.is_empty() && self.ssps.iter().all(SspState::done) {
+                return Ok(Outcome::EndOfStream);
+            }
+            let now = Instant::now();
+            if let Some(w) = window {
+                if now >= next_window.unwrap() {
+                    self.window()?;
+                    next_window = Some(now + w);
+                }
+            }
+            if now >= next_commit {
+                self.commit()?;
+                next_commit = now + commit_every;
+            }
+            if now.duration_since(self.last_status) >= Duration::from_secs(1) {
+                self.write_status(false);
+            }
+
+            let buffered: usize = self.ssps.iter().map(|s| s.queue.len()).sum();
+            if buffered < self.cfg.poll_batch / 2 {
+                let deadline = next_window.map_or(next_commit, |w| w.min(next_commit));
+                let wait = if buffered == 0 {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100))
+                } else {
+                    Duration::ZERO
+                };
+                self.poll(wait)?;
+            }
+
+            let Some(g) = self.choose(&mut rr) else {
+                continue;
+            };
+            let mut stop = None;
+            for _ in 0..RUN {
+                let Some(env) = self.ssps[g].queue.pop_front() else {
+                    break;
+                };
+                if let Some(s) = self.process(g, env)? {
+                    stop = Some(s);
+                    break;
+                }
+            }
+            match stop {
+                Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
+                Some(Stop::Commit) => {
+                    self.commit()?;
+                    next_commit = Instant::now() + commit_every;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Fills the partition queues from every consumer.
+    fn poll(&mut self, wait: Duration) -> Result<(), ContainerError> {
+        let systems: Vec<String> = self.consumers.keys().cloned().collect();
+        let n = systems.len();
+        for (i, system) in systems.iter().enumerate() {
+            // Only the last system polled may block, and only when nothing is buffered.
+            let w = if i + 1 == n { wait } else { Duration::ZERO };
+            self.poll_buf.clear();
+            let consumer = self.consumers.get_mut(system).unwrap();
+            sys(
+                consumer.poll(&mut self.poll_buf, self.cfg.poll_batch, w),
+                || format!("cannot read from system {system}"),
+            )?;
+            for env in self.poll_buf.drain(..) {
+                let key = Arc::as_ptr(&env.ssp) as usize;
+                let g = match self.index.get(&key) {
+                    Some(g) => *g,
+                    None => {
+                        let g = self
+                            .ssps
+                            .iter()
+                            .position(|s| *s.ssp == *env.ssp)
+                            .ok_or_else(|| {
+                                ContainerError::Setup(format!(
+                                    "consumer returned a message of unregistered partition {}",
+                                    env.ssp
+                                ))
+                            })?;
+                        self.index.insert(key, g);
+                        g
+                    }
+                };
+                let s = &mut self.ssps[g];
+                // A bounded input ends where it was when the job started.
+                if s.end.is_some_and(|e| env.offset >= e) {
+                    continue;
+                }
+                s.queue.push_back(env);
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition whose messages go next: bootstrap partitions until caught
+    /// up; otherwise the highest priority, round-robin among equals.
+    fn choose(&self, rr: &mut usize) -> Option<usize> {
+        let n = self.ssps.len();
+        let bootstrapping = self.ssps.iter().any(SspState::bootstrapping);
+        let mut best: Option<usize> = None;
+        for k in 0..n {
+            let g = (*rr + k) % n;
+            let s = &self.ssps[g];
+            if s.queue.is_empty() || (bootstrapping && !s.bootstrapping()) {
+                continue;
+            }
+            if best.is_none_or(|b| s.priority > self.ssps[b].priority) {
+                best = Some(g);
+            }
+        }
+        if let Some(b) = best {
+            *rr = (b + 1) % n;
+        }
+        best
+    }
+
+    fn process(
+        &mut self,
+        g: usize,
+        env: IncomingMessageEnvelope,
+    ) -> Result<Option<Stop>, ContainerError> {
+        let s = &self.ssps[g];
+        let t = s.task;
+        let task = &mut self.tasks[t];
+        let fail = |message: String| ContainerError::Process {
+            task: task.name.clone(),
+            ssp: (*env.ssp).clone(),
+            offset: env.offset,
+            message,
+        };
+        if let (Some(serde), Some(k)) = (s.key_serde, env.key.as_deref()) {
+            serde
+                .check(k)
+                .map_err(|e| fail(format!("key does not decode as {serde:?}: {e}")))?;
+        }
+        if let (Some(serde), Some(m)) = (s.msg_serde, env.message.as_deref()) {
+            serde
+                .check(m)
+                .map_err(|e| fail(format!("message does not decode as {serde:?}: {e}")))?;
+        }
+        task.task
+            .process(&env, &mut task.collector, &mut task.coordinator)
+            .map_err(|e| fail(e.to_string()))?;
+        task.dirty = true;
+        self.ssps[g].next_offset = env.offset + 1;
+        self.processed.inc();
+        self.after_call(t)
+    }
+
+    /// Sends what task `t` collected and acts on its requests.
+    fn after_call(&mut self, t: usize) -> Result<Option<Stop>, ContainerError> {
+        let task = &mut self.tasks[t];
+        for out in task.collector.drain() {
+            send(&mut self.producers, &self.cfg, &self.systems, out)?;
+        }
+        let (commit, shutdown) = task.coordinator.take_requests();
+        match shutdown {
+            Some(RequestScope::AllTasksInContainer) => return Ok(Some(Stop::Shutdown)),
+            Some(RequestScope::CurrentTask) => {
+                task.voted_shutdown = true;
+                if self.tasks.iter().all(|t| t.voted_shutdown) {
+                    return Ok(Some(Stop::Shutdown));
+                }
+            }
+            None => {}
+        }
+        Ok(commit.map(|_| Stop::Commit))
+    }
+
+    fn window(&mut self) -> Result<(), ContainerError> {
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
+            task.task
+                .window(&mut task.collector, &mut task.coordinator)
+                .map_err(|e| ContainerError::Task {
+                    task: task.name.clone(),
+                    phase: "window",
+                    message: e.to_string(),
+                })?;
+            task.dirty = true;
+            if let Some(Stop::Shutdown) = self.after_call(t)? {
+                self.tasks[t].voted_shutdown = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every producer, then checkpoints every task that moved.
+    fn commit(&mut self) -> Result<(), ContainerError> {
+        for (system, p) in self.producers.iter_mut() {
+            sys(p.flush(), || {
+                format!("cannot flush output to system {system}")
+            })?;
+        }
+        let mut wrote = false;
+        for task in self.tasks.iter_mut().filter(|t| t.dirty) {
+            let cp = Checkpoint {
+                offsets: task
+                    .ssps
+                    .iter()
+                    .map(|g| CheckpointEntry {
+                        ssp: (*self.ssps[*g].ssp).clone(),
+                        offset: self.ssps[*g].next_offset,
+                    })
+                    .collect(),
+            };
+            sys(
+                checkpoint::write(self.cp_producer.as_mut(), &self.cp_stream, &task.name, &cp),
+                || format!("cannot write checkpoint of task {}", task.name),
+            )?;
+            task.dirty = false;
+            wrote = true;
+        }
+        if wrote {
+            sys(self.cp_producer.flush(), || {
+                format!("cannot flush checkpoints to {}", self.cp_stream)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), ContainerError> {
+        for task in &mut self.tasks {
+            task.task.close().map_err(|e| ContainerError::Task {
+                task: task.name.clone(),
+                phase: "close",
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes progress for `samza-run`: messages processed and, per input
+    /// partition, the next offset and the partition's upcoming offset.
+    fn write_status(&mut self, finished: bool) {
+        self.last_status = Instant::now();
+        let Some(path) = &self.status_path else {
+            return;
+        };
+        let mut upcoming: BTreeMap<samza_task_api::SystemStream, Vec<u64>> = BTreeMap::new();
+        for s in &self.ssps {
+            let ss = &s.ssp.system_stream;
+            if !upcoming.contains_key(ss) {
+                if let Ok(meta) = self.admins[&ss.system].partition_metadata(&ss.stream) {
+                    upcoming.insert(ss.clone(), meta.iter().map(|m| m.upcoming).collect());
+                }
+            }
+        }
+        let partitions: Vec<_> = self
+            .ssps
+            .iter()
+            .map(|s| {
+                let up = upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied();
+                serde_json::json!({
+                    "system": s.ssp.system(), "stream": s.ssp.stream(), "partition": s.ssp.partition,
+                    "next_offset": s.next_offset, "upcoming": up,
+                })
+            })
+            .collect();
+        let status = serde_json::json!({
+            "container": self.container_id,
+            "processed": self.processed.get(),
+            "finished": finished,
+            "partitions": partitions,
+        });
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, status.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .is_err()
+        {
+            tracing::debug!(path = %path.display(), "cannot write status");
+        }
+    }
+}
+
+enum Stop {
+    Commit,
+    Shutdown,
+}

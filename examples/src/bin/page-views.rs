@@ -1,0 +1,53 @@
+//! Job one of the page-view example: repartition page views by user id.
+//!
+//! Input `log.page-views`: JSON `{"user": "...", "page": "...", "time": ms}`,
+//! partitioned any way. Output `log.page-views-by-user`: the same events keyed
+//! by user id, so every view of a user lands in the same partition, ready for
+//! a per-user count.
+
+use samza::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct PageView {
+    user: String,
+}
+
+#[derive(Default)]
+struct Repartition {
+    output: Option<SystemStream>,
+}
+
+impl StreamTask for Repartition {
+    fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let out = ctx
+            .config()
+            .get("params.output")
+            .unwrap_or("log.page-views-by-user");
+        let (system, stream) = out.split_once('.').ok_or_else(|| {
+            TaskError::config(format!("params.output {out:?} is not \"system.stream\""))
+        })?;
+        self.output = Some(SystemStream::new(system, stream));
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        env: &IncomingMessageEnvelope,
+        out: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        let view: PageView = env.message_json()?;
+        let mut msg = OutgoingMessageEnvelope::new(
+            self.output.clone().expect("init ran"),
+            Some(view.user.into_bytes().into()),
+            env.message.clone(),
+        );
+        msg.event_time = Some(env.event_time);
+        out.send(msg);
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    samza::main(TaskRegistry::new().register::<Repartition>("repartition"))
+}

@@ -1,0 +1,36 @@
+//! The one crate a job author depends on.
+//!
+//! ```no_run
+//! use samza::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Echo;
+//!
+//! impl StreamTask for Echo {
+//!     fn process(&mut self, env: &IncomingMessageEnvelope, out: &mut MessageCollector,
+//!                _: &mut TaskCoordinator) -> Result<(), TaskError> {
+//!         out.send(OutgoingMessageEnvelope::new(SystemStream::new("log", "echoed"),
+//!                                               env.key.clone(), env.message.clone()));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     samza::main(TaskRegistry::new().register::<Echo>("echo"))
+//! }
+//! ```
+//! Then describe the job in `job.toml` (`task.class = "echo"`, `package.binary`
+//! naming this binary) and run `samza-run job.toml`.
+
+pub use samza_container::entry::{main, main_with_systems};
+pub use samza_container::{config, memory, systems, testing};
+pub use samza_task_api::*;
+
+/// Everything a task needs, in one import.
+pub mod prelude {
+    pub use samza_task_api::{
+        Config, IncomingMessageEnvelope, JsonSerde, MessageCollector, OutgoingMessageEnvelope,
+        RequestScope, Serde, StreamTask, StringSerde, SystemStream, SystemStreamPartition,
+        TaskContext, TaskCoordinator, TaskError, TaskName, TaskRegistry,
+    };
+}

@@ -99,17 +99,30 @@ pub(crate) fn compact(
         }
     }
 
+    // Records of the active segment decide what older ones lose: make them
+    // durable first, so a power loss cannot take both the old value (dropped
+    // here) and the new one (not yet synced by its writer).
+    let active = segment::log_path(&id.dir, *bases.last().unwrap());
+    File::open(&active)
+        .and_then(|f| f.sync_data())
+        .ctx("cannot sync segment", &active)?;
+
     // Pass 2: rewrite sealed segments that hold superseded records.
     for &base in &bases[..bases.len() - 1] {
         let path = segment::log_path(&id.dir, base);
-        let file = File::open(&path).ctx("cannot open segment", &path)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).ctx("cannot open segment", &path),
+        };
         let meta = file.metadata().ctx("cannot stat segment", &path)?;
         let mtime = meta.modified().ctx("cannot stat segment", &path)?;
         let age_ms = now_ms
             - mtime
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-        let drop_tombstones = age_ms > config.delete_retention_ms as i64;
+        let drop_tombstones =
+            age_ms > i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
 
         let mut out: Vec<u8> = Vec::with_capacity(meta.len() as usize);
         let mut index: Vec<u8> = Vec::new();

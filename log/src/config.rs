@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// Data handed to the kernel survives the death of the writing process (kill -9)
 /// under every policy; the policy decides what survives a machine crash or power
-/// loss. The default is `interval:1000`: at most about one second of
-/// acknowledged appends can be lost with the machine, at near `never` speed.
+/// loss. The default is `interval:1000`: an append syncs when the writer's last
+/// sync is older than a second, and `flush` (which the container calls before
+/// every checkpoint) syncs. There is no background thread: a writer that stops
+/// appending leaves its last appends unsynced until it flushes or appends again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// Every append is on disk before it is acknowledged.

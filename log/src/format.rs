@@ -344,6 +344,13 @@ pub fn check_batch(buf: &[u8]) -> Check<'_> {
         return Check::Invalid("body checksum mismatch");
     }
     let view = BatchView { bytes };
+    if view
+        .base_offset()
+        .checked_add(u64::from(view.last_offset_delta()) + 1)
+        .is_none()
+    {
+        return Check::Invalid("offsets overflow");
+    }
     if view.record_count() > 0 && view.last_offset_delta() < view.record_count() - 1 {
         return Check::Invalid("record count exceeds offset span");
     }

@@ -9,7 +9,7 @@ use samza_task_api::partition_for_key;
 
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
-use crate::format::{BatchBuilder, Header};
+use crate::format::{BatchBuilder, Header, MAX_BATCH_LEN};
 use crate::log::Stream;
 use crate::writer::PartitionWriter;
 
@@ -90,6 +90,22 @@ impl Producer {
         headers: &[Header<'_>],
     ) -> Result<u32> {
         let p = self.choose_partition(partition, key)?;
+        let size = 32
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 16)
+                .sum::<usize>();
+        if size + crate::format::HEADER_LEN > MAX_BATCH_LEN {
+            return Err(LogError::BatchTooLarge {
+                size,
+                max: MAX_BATCH_LEN,
+            });
+        }
+        if self.batches[p as usize].size_bytes() + size > MAX_BATCH_LEN {
+            self.append(p)?;
+        }
         let batch = &mut self.batches[p as usize];
         batch.push(key, value, timestamp, headers);
         if batch.size_bytes() >= self.batch_bytes {

@@ -16,8 +16,9 @@ use crate::error::{IoContext, LogError, Result};
 use crate::format::{check_batch, BatchView, Check, RecordRef, HEADER_LEN};
 use crate::segment::{
     self, index_position, list_segments, open_lock_file, read_at, read_index, repair_tail,
-    trim_index, FileLock, PartitionId,
+    scan_from, trim_index, FileLock, PartitionId, ScanEnd,
 };
+use std::os::unix::fs::MetadataExt;
 
 struct ReadSegment {
     base: u64,
@@ -48,26 +49,31 @@ impl std::fmt::Debug for PartitionReader {
 
 /// Oldest and upcoming offsets of a partition, read from its files.
 pub(crate) fn offsets(id: &PartitionId) -> Result<(u64, u64, Vec<u64>)> {
-    let bases = list_segments(&id.dir)?;
-    let Some(&last) = bases.last() else {
-        return Ok((0, 0, bases));
-    };
-    let path = segment::log_path(&id.dir, last);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        // A roll or retention moved on under us; look again.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return offsets(id),
-        Err(e) => return Err(e).ctx("cannot open segment", &path),
-    };
-    let len = file.metadata().ctx("cannot stat segment", &path)?.len();
-    let index = read_index(&segment::index_path(&id.dir, last))?;
-    let start = index_position(&file, &path, last, &index, u64::MAX, len)?;
-    let mut upcoming = last;
-    let (_, end) = segment::scan_from(&file, &path, start, |_, b| upcoming = b.next_offset())?;
-    if let segment::ScanEnd::Sealed { next_base } = end {
-        upcoming = next_base;
+    let mut attempts = 0;
+    loop {
+        let bases = list_segments(&id.dir)?;
+        let Some(&last) = bases.last() else {
+            return Ok((0, 0, bases));
+        };
+        let path = segment::log_path(&id.dir, last);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // Retention or a roll moved on between listing and opening; look again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 10 => {
+                attempts += 1;
+                continue;
+            }
+            Err(e) => return Err(e).ctx("cannot open segment", &path),
+        };
+        let len = file.metadata().ctx("cannot stat segment", &path)?.len();
+        let index = read_index(&segment::index_path(&id.dir, last))?;
+        let (start, mut upcoming) = index_position(&file, &path, last, &index, u64::MAX, len)?;
+        let (_, end) = segment::scan_from(&file, &path, start, |_, b| upcoming = b.next_offset())?;
+        if let segment::ScanEnd::Sealed { next_base } = end {
+            upcoming = next_base;
+        }
+        return Ok((bases[0], upcoming, bases));
     }
-    Ok((bases[0], upcoming, bases))
 }
 
 impl PartitionReader {
@@ -111,7 +117,7 @@ impl PartitionReader {
         let file = File::open(&path).ctx("cannot open segment", &path)?;
         let len = file.metadata().ctx("cannot stat segment", &path)?.len();
         let index = read_index(&segment::index_path(&self.id.dir, base))?;
-        let pos = index_position(&file, &path, base, &index, offset, len)?;
+        let (pos, _) = index_position(&file, &path, base, &index, offset, len)?;
         self.seg = Some(ReadSegment {
             base,
             file,
@@ -168,13 +174,17 @@ impl PartitionReader {
                                     let path = segment::log_path(&self.id.dir, base);
                                     let file =
                                         File::open(&path).ctx("cannot open segment", &path)?;
-                                    if base != next_base && self.last_end.is_some_and(|e| base < e)
-                                    {
-                                        return Err(self.corruption(
-                                            &path,
-                                            0,
-                                            "next segment starts before the sealed one ends",
-                                        ));
+                                    if base != next_base {
+                                        // Retention deleted what came next while we read
+                                        // an older segment: the records in between are gone.
+                                        let (oldest, upcoming, _) = offsets(&self.id)?;
+                                        return Err(LogError::OffsetOutOfRange {
+                                            stream: self.id.stream.clone(),
+                                            partition: self.id.partition,
+                                            offset: next_base,
+                                            oldest,
+                                            upcoming,
+                                        });
                                     }
                                     self.seg = Some(ReadSegment {
                                         base,
@@ -253,41 +263,48 @@ impl PartitionReader {
         let lock_path = self.id.dir.join("write.lock");
         let lock = open_lock_file(&self.id.dir, "write.lock")?;
         let _guard = FileLock::lock(&lock, &lock_path)?;
-        let mut head = Vec::new();
-        read_at(
-            &seg.file,
-            &mut head,
-            seg.pos,
-            crate::format::MAX_BATCH_LEN.min(1 << 20),
-            &seg.path,
-        )?;
-        match check_batch(&head) {
-            // A writer finished it between our read and the lock.
-            Check::Valid(_) => Ok(()),
-            Check::Incomplete { .. } | Check::Invalid(_) => {
-                // Only the active segment has a tail to repair, and compaction never
-                // replaces it, so the path still names the file being read.
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&seg.path)
-                    .ctx("cannot open segment", &seg.path)?;
-                repair_tail(
-                    &self.id,
-                    &file,
-                    &seg.path,
-                    seg.pos,
-                    self.last_end.unwrap_or(self.next_offset),
-                    reason,
-                )?;
-                let index_path = segment::index_path(&self.id.dir, seg.base);
-                let index = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&index_path)
-                    .ctx("cannot open index", &index_path)?;
-                trim_index(&index, &index_path, seg.pos)
-            }
+        // With appends excluded, find where valid data really ends in the file
+        // we are reading, scanning from the last index entry before our position.
+        let len = seg
+            .file
+            .metadata()
+            .ctx("cannot stat segment", &seg.path)?
+            .len();
+        let index = read_index(&segment::index_path(&self.id.dir, seg.base))?;
+        let before: Vec<(u32, u32)> = index
+            .into_iter()
+            .filter(|(_, p)| u64::from(*p) <= seg.pos)
+            .collect();
+        let (start, _) = index_position(&seg.file, &seg.path, seg.base, &before, u64::MAX, len)?;
+        let (end, how) = scan_from(&seg.file, &seg.path, start, |_, _| {})?;
+        if end != seg.pos {
+            // A writer repaired or completed the bytes meanwhile: read again.
+            return Ok(());
         }
+        let ScanEnd::Bad { .. } = how else {
+            return Ok(());
+        };
+        // Repair through the path only if it still names the file we read.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg.path)
+            .ctx("cannot open segment", &seg.path)?;
+        let (a, b) = (
+            file.metadata().ctx("cannot stat segment", &seg.path)?,
+            seg.file.metadata().ctx("cannot stat segment", &seg.path)?,
+        );
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(self.corruption(&seg.path.clone(), seg.pos, reason));
+        }
+        let offset = self.last_end.unwrap_or(self.next_offset);
+        repair_tail(&self.id, &file, &seg.path, seg.pos, offset, reason)?;
+        let index_path = segment::index_path(&self.id.dir, seg.base);
+        let index = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&index_path)
+            .ctx("cannot open index", &index_path)?;
+        trim_index(&index, &index_path, seg.pos)
     }
 }
 

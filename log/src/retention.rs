@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::config::StreamConfig;
 use crate::error::{IoContext, Result};
-use crate::segment::{self, list_segments, PartitionId};
+use crate::segment::{self, list_segments, open_lock_file, FileLock, PartitionId};
 
 /// Deletes the segments that retention no longer covers; returns their base offsets.
 ///
@@ -17,6 +17,32 @@ pub(crate) fn apply(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Res
     if config.retention_bytes.is_none() && config.retention_ms.is_none() {
         return Ok(Vec::new());
     }
+    // Compaction rewrites sealed segments; the two never run at once.
+    let lock_path = id.dir.join("compact.lock");
+    let lock = open_lock_file(&id.dir, "compact.lock")?;
+    let _guard = FileLock::lock(&lock, &lock_path)?;
+    delete_expired(id, config, now_ms)
+}
+
+/// As [`apply`], but skipped when a compaction holds the partition (a writer
+/// rolling a segment must not wait for a compaction); the next roll retries.
+pub(crate) fn apply_if_idle(
+    id: &PartitionId,
+    config: &StreamConfig,
+    now_ms: i64,
+) -> Result<Vec<u64>> {
+    if config.retention_bytes.is_none() && config.retention_ms.is_none() {
+        return Ok(Vec::new());
+    }
+    let lock_path = id.dir.join("compact.lock");
+    let lock = open_lock_file(&id.dir, "compact.lock")?;
+    match FileLock::try_lock(&lock, &lock_path)? {
+        Some(_guard) => delete_expired(id, config, now_ms),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn delete_expired(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Result<Vec<u64>> {
     let bases = list_segments(&id.dir)?;
     let mut segments = Vec::with_capacity(bases.len());
     for &base in &bases {
@@ -42,7 +68,7 @@ pub(crate) fn apply(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Res
         let by_size = config.retention_bytes.is_some_and(|r| total - size >= r);
         let by_age = config
             .retention_ms
-            .is_some_and(|r| now_ms - mtime > r as i64);
+            .is_some_and(|r| now_ms.saturating_sub(mtime) > i64::try_from(r).unwrap_or(i64::MAX));
         if !(by_size || by_age) {
             break;
         }

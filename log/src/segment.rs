@@ -58,6 +58,20 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 pub(crate) struct FileLock(std::os::unix::io::RawFd);
 
 impl FileLock {
+    /// Locks `file` if no one else holds it; `None` when someone does.
+    pub(crate) fn try_lock(file: &File, path: &Path) -> Result<Option<FileLock>> {
+        // SAFETY: flock on a valid, open descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Some(FileLock(file.as_raw_fd())));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        Err(err).ctx("cannot lock", path)
+    }
+
     /// Locks `file`, which must outlive the returned guard.
     pub(crate) fn lock(file: &File, path: &Path) -> Result<FileLock> {
         loop {
@@ -146,8 +160,11 @@ pub(crate) fn read_at(
     Ok(())
 }
 
-/// A position in a segment known to start a valid batch (or be the end of data)
-/// no later than `target`, found through the index.
+/// A position in a segment, found through the index, no later than `target`'s
+/// batch, that starts a batch with a valid header: `(position, base offset of
+/// that batch)`. `(0, base)` when no index entry qualifies. Entries are checked
+/// against the log, so a stale, torn or unsorted index costs a scan, never a
+/// wrong answer.
 pub(crate) fn index_position(
     file: &File,
     log: &Path,
@@ -155,7 +172,7 @@ pub(crate) fn index_position(
     index: &[(u32, u32)],
     target: u64,
     file_len: u64,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let rel = target.saturating_sub(base).min(u64::from(u32::MAX)) as u32;
     let mut i = index.partition_point(|(r, _)| *r <= rel);
     let mut buf = Vec::new();
@@ -163,22 +180,23 @@ pub(crate) fn index_position(
         i -= 1;
         let (r, pos) = index[i];
         let pos = u64::from(pos);
-        if pos + HEADER_LEN as u64 > file_len {
+        if r > rel || pos + HEADER_LEN as u64 > file_len {
             continue;
         }
         read_at(file, &mut buf, pos, HEADER_LEN, log)?;
-        // Only the header is read; the checksum over the header is enough to
-        // trust the offset, and the caller validates the body when it reads it.
+        // Only the header is read; its checksum is enough to trust the offset,
+        // and the caller validates the body when it reads it.
+        let offset = base.checked_add(u64::from(r));
         if header_is_valid(&buf)
-            && u64::from_le_bytes(buf[0..8].try_into().unwrap()) == base + u64::from(r)
+            && Some(u64::from_le_bytes(buf[0..8].try_into().unwrap())) == offset
         {
-            return Ok(pos);
+            return Ok((pos, base + u64::from(r)));
         }
     }
-    Ok(0)
+    Ok((0, base))
 }
 
-fn header_is_valid(buf: &[u8]) -> bool {
+pub(crate) fn header_is_valid(buf: &[u8]) -> bool {
     if buf.len() < HEADER_LEN || buf[12] != MAGIC {
         return false;
     }
@@ -301,7 +319,20 @@ pub(crate) fn repair_tail(
     }
     let mut rest = Vec::new();
     read_at(file, &mut rest, pos, (len - pos) as usize, path)?;
-    for i in 1..rest.len().saturating_sub(HEADER_LEN - 1) {
+    // A whole header that promises more bytes than the file has is a write cut
+    // short: nothing after it can be data (its own value bytes may look like a
+    // batch, so they are not searched).
+    let declared = if header_is_valid(&rest) {
+        Some(u32::from_le_bytes(rest[8..12].try_into().unwrap()) as usize)
+    } else {
+        None
+    };
+    let search_from = match declared {
+        Some(n) if n > rest.len() => rest.len(),
+        Some(n) => n.max(1),
+        None => 1,
+    };
+    for i in search_from..rest.len().saturating_sub(HEADER_LEN - 1) {
         if rest[i + 12] == MAGIC && matches!(check_batch(&rest[i..]), Check::Valid(_)) {
             return Err(LogError::Corruption {
                 stream: id.stream.clone(),
@@ -309,7 +340,10 @@ pub(crate) fn repair_tail(
                 offset: expected_offset,
                 segment: path.to_path_buf(),
                 position: pos,
-                reason: reason.to_string(),
+                reason: format!(
+                    "{reason}, and valid batches follow at byte {}",
+                    pos + i as u64
+                ),
             });
         }
     }

@@ -137,6 +137,7 @@ impl SystemConsumer for LogSystemConsumer {
         let deadline = Instant::now() + max_wait;
         loop {
             let start_len = out.len();
+            let mut read_any = false;
             let n = self.partitions.len();
             for _ in 0..n {
                 if out.len() >= max_messages {
@@ -149,6 +150,7 @@ impl SystemConsumer for LogSystemConsumer {
                 if chunk.is_empty() {
                     continue;
                 }
+                read_any = true;
                 let arrival = now_ms();
                 for rec in chunk.records() {
                     let rec = rec?;
@@ -171,6 +173,10 @@ impl SystemConsumer for LogSystemConsumer {
             }
             if out.len() > start_len || n == 0 {
                 return Ok(());
+            }
+            if read_any {
+                // Only control records: there may be more right behind them.
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {

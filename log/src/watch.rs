@@ -29,7 +29,7 @@ impl std::fmt::Debug for Watcher {
 
 impl Watcher {
     pub fn new() -> Result<Self> {
-        let inotify = Inotify::init().ctx("cannot initialise inotify", Path::new("/"))?;
+        let inotify = Inotify::init().ctx("cannot initialise inotify", Path::new("inotify"))?;
         Ok(Watcher {
             inotify,
             buf: vec![0; 4096],
@@ -67,7 +67,7 @@ impl Watcher {
             if err.kind() == std::io::ErrorKind::Interrupted {
                 return Ok(false);
             }
-            return Err(err).ctx("cannot poll inotify", Path::new("/"));
+            return Err(err).ctx("cannot poll inotify", Path::new("inotify"));
         }
         if rc == 0 {
             return Ok(false);
@@ -88,7 +88,7 @@ impl Watcher {
                     any = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(any),
-                Err(e) => return Err(e).ctx("cannot read inotify events", Path::new("/")),
+                Err(e) => return Err(e).ctx("cannot read inotify events", Path::new("inotify")),
             }
         }
     }

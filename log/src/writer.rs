@@ -97,6 +97,23 @@ fn open_segment(id: &PartitionId, base: u64, create: bool) -> Result<ActiveSegme
     })
 }
 
+/// The newest segment, positioned at its last index entry that still points at
+/// a valid batch header, and that batch's base offset: recovery then scans at
+/// most one index interval plus a torn tail. Must hold the write lock.
+fn open_tail(id: &PartitionId) -> Result<(ActiveSegment, u64)> {
+    let base = list_segments(&id.dir)?.last().copied().unwrap_or(0);
+    let mut active = open_segment(id, base, true)?;
+    let len = active
+        .log
+        .metadata()
+        .ctx("cannot stat segment", &active.log_path)?
+        .len();
+    let index = read_index(&active.index_path)?;
+    let (pos, offset) = index_position(&active.log, &active.log_path, base, &index, u64::MAX, len)?;
+    active.size = pos;
+    Ok((active, offset))
+}
+
 impl PartitionWriter {
     pub(crate) fn open(
         id: Arc<PartitionId>,
@@ -106,17 +123,7 @@ impl PartitionWriter {
         let lock_path = id.dir.join("write.lock");
         let lock_file = open_lock_file(&id.dir, "write.lock")?;
         let _guard = FileLock::lock(&lock_file, &lock_path)?;
-        let base = list_segments(&id.dir)?.last().copied().unwrap_or(0);
-        let mut active = open_segment(&id, base, true)?;
-        // Start from the last index entry that still points at a valid batch:
-        // recovery then scans at most one index interval plus a torn tail.
-        let len = active
-            .log
-            .metadata()
-            .ctx("cannot stat segment", &active.log_path)?
-            .len();
-        let index = read_index(&active.index_path)?;
-        active.size = index_position(&active.log, &active.log_path, base, &index, u64::MAX, len)?;
+        let (active, next_offset) = open_tail(&id)?;
         let mut writer = PartitionWriter {
             id,
             config,
@@ -126,7 +133,7 @@ impl PartitionWriter {
                 .ctx("cannot open lock file", &lock_path)?,
             lock_path,
             active,
-            next_offset: base,
+            next_offset,
             last_sync: Instant::now(),
             unsynced: false,
         };
@@ -152,42 +159,71 @@ impl PartitionWriter {
     /// processes appended, repairing a torn tail. Must hold the write lock.
     fn catch_up(&mut self) -> Result<()> {
         loop {
-            let len = self
+            let meta = self
                 .active
                 .log
                 .metadata()
-                .ctx("cannot stat segment", &self.active.log_path)?
-                .len();
+                .ctx("cannot stat segment", &self.active.log_path)?;
+            if std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
+                // Our segment was deleted (retention, or the stream was recreated):
+                // start again from what is on disk now.
+                self.sync_if_unsynced()?;
+                (self.active, self.next_offset) = open_tail(&self.id)?;
+                continue;
+            }
+            let len = meta.len();
             if len == self.active.size {
                 return Ok(());
             }
             if len < self.active.size {
                 // Only tail repair truncates, and only bytes no writer counted as data.
-                return Err(LogError::Corruption {
-                    stream: self.id.stream.clone(),
-                    partition: self.id.partition,
-                    offset: self.next_offset,
-                    segment: self.active.log_path.clone(),
-                    position: len,
-                    reason: format!("segment shrank from {} to {len} bytes", self.active.size),
-                });
+                return Err(self.corruption(
+                    len,
+                    format!("segment shrank from {} to {len} bytes", self.active.size),
+                ));
             }
             let mut next = self.next_offset;
+            let mut backwards = None;
             let (end, how) = scan_from(
                 &self.active.log,
                 &self.active.log_path,
                 self.active.size,
-                |_, b| {
+                |pos, b| {
+                    if b.base_offset() < next && backwards.is_none() {
+                        backwards = Some(pos);
+                    }
                     next = b.next_offset();
                 },
             )?;
+            if let Some(pos) = backwards {
+                return Err(self.corruption(pos, "batch offsets go backwards".to_string()));
+            }
             self.next_offset = next;
             self.active.size = end;
             match how {
                 ScanEnd::End => return Ok(()),
                 ScanEnd::Sealed { next_base } => {
+                    if next_base < next || next_base <= self.active.base {
+                        return Err(self.corruption(
+                            end,
+                            format!("seal names next segment {next_base}, before offset {next}"),
+                        ));
+                    }
+                    self.sync_if_unsynced()?;
+                    let newest = list_segments(&self.id.dir)?.last().copied().unwrap_or(0);
+                    if newest > next_base && !segment::log_path(&self.id.dir, next_base).exists() {
+                        // Segments after ours exist and the one the seal names is
+                        // gone (retention): never recreate it, start from the newest.
+                        (self.active, self.next_offset) = open_tail(&self.id)?;
+                        continue;
+                    }
+                    // Created here when the roller died before creating it.
+                    let created = newest < next_base;
                     self.active = open_segment(&self.id, next_base, true)?;
                     self.next_offset = next_base;
+                    if created && self.fsync != FsyncPolicy::Never {
+                        segment::sync_dir(&self.id.dir)?;
+                    }
                 }
                 ScanEnd::Bad { reason } => {
                     repair_tail(
@@ -202,6 +238,26 @@ impl PartitionWriter {
                 }
             }
         }
+    }
+
+    fn corruption(&self, position: u64, reason: String) -> LogError {
+        LogError::Corruption {
+            stream: self.id.stream.clone(),
+            partition: self.id.partition,
+            offset: self.next_offset,
+            segment: self.active.log_path.clone(),
+            position,
+            reason,
+        }
+    }
+
+    /// Syncs the active segment if this writer appended to it since its last
+    /// sync, before it moves to another segment.
+    fn sync_if_unsynced(&mut self) -> Result<()> {
+        if self.unsynced && self.fsync != FsyncPolicy::Never {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Appends the batch and returns its offsets; `None` for an empty batch.
@@ -235,10 +291,10 @@ impl PartitionWriter {
             let len = bytes.len() as u64;
             if wants_index_entry(pos, len, u64::from(self.config.index_interval_bytes)) {
                 let entry = encode_index_entry((base - self.active.base) as u32, pos as u32);
-                self.active
-                    .index
-                    .write_all(&entry)
-                    .ctx("cannot append to index", &self.active.index_path)?;
+                // The batch is appended either way; the index is only a hint.
+                if let Err(e) = self.active.index.write_all(&entry) {
+                    tracing::warn!(index = %self.active.index_path.display(), error = %e, "cannot append to index");
+                }
             }
             self.active.size = pos + len;
             self.next_offset = base + count;
@@ -258,10 +314,7 @@ impl PartitionWriter {
 
     /// Forces appended data to disk unless the policy is `never`.
     pub fn flush(&mut self) -> Result<()> {
-        if self.unsynced && self.fsync != FsyncPolicy::Never {
-            self.sync()?;
-        }
-        Ok(())
+        self.sync_if_unsynced()
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -282,17 +335,15 @@ impl PartitionWriter {
             .log
             .write_all_at(&seal, pos)
             .ctx("cannot seal segment", &self.active.log_path)?;
-        if self.fsync != FsyncPolicy::Never {
-            self.active
-                .log
-                .sync_data()
-                .ctx("cannot sync segment", &self.active.log_path)?;
-        }
+        self.active.size = pos + seal.len() as u64;
+        // The old segment is synced before the new one exists, so a synced
+        // batch never sits behind an unsynced seal.
+        self.sync_if_unsynced()?;
         self.active = open_segment(&self.id, self.next_offset, true)?;
         if self.fsync != FsyncPolicy::Never {
             segment::sync_dir(&self.id.dir)?;
         }
-        retention::apply(&self.id, &self.config, now_ms())?;
+        retention::apply_if_idle(&self.id, &self.config, now_ms())?;
         Ok(())
     }
 }

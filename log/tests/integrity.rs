@@ -182,3 +182,28 @@ fn bad_stream_metadata_is_reported_with_its_path() {
     let err = log.stream("m").unwrap_err().to_string();
     assert!(err.contains("unknown field `partitons`"), "{err}");
 }
+
+#[test]
+fn torn_batch_whose_value_holds_a_valid_batch_is_still_a_torn_tail() {
+    let (dir, stream, seg) = setup(3);
+    // A value that is itself a whole, valid batch (mirroring one log into another).
+    let inner = std::fs::read(&seg).unwrap();
+    let good_len = inner.len() as u64;
+    let mut w = stream.writer(0).unwrap();
+    let mut b = BatchBuilder::new();
+    b.push(None, Some(&inner), 0, &[]);
+    w.append(&mut b).unwrap();
+    drop(w);
+    let full = std::fs::metadata(&seg).unwrap().len();
+    // Cut the write after the inner batch's bytes but before the outer batch ends.
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(full - 10)
+        .unwrap();
+    let w = stream.writer(0).unwrap();
+    assert_eq!(w.next_offset(), 30);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
+    drop(dir);
+}

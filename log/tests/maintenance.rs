@@ -312,3 +312,36 @@ fn control_records_take_offsets_but_are_skipped_by_readers() {
     assert!(batches[0].is_transactional());
     assert_eq!(batches[1].control_type(), Some(ControlType::Commit));
 }
+
+#[test]
+fn idle_writer_continues_after_retention_deleted_the_segments_it_knew() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let cfg = StreamConfig {
+        segment_bytes: 4096,
+        retention_bytes: Some(8192),
+        ..StreamConfig::with_partitions(1)
+    };
+    let stream = log.create_stream("idle", &cfg).unwrap();
+    let mut idle = stream.writer(0).unwrap();
+    let mut b = BatchBuilder::new();
+    b.push(None, Some(b"first"), 0, &[]);
+    idle.append(&mut b).unwrap();
+    // Another writer rolls many segments; retention deletes the idle writer's.
+    fill(&stream, 100);
+    assert!(stream.partition_info(0).unwrap().oldest > 1);
+    let mut b = BatchBuilder::new();
+    b.push(None, Some(b"late"), 0, &[]);
+    let a = idle.append(&mut b).unwrap().unwrap();
+    assert_eq!(
+        a.base_offset, 101,
+        "the idle writer continues after the newest record"
+    );
+    let recs = records(&stream, 0, StartAt::Oldest);
+    let offsets: Vec<u64> = recs.iter().map(|r| r.0).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous: {offsets:?}"
+    );
+    assert_eq!(recs.last().unwrap().2.as_deref(), Some(&b"late"[..]));
+}

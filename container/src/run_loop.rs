@@ -383,6 +383,7 @@ fn send(
 
 impl Loop {
     fn run(&mut self, shutdown: &AtomicBool) -> Result<Outcome, ContainerError> {
+        self.write_status(false);
         let window = (self.cfg.window_ms > 0).then(|| Duration::from_millis(self.cfg.window_ms));
         let commit_every = Duration::from_millis(self.cfg.commit_ms);
         let mut next_window = window.map(|w| Instant::now() + w);
@@ -657,6 +658,7 @@ impl Loop {
             .collect();
         let status = serde_json::json!({
             "container": self.container_id,
+            "pid": std::process::id(),
             "processed": self.processed.get(),
             "finished": finished,
             "partitions": partitions,

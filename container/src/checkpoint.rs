@@ -41,7 +41,7 @@ impl Checkpoint {
 /// Creates the checkpoint stream when missing.
 pub fn ensure_stream(admin: &dyn SystemAdmin, stream: &SystemStream) -> Result<(), SystemError> {
     admin.create_stream(&StreamSpec {
-        stream: stream.stream.clone(),
+        stream: stream.stream.to_string(),
         partitions: 1,
         compacted: true,
     })?;

@@ -112,7 +112,7 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
     let mut progress = Progress::default();
     let mut last_line = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
         for r in running.iter_mut().filter(|r| r.exited.is_none()) {
             if let Some(status) = r.child.try_wait()? {
                 r.exited = Some(status);

@@ -140,11 +140,11 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     for (ss, sc) in &cfg.streams {
         if let Some(partitions) = sc.partitions {
             let spec = StreamSpec {
-                stream: ss.stream.clone(),
+                stream: ss.stream.to_string(),
                 partitions,
                 compacted: sc.compacted,
             };
-            sys(admins[&ss.system].create_stream(&spec), || {
+            sys(admins[&*ss.system].create_stream(&spec), || {
                 format!("cannot create stream {ss}")
             })?;
         }
@@ -154,7 +154,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     // job model, and where bounded and bootstrap streams end.
     let mut input_meta = BTreeMap::new();
     for input in &cfg.inputs {
-        let admin = &admins[&input.system];
+        let admin = &admins[&*input.system];
         if !sys(admin.stream_exists(&input.stream), || {
             format!("cannot read input {input}")
         })? {
@@ -242,10 +242,10 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
                 Some(o) => o.min(meta.upcoming),
                 None => default,
             };
-            let consumer = match consumers.entry(ss.system.clone()) {
+            let consumer = match consumers.entry(ss.system.to_string()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let sc = &cfg.systems[&ss.system];
+                    let sc = &cfg.systems[&*ss.system];
                     let f = sys(spec.systems.get(sc).cloned(), || {
                         "cannot set up systems".into()
                     })?;
@@ -311,7 +311,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         tasks,
         ssps,
         consumers,
-        producers: HashMap::new(),
+        producers: Producers::default(),
         cp_producer,
         cp_stream,
         index: HashMap::new(),
@@ -343,7 +343,7 @@ struct Loop {
     tasks: Vec<TaskInstance>,
     ssps: Vec<SspState>,
     consumers: BTreeMap<String, Box<dyn SystemConsumer>>,
-    producers: HashMap<String, Box<dyn SystemProducer>>,
+    producers: Producers,
     cp_producer: Box<dyn SystemProducer>,
     cp_stream: samza_task_api::SystemStream,
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
@@ -355,30 +355,59 @@ struct Loop {
 }
 
 /// Sends `out` through the producer of its system, creating it on first use.
-fn send(
-    producers: &mut HashMap<String, Box<dyn SystemProducer>>,
-    cfg: &JobConfig,
-    systems: &SystemRegistry,
-    out: OutgoingMessageEnvelope,
-) -> Result<(), ContainerError> {
-    let system = out.stream.system.as_str();
-    if !producers.contains_key(system) {
-        let sc = cfg.systems.get(system).ok_or_else(|| {
-            ContainerError::Setup(format!(
-                "output stream {} names system {system:?}, which is not defined under [systems]",
-                out.stream
-            ))
-        })?;
-        let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
-        let p = sys(f.producer(sc), || {
-            format!("cannot open producer of system {system}")
-        })?;
-        producers.insert(system.to_string(), p);
+/// The producers of the systems the tasks write to, opened on first use.
+#[derive(Default)]
+struct Producers {
+    open: Vec<(Arc<str>, Box<dyn SystemProducer>)>,
+    /// Index of the system sent to last: most jobs write to one system.
+    last: usize,
+}
+
+impl Producers {
+    fn send(
+        &mut self,
+        cfg: &JobConfig,
+        systems: &SystemRegistry,
+        out: OutgoingMessageEnvelope,
+    ) -> Result<(), ContainerError> {
+        let system = &out.stream.system;
+        let hit = self
+            .open
+            .get(self.last)
+            .is_some_and(|(n, _)| Arc::ptr_eq(n, system) || n == system);
+        if !hit {
+            self.last = match self.open.iter().position(|(n, _)| n == system) {
+                Some(i) => i,
+                None => {
+                    let sc = cfg.systems.get(&**system).ok_or_else(|| {
+                        ContainerError::Setup(format!(
+                            "output stream {} names system {system:?}, which is not defined under [systems]",
+                            out.stream
+                        ))
+                    })?;
+                    let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
+                    let p = sys(f.producer(sc), || {
+                        format!("cannot open producer of system {system}")
+                    })?;
+                    self.open.push((system.clone(), p));
+                    self.open.len() - 1
+                }
+            };
+        }
+        let (name, producer) = &mut self.open[self.last];
+        sys(producer.send(out), || {
+            format!("cannot send to system {name}")
+        })
     }
-    let stream = out.stream.clone();
-    sys(producers.get_mut(system).unwrap().send(out), || {
-        format!("cannot send to {stream}")
-    })
+
+    fn flush(&mut self) -> Result<(), ContainerError> {
+        for (system, p) in &mut self.open {
+            sys(p.flush(), || {
+                format!("cannot flush output to system {system}")
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Loop {
@@ -461,10 +490,15 @@ impl Loop {
                 consumer.poll(&mut self.poll_buf, self.cfg.poll_batch, w),
                 || format!("cannot read from system {system}"),
             )?;
+            let mut last = (0usize, 0usize);
             for env in self.poll_buf.drain(..) {
                 let key = Arc::as_ptr(&env.ssp) as usize;
-                let g = match self.index.get(&key) {
-                    Some(g) => *g,
+                // Consecutive messages mostly come from one partition.
+                let g = match (key == last.0)
+                    .then_some(last.1)
+                    .or_else(|| self.index.get(&key).copied())
+                {
+                    Some(g) => g,
                     None => {
                         let g = self
                             .ssps
@@ -480,6 +514,7 @@ impl Loop {
                         g
                     }
                 };
+                last = (key, g);
                 let s = &mut self.ssps[g];
                 // A bounded input ends where it was when the job started.
                 if s.end.is_some_and(|e| env.offset >= e) {
@@ -550,7 +585,7 @@ impl Loop {
     fn after_call(&mut self, t: usize) -> Result<Option<Stop>, ContainerError> {
         let task = &mut self.tasks[t];
         for out in task.collector.drain() {
-            send(&mut self.producers, &self.cfg, &self.systems, out)?;
+            self.producers.send(&self.cfg, &self.systems, out)?;
         }
         let (commit, shutdown) = task.coordinator.take_requests();
         match shutdown {
@@ -586,11 +621,7 @@ impl Loop {
 
     /// Flushes every producer, then checkpoints every task that moved.
     fn commit(&mut self) -> Result<(), ContainerError> {
-        for (system, p) in self.producers.iter_mut() {
-            sys(p.flush(), || {
-                format!("cannot flush output to system {system}")
-            })?;
-        }
+        self.producers.flush()?;
         let mut wrote = false;
         for task in self.tasks.iter_mut().filter(|t| t.dirty) {
             let cp = Checkpoint {
@@ -640,7 +671,7 @@ impl Loop {
         for s in &self.ssps {
             let ss = &s.ssp.system_stream;
             if !upcoming.contains_key(ss) {
-                if let Ok(meta) = self.admins[&ss.system].partition_metadata(&ss.stream) {
+                if let Ok(meta) = self.admins[&*ss.system].partition_metadata(&ss.stream) {
                     upcoming.insert(ss.clone(), meta.iter().map(|m| m.upcoming).collect());
                 }
             }

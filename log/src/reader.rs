@@ -320,6 +320,11 @@ impl<'a> Chunk<'a> {
         self.bytes.is_empty()
     }
 
+    /// The chunk's bytes: whole batches, as stored.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Bytes of the batches in the chunk.
     pub fn len_bytes(&self) -> usize {
         self.bytes.len()

@@ -152,22 +152,32 @@ impl SystemConsumer for LogSystemConsumer {
                 }
                 read_any = true;
                 let arrival = now_ms();
+                // One copy of the chunk; every key, value and header is a slice of it.
+                let bytes = chunk.as_bytes();
+                let shared = Bytes::copy_from_slice(bytes);
+                let base = bytes.as_ptr() as usize;
+                let slice = |s: &[u8]| {
+                    let start = s.as_ptr() as usize - base;
+                    shared.slice(start..start + s.len())
+                };
                 for rec in chunk.records() {
                     let rec = rec?;
+                    let headers = if rec.header_count() == 0 {
+                        Vec::new()
+                    } else {
+                        rec.headers()
+                            .filter_map(|h| h.ok())
+                            .map(|(k, v)| (k.to_string(), v.map(slice).unwrap_or_default()))
+                            .collect()
+                    };
                     out.push(IncomingMessageEnvelope {
                         ssp: reg.ssp.clone(),
                         offset: rec.offset,
-                        key: rec.key.map(Bytes::copy_from_slice),
-                        message: rec.value.map(Bytes::copy_from_slice),
+                        key: rec.key.map(slice),
+                        message: rec.value.map(slice),
                         event_time: rec.timestamp,
                         arrival_time: arrival,
-                        headers: rec
-                            .headers()
-                            .filter_map(|h| h.ok())
-                            .map(|(k, v)| {
-                                (k.to_string(), Bytes::copy_from_slice(v.unwrap_or_default()))
-                            })
-                            .collect(),
+                        headers,
                     });
                 }
             }
@@ -190,26 +200,43 @@ impl SystemConsumer for LogSystemConsumer {
 /// Producer of the embedded log; `flush` appends and syncs every buffered batch.
 pub struct LogSystemProducer {
     log: Log,
-    producers: HashMap<String, Producer>,
+    producers: Vec<(Arc<str>, Producer)>,
+    /// Index of the stream sent to last: most tasks write to one stream.
+    last: usize,
 }
 
 impl LogSystemProducer {
     pub fn new(log: Log) -> Self {
         LogSystemProducer {
             log,
-            producers: HashMap::new(),
+            producers: Vec::new(),
+            last: 0,
         }
+    }
+
+    fn producer_for(&mut self, stream: &Arc<str>) -> Result<usize, SystemError> {
+        if let Some((name, _)) = self.producers.get(self.last) {
+            if Arc::ptr_eq(name, stream) || **name == **stream {
+                return Ok(self.last);
+            }
+        }
+        let i = match self.producers.iter().position(|(n, _)| **n == **stream) {
+            Some(i) => i,
+            None => {
+                let s = self.log.stream(stream)?;
+                self.producers.push((stream.clone(), s.producer()));
+                self.producers.len() - 1
+            }
+        };
+        self.last = i;
+        Ok(i)
     }
 }
 
 impl SystemProducer for LogSystemProducer {
     fn send(&mut self, env: OutgoingMessageEnvelope) -> Result<(), SystemError> {
-        let stream = &env.stream.stream;
-        if !self.producers.contains_key(stream) {
-            let s = self.log.stream(stream)?;
-            self.producers.insert(stream.clone(), s.producer());
-        }
-        let producer = self.producers.get_mut(stream).unwrap();
+        let i = self.producer_for(&env.stream.stream)?;
+        let producer = &mut self.producers[i].1;
         let hash_key = env.partition_key.as_deref().or(env.key.as_deref());
         let partition = match env.partition {
             Some(p) => Some(p),
@@ -235,7 +262,7 @@ impl SystemProducer for LogSystemProducer {
     }
 
     fn flush(&mut self) -> Result<(), SystemError> {
-        for p in self.producers.values_mut() {
+        for (_, p) in &mut self.producers {
             p.flush()?;
         }
         Ok(())

@@ -20,12 +20,13 @@ pub type Offset = u64;
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct SystemStream {
-    pub system: String,
-    pub stream: String,
+    /// Shared, so that cloning a stream name per message costs no allocation.
+    pub system: Arc<str>,
+    pub stream: Arc<str>,
 }
 
 impl SystemStream {
-    pub fn new(system: impl Into<String>, stream: impl Into<String>) -> Self {
+    pub fn new(system: impl Into<Arc<str>>, stream: impl Into<Arc<str>>) -> Self {
         SystemStream {
             system: system.into(),
             stream: stream.into(),
@@ -57,7 +58,7 @@ pub struct SystemStreamPartition {
 }
 
 impl SystemStreamPartition {
-    pub fn new(system: impl Into<String>, stream: impl Into<String>, partition: u32) -> Self {
+    pub fn new(system: impl Into<Arc<str>>, stream: impl Into<Arc<str>>, partition: u32) -> Self {
         SystemStream::new(system, stream).partition(partition)
     }
 

@@ -30,6 +30,7 @@ impl StreamTask for PassThrough {
             env.message.clone(),
         );
         msg.partition = Some(env.ssp.partition);
+        msg.event_time = Some(env.event_time);
         out.send(msg);
         Ok(())
     }

@@ -123,6 +123,7 @@ impl SystemFactory for InMemoryStreams {
         Ok(Box::new(InMemoryConsumer {
             streams: self.clone(),
             registered: Vec::new(),
+            rotate: 0,
         }))
     }
 
@@ -184,6 +185,7 @@ impl SystemProducer for InMemoryStreams {
 struct InMemoryConsumer {
     streams: InMemoryStreams,
     registered: Vec<(Arc<SystemStreamPartition>, u64)>,
+    rotate: usize,
 }
 
 impl SystemConsumer for InMemoryConsumer {
@@ -206,9 +208,18 @@ impl SystemConsumer for InMemoryConsumer {
         let mut st = lock.lock().unwrap();
         loop {
             let before = out.len();
-            for (ssp, next) in &mut self.registered {
+            // A fair share per partition, starting with a different one each poll.
+            let n = self.registered.len().max(1);
+            let share = (max_messages / n).max(1);
+            self.rotate = (self.rotate + 1) % n;
+            for k in 0..self.registered.len() {
+                let (ssp, next) = &mut self.registered[(self.rotate + k) % n];
                 let part = &st.streams[ssp.stream()][ssp.partition as usize];
-                while (*next as usize) < part.len() && out.len() - before < max_messages {
+                let taken = out.len();
+                while (*next as usize) < part.len()
+                    && out.len() - taken < share
+                    && out.len() - before < max_messages
+                {
                     let m = &part[*next as usize];
                     out.push(IncomingMessageEnvelope {
                         ssp: ssp.clone(),

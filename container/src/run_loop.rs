@@ -428,8 +428,15 @@ impl Loop {
             let now = Instant::now();
             if let Some(w) = window {
                 if now >= next_window.unwrap() {
-                    self.window()?;
                     next_window = Some(now + w);
+                    match self.window()? {
+                        Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
+                        Some(Stop::Commit) => {
+                            self.commit()?;
+                            next_commit = now + commit_every;
+                        }
+                        None => {}
+                    }
                 }
             }
             if now >= next_commit {
@@ -601,7 +608,9 @@ impl Loop {
         Ok(commit.map(|_| Stop::Commit))
     }
 
-    fn window(&mut self) -> Result<(), ContainerError> {
+    /// Calls every task's `window`; returns what the tasks asked for.
+    fn window(&mut self) -> Result<Option<Stop>, ContainerError> {
+        let mut stop = None;
         for t in 0..self.tasks.len() {
             let task = &mut self.tasks[t];
             task.task
@@ -612,11 +621,13 @@ impl Loop {
                     message: e.to_string(),
                 })?;
             task.dirty = true;
-            if let Some(Stop::Shutdown) = self.after_call(t)? {
-                self.tasks[t].voted_shutdown = true;
+            match (self.after_call(t)?, stop) {
+                (Some(Stop::Shutdown), _) => stop = Some(Stop::Shutdown),
+                (Some(Stop::Commit), None) => stop = Some(Stop::Commit),
+                _ => {}
             }
         }
-        Ok(())
+        Ok(stop)
     }
 
     /// Flushes every producer, then checkpoints every task that moved.
@@ -704,6 +715,7 @@ impl Loop {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Stop {
     Commit,
     Shutdown,

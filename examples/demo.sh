@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end demo: build the page-view repartition job, feed page views into
-# the embedded log, run the job with samza-run on this machine, show its output.
+# End-to-end demo of the page-view example: feed page views into the embedded
+# log, repartition them by user (job one), count them per user in RocksDB with
+# a changelog (job two), and read a user's count from the command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building (release)..."
@@ -33,5 +34,14 @@ echo
 echo '$ samza-log consume page-views-by-user --max 8'
 "$bin/samza-log" consume page-views-by-user --max 8
 echo
-echo "views per user and the partition holding them:"
+echo
+echo '$ samza-run examples/jobs/page-view-counter.toml --config systems.log.streams.page-views-by-user.bounded=true'
+"$bin/samza-run" examples/jobs/page-view-counter.toml \
+  --config "package.binary=$bin/page-view-counter" \
+  --config systems.log.streams.page-views-by-user.bounded=true
+echo
+echo '$ samza-log get user-counts alice     # the count kept in RocksDB, as last emitted'
+"$bin/samza-log" get user-counts alice
+echo
+echo "views per user and the partition holding them (from the repartitioned stream):"
 "$bin/samza-log" consume page-views-by-user | awk -F'\t' '{n[$3]++; p[$3]=$1} END {for (u in n) printf "  %-6s %4d views, partition %s\n", u, n[u], p[u]}' | sort

@@ -31,20 +31,13 @@ pub struct CheckpointEntry {
 
 impl Checkpoint {
     pub fn get(&self, ssp: &SystemStreamPartition) -> Option<u64> {
-        self.offsets
-            .iter()
-            .find(|e| &e.ssp == ssp)
-            .map(|e| e.offset)
+        self.offsets.iter().find(|e| &e.ssp == ssp).map(|e| e.offset)
     }
 }
 
 /// Creates the checkpoint stream when missing.
 pub fn ensure_stream(admin: &dyn SystemAdmin, stream: &SystemStream) -> Result<(), SystemError> {
-    admin.create_stream(&StreamSpec {
-        stream: stream.stream.to_string(),
-        partitions: 1,
-        compacted: true,
-    })?;
+    admin.create_stream(&StreamSpec { stream: stream.stream.to_string(), partitions: 1, compacted: true })?;
     Ok(())
 }
 
@@ -71,10 +64,7 @@ pub fn read_all(
         if buf.is_empty() {
             return Err(SystemError::new(
                 SystemErrorKind::Io,
-                format!(
-                    "checkpoint stream {stream} ended at offset {next} before {}",
-                    p0.upcoming
-                ),
+                format!("checkpoint stream {stream} ended at offset {next} before {}", p0.upcoming),
             ));
         }
         for env in &buf {

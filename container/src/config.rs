@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use samza_state::{EngineKind, StoreOptions};
 use samza_task_api::{Config, SerdeName, SystemStream};
 use serde::Deserialize;
 
@@ -25,11 +26,7 @@ pub enum ConfigError {
     #[error("invalid --config override {arg:?}: {message}")]
     Override { arg: String, message: String },
     #[error("invalid job config {path}: {key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +37,8 @@ struct File {
     task: TaskSection,
     #[serde(default)]
     systems: BTreeMap<String, SystemSection>,
+    #[serde(default)]
+    stores: BTreeMap<String, StoreSection>,
     /// Free-form settings for the job's own code, visible to tasks as `params.*`.
     #[serde(default)]
     #[allow(dead_code)] // read through `JobConfig::flat`
@@ -123,6 +122,30 @@ struct StreamSection {
     msg_serde: Option<SerdeName>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct StoreSection {
+    engine: EngineKind,
+    #[serde(default)]
+    changelog: Option<String>,
+    #[serde(default)]
+    cache_entries: Option<usize>,
+    #[serde(default)]
+    write_batch_entries: Option<usize>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+/// A task store declared under `[stores.<name>]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub name: String,
+    pub engine: EngineKind,
+    /// The compacted stream backing the store, one partition per task.
+    pub changelog: Option<SystemStream>,
+    pub options: StoreOptions,
+}
+
 fn one() -> u32 {
     1
 }
@@ -204,6 +227,8 @@ pub struct JobConfig {
     pub systems: BTreeMap<String, SystemConfig>,
     /// Per-stream settings of every stream named under `[systems.*.streams]` and every input.
     pub streams: BTreeMap<SystemStream, StreamConfig>,
+    /// Stores every task instance gets, by name.
+    pub stores: BTreeMap<String, StoreConfig>,
     /// The whole file, flattened to dotted keys, as tasks see it.
     pub flat: Config,
     /// The override arguments applied, to pass on to containers.
@@ -213,32 +238,22 @@ pub struct JobConfig {
 impl JobConfig {
     /// Reads `path` and applies `overrides` (`key=value`).
     pub fn load(path: &Path, overrides: &[String]) -> Result<JobConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, path, overrides)
     }
 
     /// Parses `text` as the contents of `path`.
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<JobConfig, ConfigError> {
-        let parse_err = |message: String| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        };
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
         // First the file as written, so errors carry its line numbers.
-        let _: File =
-            toml::from_str(text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        let _: File = toml::from_str(text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
         let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         for arg in overrides {
             apply_override(&mut table, arg)?;
         }
-        let file = File::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-            parse_err(format!(
-                "after --config overrides: {}",
-                e.to_string().trim_end()
-            ))
-        })?;
+        let file = File::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| parse_err(format!("after --config overrides: {}", e.to_string().trim_end())))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat);
@@ -247,45 +262,34 @@ impl JobConfig {
 
     /// Settings of `stream` (system defaults when the stream has no section).
     pub fn stream(&self, stream: &SystemStream) -> StreamConfig {
-        self.streams
-            .get(stream)
-            .cloned()
-            .unwrap_or_else(|| StreamConfig {
-                stream: stream.clone(),
-                partitions: None,
-                compacted: false,
-                priority: 0,
-                bootstrap: false,
-                bounded: false,
-                default_offset: DefaultOffset::Oldest,
-                reset_offset: false,
-                key_serde: None,
-                msg_serde: None,
-            })
+        self.streams.get(stream).cloned().unwrap_or_else(|| StreamConfig {
+            stream: stream.clone(),
+            partitions: None,
+            compacted: false,
+            priority: 0,
+            bootstrap: false,
+            bounded: false,
+            default_offset: DefaultOffset::Oldest,
+            reset_offset: false,
+            key_serde: None,
+            msg_serde: None,
+        })
     }
 
     /// Name of the stream holding this job's checkpoints.
     pub fn checkpoint_stream(&self) -> SystemStream {
-        SystemStream::new(
-            self.checkpoint_system.clone(),
-            format!("__samza_checkpoint_{}", self.name),
-        )
+        SystemStream::new(self.checkpoint_system.clone(), format!("__samza_checkpoint_{}", self.name))
     }
 }
 
 fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { path: path.to_path_buf(), key: key.into(), message: message.into() }
 }
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn resolve(
@@ -299,10 +303,7 @@ fn resolve(
         return Err(invalid(
             path,
             "job.name",
-            format!(
-                "{:?} may only contain letters, digits, '.', '_' and '-'",
-                f.job.name
-            ),
+            format!("{:?} may only contain letters, digits, '.', '_' and '-'", f.job.name),
         ));
     }
     if f.job.container_count == 0 {
@@ -318,11 +319,7 @@ fn resolve(
         return Err(invalid(path, "task.poll-batch", "must be positive"));
     }
     if f.task.inputs.is_empty() {
-        return Err(invalid(
-            path,
-            "task.inputs",
-            "must name at least one input stream as \"system.stream\"",
-        ));
+        return Err(invalid(path, "task.inputs", "must name at least one input stream as \"system.stream\""));
     }
     if f.systems.is_empty() {
         return Err(invalid(
@@ -343,22 +340,11 @@ fn resolve(
         }
         let dir = match s.kind.as_str() {
             "embedded-log" => Some(base.join(s.dir.clone().ok_or_else(|| {
-                invalid(
-                    path,
-                    format!("systems.{name}.dir"),
-                    "an embedded-log system needs a directory",
-                )
+                invalid(path, format!("systems.{name}.dir"), "an embedded-log system needs a directory")
             })?)),
             _ => s.dir.as_ref().map(|d| base.join(d)),
         };
-        systems.insert(
-            name.clone(),
-            SystemConfig {
-                name: name.clone(),
-                kind: s.kind.clone(),
-                dir,
-            },
-        );
+        systems.insert(name.clone(), SystemConfig { name: name.clone(), kind: s.kind.clone(), dir });
         for (stream, st) in &s.streams {
             if st.partitions == Some(0) {
                 return Err(invalid(
@@ -392,11 +378,7 @@ fn resolve(
             .split_once('.')
             .ok_or_else(|| invalid(path, &key, format!("{input:?} is not \"system.stream\"")))?;
         let Some(sys) = f.systems.get(system) else {
-            return Err(invalid(
-                path,
-                &key,
-                format!("system {system:?} is not defined under [systems]"),
-            ));
+            return Err(invalid(path, &key, format!("system {system:?} is not defined under [systems]")));
         };
         if stream.is_empty() {
             return Err(invalid(path, &key, format!("{input:?} names no stream")));
@@ -437,12 +419,47 @@ fn resolve(
             ))
         }
     };
-    let state_dir = base.join(
-        f.job
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("samza-data/state")),
-    );
+    let mut stores = BTreeMap::new();
+    for (name, st) in &f.stores {
+        if !valid_name(name) {
+            return Err(invalid(
+                path,
+                format!("stores.{name}"),
+                "store names may only contain letters, digits, '.', '_' and '-'",
+            ));
+        }
+        let changelog = match &st.changelog {
+            None => None,
+            Some(c) => {
+                let key = format!("stores.{name}.changelog");
+                let (system, stream) = c
+                    .split_once('.')
+                    .ok_or_else(|| invalid(path, &key, format!("{c:?} is not \"system.stream\"")))?;
+                if !f.systems.contains_key(system) {
+                    return Err(invalid(
+                        path,
+                        &key,
+                        format!("system {system:?} is not defined under [systems]"),
+                    ));
+                }
+                Some(SystemStream::new(system, stream))
+            }
+        };
+        let mut options = StoreOptions::default();
+        if let Some(n) = st.cache_entries {
+            options.cache_entries = n;
+        }
+        if let Some(n) = st.write_batch_entries {
+            if n == 0 {
+                return Err(invalid(path, format!("stores.{name}.write-batch-entries"), "must be positive"));
+            }
+            options.write_batch_entries = n;
+        }
+        options.ttl_ms = st.ttl_ms;
+        stores
+            .insert(name.clone(), StoreConfig { name: name.clone(), engine: st.engine, changelog, options });
+    }
+    let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
     Ok(JobConfig {
         path: path.to_path_buf(),
         name: f.job.name,
@@ -459,6 +476,7 @@ fn resolve(
         poll_batch: f.task.poll_batch,
         systems,
         streams,
+        stores,
         flat,
         overrides,
     })
@@ -494,13 +512,8 @@ fn split_path(key: &str) -> Option<Vec<String>> {
 }
 
 fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
-    let err = |message: &str| ConfigError::Override {
-        arg: arg.to_string(),
-        message: message.to_string(),
-    };
-    let (key, raw) = arg
-        .split_once('=')
-        .ok_or_else(|| err("expected key=value"))?;
+    let err = |message: &str| ConfigError::Override { arg: arg.to_string(), message: message.to_string() };
+    let (key, raw) = arg.split_once('=').ok_or_else(|| err("expected key=value"))?;
     let path = split_path(key.trim()).ok_or_else(|| err("malformed key path"))?;
     // A TOML literal (number, bool, array, quoted string) or else plain text.
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -513,12 +526,8 @@ fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
             cur.insert(seg.clone(), value);
             return Ok(());
         }
-        let next = cur
-            .entry(seg.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = next
-            .as_table_mut()
-            .ok_or_else(|| err(&format!("{seg} is not a table")))?;
+        let next = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = next.as_table_mut().ok_or_else(|| err(&format!("{seg} is not a table")))?;
     }
     Ok(())
 }
@@ -527,11 +536,7 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);
             }
         }
@@ -589,24 +594,12 @@ threshold = 3
         assert_eq!(c.name, "pass-through");
         assert_eq!(c.container_count, 2);
         assert_eq!(c.binary.as_deref(), Some(Path::new("/jobs/bin/job")));
-        assert_eq!(
-            c.systems["log"].dir.as_deref(),
-            Some(Path::new("/jobs/data/log"))
-        );
-        assert_eq!(
-            c.inputs,
-            vec![
-                SystemStream::new("log", "in"),
-                SystemStream::new("log", "side")
-            ]
-        );
+        assert_eq!(c.systems["log"].dir.as_deref(), Some(Path::new("/jobs/data/log")));
+        assert_eq!(c.inputs, vec![SystemStream::new("log", "in"), SystemStream::new("log", "side")]);
         let side = c.stream(&SystemStream::new("log", "side"));
         assert!(side.bootstrap);
         assert_eq!(side.msg_serde, Some(SerdeName::String));
-        assert_eq!(
-            c.stream(&SystemStream::new("log", "in")).msg_serde,
-            Some(SerdeName::Json)
-        );
+        assert_eq!(c.stream(&SystemStream::new("log", "in")).msg_serde, Some(SerdeName::Json));
         assert_eq!(c.checkpoint_system, "log");
         assert_eq!(c.commit_ms, 1000);
         assert_eq!(c.flat.get("params.threshold"), Some("3"));
@@ -617,54 +610,30 @@ threshold = 3
     fn overrides_change_any_key() {
         let c = parse(
             GOOD,
-            &[
-                "job.container-count=3",
-                "systems.log.streams.\"in\".bounded=true",
-                "params.mode=fast",
-            ],
+            &["job.container-count=3", "systems.log.streams.\"in\".bounded=true", "params.mode=fast"],
         )
         .unwrap();
         assert_eq!(c.container_count, 3);
         assert!(c.stream(&SystemStream::new("log", "in")).bounded);
         assert_eq!(c.flat.get("params.mode"), Some("fast"));
-        let e = parse(GOOD, &["job.container-count=zero"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("after --config overrides") && e.contains("container-count"),
-            "{e}"
-        );
+        let e = parse(GOOD, &["job.container-count=zero"]).unwrap_err().to_string();
+        assert!(e.contains("after --config overrides") && e.contains("container-count"), "{e}");
         let e = parse(GOOD, &["nokey"]).unwrap_err().to_string();
         assert!(e.contains("expected key=value"), "{e}");
     }
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let e = parse(&GOOD.replace("container-count", "contaner-count"), &[])
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("container-count", "contaner-count"), &[]).unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("contaner-count"), "{e}");
-        let e = parse(&GOOD.replace("log.side", "kafka.side"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("task.inputs[1]: system \"kafka\" is not defined"),
-            "{e}"
-        );
-        let e = parse(&GOOD.replace("\"json\"", "\"yaml\""), &[])
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("log.side", "kafka.side"), &[]).unwrap_err().to_string();
+        assert!(e.contains("task.inputs[1]: system \"kafka\" is not defined"), "{e}");
+        let e = parse(&GOOD.replace("\"json\"", "\"yaml\""), &[]).unwrap_err().to_string();
         assert!(e.contains("line 17") && e.contains("yaml"), "{e}");
-        let e = parse(&GOOD.replace("dir = \"data/log\"", ""), &[])
-            .unwrap_err()
-            .to_string();
+        let e = parse(&GOOD.replace("dir = \"data/log\"", ""), &[]).unwrap_err().to_string();
         assert!(e.contains("systems.log.dir"), "{e}");
-        let e = parse(
-            &GOOD.replace("container-count = 2", "container-count = 0"),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
+        let e =
+            parse(&GOOD.replace("container-count = 2", "container-count = 0"), &[]).unwrap_err().to_string();
         assert!(e.contains("job.container-count: must be at least 1"), "{e}");
         let e = parse("[job]\nname = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("missing field `task`"), "{e}");

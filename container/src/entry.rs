@@ -46,12 +46,8 @@ enum Command {
 }
 
 pub(crate) fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Parses the command line and runs the job binary in the role it names.
@@ -73,17 +69,15 @@ pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCo
             };
             crate::local::run_local(&job, &overrides, Some(exe))
         }
-        Command::Container {
-            config,
-            container_id,
-            overrides,
-        } => match run_container(&config, container_id, &overrides, tasks, systems) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: container {container_id}: {e:#}");
-                ExitCode::FAILURE
+        Command::Container { config, container_id, overrides } => {
+            match run_container(&config, container_id, &overrides, tasks, systems) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: container {container_id}: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
 
@@ -96,10 +90,7 @@ fn run_container(
 ) -> anyhow::Result<()> {
     let cfg = JobConfig::load(config, overrides)?;
     if container_id >= cfg.container_count {
-        anyhow::bail!(
-            "container id {container_id} is not below job.container-count {}",
-            cfg.container_count
-        );
+        anyhow::bail!("container id {container_id} is not below job.container-count {}", cfg.container_count);
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -13,6 +13,8 @@ use crate::config::Grouper;
 pub struct TaskModel {
     pub name: TaskName,
     pub ssps: Vec<SystemStreamPartition>,
+    /// Position among all the job's tasks: the task's changelog partition.
+    pub index: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,34 +36,15 @@ pub fn build(inputs: &[(SystemStream, u32)], grouper: Grouper, container_count: 
         Grouper::Partition => {
             let max = inputs.iter().map(|(_, n)| *n).max().unwrap_or(0);
             for p in 0..max {
-                let ssps = inputs
-                    .iter()
-                    .filter(|(_, n)| p < *n)
-                    .map(|(s, _)| s.partition(p))
-                    .collect();
-                tasks.push((
-                    p,
-                    TaskModel {
-                        name: TaskName(format!("Partition {p}")),
-                        ssps,
-                    },
-                ));
+                let ssps = inputs.iter().filter(|(_, n)| p < *n).map(|(s, _)| s.partition(p)).collect();
+                tasks.push((p, TaskModel { name: TaskName(format!("Partition {p}")), ssps, index: 0 }));
             }
         }
         Grouper::Ssp => {
             for (s, n) in inputs {
                 for p in 0..*n {
-                    let name = TaskName(format!(
-                        "SystemStreamPartition [{}, {}, {p}]",
-                        s.system, s.stream
-                    ));
-                    tasks.push((
-                        p,
-                        TaskModel {
-                            name,
-                            ssps: vec![s.partition(p)],
-                        },
-                    ));
+                    let name = TaskName(format!("SystemStreamPartition [{}, {}, {p}]", s.system, s.stream));
+                    tasks.push((p, TaskModel { name, ssps: vec![s.partition(p)], index: 0 }));
                 }
             }
         }
@@ -69,11 +52,9 @@ pub fn build(inputs: &[(SystemStream, u32)], grouper: Grouper, container_count: 
     tasks.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
     let mut containers: BTreeMap<u32, BTreeMap<TaskName, TaskModel>> =
         (0..container_count).map(|c| (c, BTreeMap::new())).collect();
-    for (i, (_, t)) in tasks.into_iter().enumerate() {
-        containers
-            .get_mut(&(i as u32 % container_count))
-            .unwrap()
-            .insert(t.name.clone(), t);
+    for (i, (_, mut t)) in tasks.into_iter().enumerate() {
+        t.index = i as u32;
+        containers.get_mut(&(i as u32 % container_count)).unwrap().insert(t.name.clone(), t);
     }
     JobModel { containers }
 }
@@ -101,8 +82,6 @@ mod tests {
         let a = SystemStream::new("log", "a");
         let m = build(&[(a.clone(), 3)], Grouper::Ssp, 1);
         assert_eq!(m.containers[&0].len(), 3);
-        assert!(
-            m.containers[&0].contains_key(&TaskName("SystemStreamPartition [log, a, 2]".into()))
-        );
+        assert!(m.containers[&0].contains_key(&TaskName("SystemStreamPartition [log, a, 2]".into())));
     }
 }

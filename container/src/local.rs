@@ -42,10 +42,7 @@ pub fn run_local(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> E
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let binary = binary.or_else(|| cfg.binary.clone()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: package.binary is not set; it names the job binary to run",
-            job.display()
-        )
+        anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
     })?;
     if !binary.is_file() {
         anyhow::bail!(
@@ -68,11 +65,7 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
         let _ = std::fs::remove_file(&status);
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(&binary);
-        cmd.arg("container")
-            .arg("--config")
-            .arg(job)
-            .arg("--container-id")
-            .arg(id.to_string());
+        cmd.arg("container").arg("--config").arg(job).arg("--container-id").arg(id.to_string());
         for o in overrides {
             cmd.arg("--override").arg(o);
         }
@@ -88,16 +81,8 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
-        running.push(Running {
-            id,
-            child,
-            log,
-            status,
-            exited: None,
-        });
+        let child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
+        running.push(Running { id, child, log, status, exited: None });
     }
     eprintln!(
         "samza-run: job {} running {} container(s) of {} (logs in {})",
@@ -120,11 +105,7 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
                     if tty {
                         eprintln!();
                     }
-                    eprintln!(
-                        "samza-run: container {} failed ({status}); end of {}:",
-                        r.id,
-                        r.log.display()
-                    );
+                    eprintln!("samza-run: container {} failed ({status}); end of {}:", r.id, r.log.display());
                     eprint!("{}", tail(&r.log, 20));
                     stop_all(&mut running, cfg.shutdown_timeout_ms);
                     return Ok(ExitCode::FAILURE);
@@ -150,17 +131,10 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
             if tty {
                 eprintln!();
             }
-            eprintln!(
-                "samza-run: stopping job {} (containers commit and exit)",
-                cfg.name
-            );
+            eprintln!("samza-run: stopping job {} (containers commit and exit)", cfg.name);
             let clean = stop_all(&mut running, cfg.shutdown_timeout_ms);
             eprintln!("{}", progress.line(&running, start));
-            return Ok(if clean {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
     }
 }
@@ -182,9 +156,7 @@ fn stop_all(running: &mut [Running], timeout_ms: u64) -> bool {
                     r.exited = Some(s);
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     eprintln!(
                         "samza-run: container {} did not stop within {timeout_ms} ms; killing it",

@@ -36,10 +36,7 @@ pub struct InMemoryStreams {
 }
 
 fn not_found(stream: &str) -> SystemError {
-    SystemError::new(
-        SystemErrorKind::NotFound,
-        format!("stream {stream} does not exist"),
-    )
+    SystemError::new(SystemErrorKind::NotFound, format!("stream {stream} does not exist"))
 }
 
 impl InMemoryStreams {
@@ -52,8 +49,7 @@ impl InMemoryStreams {
         if st.streams.contains_key(stream) {
             return false;
         }
-        st.streams
-            .insert(stream.to_string(), vec![Vec::new(); partitions as usize]);
+        st.streams.insert(stream.to_string(), vec![Vec::new(); partitions as usize]);
         true
     }
 
@@ -70,24 +66,13 @@ impl InMemoryStreams {
         let mut st = lock.lock().unwrap();
         st.round_robin = st.round_robin.wrapping_add(1);
         let rr = st.round_robin;
-        let parts = st
-            .streams
-            .get_mut(stream)
-            .ok_or_else(|| not_found(stream))?;
+        let parts = st.streams.get_mut(stream).ok_or_else(|| not_found(stream))?;
         let n = parts.len() as u32;
-        let p =
-            partition.unwrap_or_else(|| key.as_deref().map_or(rr % n, |k| partition_for_key(k, n)));
+        let p = partition.unwrap_or_else(|| key.as_deref().map_or(rr % n, |k| partition_for_key(k, n)));
         let part = parts.get_mut(p as usize).ok_or_else(|| {
-            SystemError::new(
-                SystemErrorKind::NotFound,
-                format!("stream {stream} has no partition {p}"),
-            )
+            SystemError::new(SystemErrorKind::NotFound, format!("stream {stream} has no partition {p}"))
         })?;
-        part.push(StoredMessage {
-            key,
-            message,
-            timestamp,
-        });
+        part.push(StoredMessage { key, message, timestamp });
         let offset = part.len() as u64 - 1;
         cv.notify_all();
         Ok((p, offset))
@@ -96,21 +81,11 @@ impl InMemoryStreams {
     /// Every message of a partition.
     pub fn messages(&self, stream: &str, partition: u32) -> Vec<StoredMessage> {
         let st = self.inner.0.lock().unwrap();
-        st.streams
-            .get(stream)
-            .and_then(|p| p.get(partition as usize))
-            .cloned()
-            .unwrap_or_default()
+        st.streams.get(stream).and_then(|p| p.get(partition as usize)).cloned().unwrap_or_default()
     }
 
     pub fn partitions(&self, stream: &str) -> Option<u32> {
-        self.inner
-            .0
-            .lock()
-            .unwrap()
-            .streams
-            .get(stream)
-            .map(|p| p.len() as u32)
+        self.inner.0.lock().unwrap().streams.get(stream).map(|p| p.len() as u32)
     }
 }
 
@@ -120,11 +95,7 @@ impl SystemFactory for InMemoryStreams {
     }
 
     fn consumer(&self, _: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        Ok(Box::new(InMemoryConsumer {
-            streams: self.clone(),
-            registered: Vec::new(),
-            rotate: 0,
-        }))
+        Ok(Box::new(InMemoryConsumer { streams: self.clone(), registered: Vec::new(), rotate: 0 }))
     }
 
     fn producer(&self, _: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
@@ -160,20 +131,12 @@ impl SystemProducer for InMemoryStreams {
         let partition = match (env.partition, &env.partition_key) {
             (Some(p), _) => Some(p),
             (None, Some(k)) => {
-                let n = self
-                    .partitions(&env.stream.stream)
-                    .ok_or_else(|| not_found(&env.stream.stream))?;
+                let n = self.partitions(&env.stream.stream).ok_or_else(|| not_found(&env.stream.stream))?;
                 Some(partition_for_key(k, n))
             }
             (None, None) => None,
         };
-        self.append(
-            &env.stream.stream,
-            partition,
-            env.key,
-            env.message,
-            env.event_time.unwrap_or(0),
-        )?;
+        self.append(&env.stream.stream, partition, env.key, env.message, env.event_time.unwrap_or(0))?;
         Ok(())
     }
 

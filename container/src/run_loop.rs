@@ -16,15 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use samza_task_api::{
-    IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope,
-    RequestScope, SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError,
-    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
+    IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, RequestScope,
+    SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError, SystemProducer,
+    SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
 };
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
-use crate::config::{DefaultOffset, JobConfig};
+use crate::config::{DefaultOffset, JobConfig, StoreConfig};
 use crate::job_model;
 use crate::systems::SystemRegistry;
+use bytes::Bytes;
+use samza_state::engine::Write;
+use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
+use samza_task_api::SharedStore;
 
 /// Why a container stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,30 +40,17 @@ pub enum ContainerError {
         source: SystemError,
     },
     #[error("task {task} failed processing {ssp} offset {offset}: {message}")]
-    Process {
-        task: TaskName,
-        ssp: SystemStreamPartition,
-        offset: u64,
-        message: String,
-    },
+    Process { task: TaskName, ssp: SystemStreamPartition, offset: u64, message: String },
     #[error("task {task} failed in {phase}: {message}")]
-    Task {
-        task: TaskName,
-        phase: &'static str,
-        message: String,
-    },
+    Task { task: TaskName, phase: &'static str, message: String },
+    #[error("store {store} of task {task}: {message}")]
+    Store { task: TaskName, store: String, message: String },
     #[error("{0}")]
     Setup(String),
 }
 
-fn sys<T>(
-    r: Result<T, SystemError>,
-    context: impl FnOnce() -> String,
-) -> Result<T, ContainerError> {
-    r.map_err(|source| ContainerError::System {
-        context: context(),
-        source,
-    })
+fn sys<T>(r: Result<T, SystemError>, context: impl FnOnce() -> String) -> Result<T, ContainerError> {
+    r.map_err(|source| ContainerError::System { context: context(), source })
 }
 
 /// How a container run ended.
@@ -117,6 +108,29 @@ struct TaskInstance {
     coordinator: TaskCoordinator,
     dirty: bool,
     voted_shutdown: bool,
+    stores: Vec<StoreSlot>,
+}
+
+/// One store of one task, as the runtime sees it.
+struct StoreSlot {
+    name: String,
+    shared: SharedStore,
+    changelog: Option<SystemStreamPartition>,
+    /// Next offset of the changelog partition (this task is its only writer).
+    changelog_next: u64,
+    /// Local directory and marker of a RocksDB store.
+    persistent: Option<(PathBuf, Marker)>,
+    report: RestoreReport,
+}
+
+fn with_store<T>(shared: &SharedStore, f: impl FnOnce(&mut TaskStore) -> T) -> T {
+    let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.as_any_mut().downcast_mut::<TaskStore>().expect("stores are created by the runtime"))
+}
+
+/// A task name as a directory name.
+fn dir_name(task: &TaskName) -> String {
+    task.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 /// Messages processed per choice of partition before choosing again.
@@ -127,26 +141,15 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let cfg = spec.config.clone();
     let mut admins: BTreeMap<String, Arc<dyn SystemAdmin>> = BTreeMap::new();
     for (name, sc) in &cfg.systems {
-        let factory = sys(spec.systems.get(sc).cloned(), || {
-            "cannot set up systems".into()
-        })?;
-        admins.insert(
-            name.clone(),
-            sys(factory.admin(sc), || format!("cannot open system {name}"))?,
-        );
+        let factory = sys(spec.systems.get(sc).cloned(), || "cannot set up systems".into())?;
+        admins.insert(name.clone(), sys(factory.admin(sc), || format!("cannot open system {name}"))?);
     }
 
     // Streams declared with a partition count are created when missing.
     for (ss, sc) in &cfg.streams {
         if let Some(partitions) = sc.partitions {
-            let spec = StreamSpec {
-                stream: ss.stream.to_string(),
-                partitions,
-                compacted: sc.compacted,
-            };
-            sys(admins[&*ss.system].create_stream(&spec), || {
-                format!("cannot create stream {ss}")
-            })?;
+            let spec = StreamSpec { stream: ss.stream.to_string(), partitions, compacted: sc.compacted };
+            sys(admins[&*ss.system].create_stream(&spec), || format!("cannot create stream {ss}"))?;
         }
     }
 
@@ -155,58 +158,50 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let mut input_meta = BTreeMap::new();
     for input in &cfg.inputs {
         let admin = &admins[&*input.system];
-        if !sys(admin.stream_exists(&input.stream), || {
-            format!("cannot read input {input}")
-        })? {
+        if !sys(admin.stream_exists(&input.stream), || format!("cannot read input {input}"))? {
             return Err(ContainerError::Setup(format!(
                 "input stream {input} does not exist (create it, or declare it with systems.{}.streams.{}.partitions)",
                 input.system, input.stream
             )));
         }
-        let meta = sys(admin.partition_metadata(&input.stream), || {
-            format!("cannot read offsets of input {input}")
-        })?;
+        let meta =
+            sys(admin.partition_metadata(&input.stream), || format!("cannot read offsets of input {input}"))?;
         input_meta.insert(input.clone(), meta);
     }
-    let counts: Vec<_> = cfg
-        .inputs
-        .iter()
-        .map(|i| (i.clone(), input_meta[i].len() as u32))
-        .collect();
+    let counts: Vec<_> = cfg.inputs.iter().map(|i| (i.clone(), input_meta[i].len() as u32)).collect();
     let model = job_model::build(&counts, cfg.grouper, cfg.container_count);
-    let my_tasks = model
-        .containers
-        .get(&spec.container_id)
-        .cloned()
-        .unwrap_or_default();
+    let my_tasks = model.containers.get(&spec.container_id).cloned().unwrap_or_default();
     if my_tasks.is_empty() {
-        tracing::warn!(
-            container = spec.container_id,
-            "the job model gives this container no task"
-        );
+        tracing::warn!(container = spec.container_id, "the job model gives this container no task");
         return Ok(Outcome::NoTasks);
     }
+
+    // Changelogs: compacted, one partition per task of the whole job.
+    let task_count: usize = model.containers.values().map(BTreeMap::len).sum();
+    for sc in cfg.stores.values() {
+        if let Some(cl) = &sc.changelog {
+            let spec =
+                StreamSpec { stream: cl.stream.to_string(), partitions: task_count as u32, compacted: true };
+            sys(admins[&*cl.system].create_stream(&spec), || {
+                format!("cannot create changelog {cl} of store {}", sc.name)
+            })?;
+        }
+    }
+    let commit_requested = Arc::new(AtomicBool::new(false));
 
     // Checkpoints.
     let cp_stream = cfg.checkpoint_stream();
     let cp_sys = &cfg.systems[&cfg.checkpoint_system];
-    let cp_factory = sys(spec.systems.get(cp_sys).cloned(), || {
-        "cannot set up checkpoints".into()
-    })?;
+    let cp_factory = sys(spec.systems.get(cp_sys).cloned(), || "cannot set up checkpoints".into())?;
     let cp_admin = &admins[&cfg.checkpoint_system];
-    sys(
-        checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream),
-        || format!("cannot create checkpoint stream {cp_stream}"),
-    )?;
+    sys(checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream), || {
+        format!("cannot create checkpoint stream {cp_stream}")
+    })?;
     let checkpoints = sys(
-        cp_factory
-            .consumer(cp_sys)
-            .and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
+        cp_factory.consumer(cp_sys).and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
         || format!("cannot read checkpoints from {cp_stream}"),
     )?;
-    let cp_producer = sys(cp_factory.producer(cp_sys), || {
-        format!("cannot open producer for {cp_stream}")
-    })?;
+    let cp_producer = sys(cp_factory.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
 
     // Task instances and their partitions.
     let factory = spec.tasks.get(&cfg.task_class).cloned().ok_or_else(|| {
@@ -246,17 +241,11 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let sc = &cfg.systems[&*ss.system];
-                    let f = sys(spec.systems.get(sc).cloned(), || {
-                        "cannot set up systems".into()
-                    })?;
-                    v.insert(sys(f.consumer(sc), || {
-                        format!("cannot open consumer of system {}", ss.system)
-                    })?)
+                    let f = sys(spec.systems.get(sc).cloned(), || "cannot set up systems".into())?;
+                    v.insert(sys(f.consumer(sc), || format!("cannot open consumer of system {}", ss.system))?)
                 }
             };
-            sys(consumer.register(ssp, start), || {
-                format!("cannot read {ssp} from offset {start}")
-            })?;
+            sys(consumer.register(ssp, start), || format!("cannot read {ssp} from offset {start}"))?;
             ids.push(ssps.len());
             ssps.push(SspState {
                 ssp: Arc::new(ssp.clone()),
@@ -281,6 +270,22 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             flat.clone(),
             metrics.clone(),
         );
+        let mut stores = Vec::new();
+        for (sname, sc) in &cfg.stores {
+            let slot = open_store(
+                &cfg,
+                &spec.systems,
+                &admins,
+                name,
+                tm.index,
+                sname,
+                sc,
+                &metrics,
+                &commit_requested,
+            )?;
+            ctx.add_store(sname, slot.shared.clone());
+            stores.push(slot);
+        }
         task.init(&mut ctx).map_err(|e| ContainerError::Task {
             task: name.clone(),
             phase: "init",
@@ -294,6 +299,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             coordinator: TaskCoordinator::new(),
             dirty: false,
             voted_shutdown: false,
+            stores,
         });
     }
     tracing::info!(
@@ -319,10 +325,16 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         processed: metrics.counter("container.processed"),
         status_path: spec.status_path,
         last_status: Instant::now(),
+        commit_requested,
     };
     // After a failure nothing is committed: the next run resumes from the last
     // checkpoint, whose outputs are durable.
     let outcome = lp.run(&spec.shutdown)?;
+    if cfg.window_ms > 0 {
+        // A last window before the final commit, so windowed results include
+        // everything processed (bounded input done, or a clean stop).
+        lp.window()?;
+    }
     lp.commit()?;
     lp.close()?;
     lp.write_status(true);
@@ -352,6 +364,8 @@ struct Loop {
     processed: samza_task_api::Counter,
     status_path: Option<PathBuf>,
     last_status: Instant,
+    /// Set by stores whose dirty entries reached their write batch size.
+    commit_requested: Arc<AtomicBool>,
 }
 
 /// Sends `out` through the producer of its system, creating it on first use.
@@ -371,10 +385,7 @@ impl Producers {
         out: OutgoingMessageEnvelope,
     ) -> Result<(), ContainerError> {
         let system = &out.stream.system;
-        let hit = self
-            .open
-            .get(self.last)
-            .is_some_and(|(n, _)| Arc::ptr_eq(n, system) || n == system);
+        let hit = self.open.get(self.last).is_some_and(|(n, _)| Arc::ptr_eq(n, system) || n == system);
         if !hit {
             self.last = match self.open.iter().position(|(n, _)| n == system) {
                 Some(i) => i,
@@ -386,25 +397,19 @@ impl Producers {
                         ))
                     })?;
                     let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
-                    let p = sys(f.producer(sc), || {
-                        format!("cannot open producer of system {system}")
-                    })?;
+                    let p = sys(f.producer(sc), || format!("cannot open producer of system {system}"))?;
                     self.open.push((system.clone(), p));
                     self.open.len() - 1
                 }
             };
         }
         let (name, producer) = &mut self.open[self.last];
-        sys(producer.send(out), || {
-            format!("cannot send to system {name}")
-        })
+        sys(producer.send(out), || format!("cannot send to system {name}"))
     }
 
     fn flush(&mut self) -> Result<(), ContainerError> {
         for (system, p) in &mut self.open {
-            sys(p.flush(), || {
-                format!("cannot flush output to system {system}")
-            })?;
+            sys(p.flush(), || format!("cannot flush output to system {system}"))?;
         }
         Ok(())
     }
@@ -451,9 +456,7 @@ impl Loop {
             if buffered < self.cfg.poll_batch / 2 {
                 let deadline = next_window.map_or(next_commit, |w| w.min(next_commit));
                 let wait = if buffered == 0 {
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(100))
+                    deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
                 } else {
                     Duration::ZERO
                 };
@@ -472,6 +475,9 @@ impl Loop {
                     stop = Some(s);
                     break;
                 }
+            }
+            if self.commit_requested.swap(false, Ordering::Relaxed) && stop.is_none() {
+                stop = Some(Stop::Commit);
             }
             match stop {
                 Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
@@ -493,30 +499,22 @@ impl Loop {
             let w = if i + 1 == n { wait } else { Duration::ZERO };
             self.poll_buf.clear();
             let consumer = self.consumers.get_mut(system).unwrap();
-            sys(
-                consumer.poll(&mut self.poll_buf, self.cfg.poll_batch, w),
-                || format!("cannot read from system {system}"),
-            )?;
+            sys(consumer.poll(&mut self.poll_buf, self.cfg.poll_batch, w), || {
+                format!("cannot read from system {system}")
+            })?;
             let mut last = (0usize, 0usize);
             for env in self.poll_buf.drain(..) {
                 let key = Arc::as_ptr(&env.ssp) as usize;
                 // Consecutive messages mostly come from one partition.
-                let g = match (key == last.0)
-                    .then_some(last.1)
-                    .or_else(|| self.index.get(&key).copied())
-                {
+                let g = match (key == last.0).then_some(last.1).or_else(|| self.index.get(&key).copied()) {
                     Some(g) => g,
                     None => {
-                        let g = self
-                            .ssps
-                            .iter()
-                            .position(|s| *s.ssp == *env.ssp)
-                            .ok_or_else(|| {
-                                ContainerError::Setup(format!(
-                                    "consumer returned a message of unregistered partition {}",
-                                    env.ssp
-                                ))
-                            })?;
+                        let g = self.ssps.iter().position(|s| *s.ssp == *env.ssp).ok_or_else(|| {
+                            ContainerError::Setup(format!(
+                                "consumer returned a message of unregistered partition {}",
+                                env.ssp
+                            ))
+                        })?;
                         self.index.insert(key, g);
                         g
                     }
@@ -555,11 +553,7 @@ impl Loop {
         best
     }
 
-    fn process(
-        &mut self,
-        g: usize,
-        env: IncomingMessageEnvelope,
-    ) -> Result<Option<Stop>, ContainerError> {
+    fn process(&mut self, g: usize, env: IncomingMessageEnvelope) -> Result<Option<Stop>, ContainerError> {
         let s = &self.ssps[g];
         let t = s.task;
         let task = &mut self.tasks[t];
@@ -570,14 +564,10 @@ impl Loop {
             message,
         };
         if let (Some(serde), Some(k)) = (s.key_serde, env.key.as_deref()) {
-            serde
-                .check(k)
-                .map_err(|e| fail(format!("key does not decode as {serde:?}: {e}")))?;
+            serde.check(k).map_err(|e| fail(format!("key does not decode as {serde:?}: {e}")))?;
         }
         if let (Some(serde), Some(m)) = (s.msg_serde, env.message.as_deref()) {
-            serde
-                .check(m)
-                .map_err(|e| fail(format!("message does not decode as {serde:?}: {e}")))?;
+            serde.check(m).map_err(|e| fail(format!("message does not decode as {serde:?}: {e}")))?;
         }
         task.task
             .process(&env, &mut task.collector, &mut task.coordinator)
@@ -613,13 +603,9 @@ impl Loop {
         let mut stop = None;
         for t in 0..self.tasks.len() {
             let task = &mut self.tasks[t];
-            task.task
-                .window(&mut task.collector, &mut task.coordinator)
-                .map_err(|e| ContainerError::Task {
-                    task: task.name.clone(),
-                    phase: "window",
-                    message: e.to_string(),
-                })?;
+            task.task.window(&mut task.collector, &mut task.coordinator).map_err(|e| {
+                ContainerError::Task { task: task.name.clone(), phase: "window", message: e.to_string() }
+            })?;
             task.dirty = true;
             match (self.after_call(t)?, stop) {
                 (Some(Stop::Shutdown), _) => stop = Some(Stop::Shutdown),
@@ -632,7 +618,51 @@ impl Loop {
 
     /// Flushes every producer, then checkpoints every task that moved.
     fn commit(&mut self) -> Result<(), ContainerError> {
+        // 1. Dirty store entries go to their changelogs.
+        let mut pending: Vec<(usize, usize, Vec<Write>)> = Vec::new();
+        for (t, task) in self.tasks.iter_mut().enumerate() {
+            for (s, slot) in task.stores.iter_mut().enumerate() {
+                let batch = with_store(&slot.shared, TaskStore::take_dirty);
+                if batch.is_empty() {
+                    continue;
+                }
+                if let Some(ssp) = &slot.changelog {
+                    for (k, v) in &batch {
+                        let env = OutgoingMessageEnvelope::new(
+                            ssp.system_stream.clone(),
+                            Some(Bytes::copy_from_slice(k)),
+                            v.as_deref().map(Bytes::copy_from_slice),
+                        )
+                        .with_partition(ssp.partition);
+                        self.producers.send(&self.cfg, &self.systems, env)?;
+                    }
+                    slot.changelog_next += batch.len() as u64;
+                }
+                task.dirty = true;
+                pending.push((t, s, batch));
+            }
+        }
+        // 2. Outputs and changelogs become durable.
         self.producers.flush()?;
+        // 3. Only then the stores' engines, and their markers.
+        for (t, s, batch) in pending {
+            let task = self.tasks[t].name.clone();
+            let slot = &mut self.tasks[t].stores[s];
+            with_store(&slot.shared, |st| st.apply(&batch)).map_err(|e| ContainerError::Store {
+                task: task.clone(),
+                store: slot.name.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some((dir, marker)) = &mut slot.persistent {
+                marker.offset = slot.changelog_next;
+                samza_state::restore::write_marker(dir, marker).map_err(|e| ContainerError::Store {
+                    task: task.clone(),
+                    store: slot.name.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        // 4. Checkpoints.
         let mut wrote = false;
         for task in self.tasks.iter_mut().filter(|t| t.dirty) {
             let cp = Checkpoint {
@@ -645,17 +675,14 @@ impl Loop {
                     })
                     .collect(),
             };
-            sys(
-                checkpoint::write(self.cp_producer.as_mut(), &self.cp_stream, &task.name, &cp),
-                || format!("cannot write checkpoint of task {}", task.name),
-            )?;
+            sys(checkpoint::write(self.cp_producer.as_mut(), &self.cp_stream, &task.name, &cp), || {
+                format!("cannot write checkpoint of task {}", task.name)
+            })?;
             task.dirty = false;
             wrote = true;
         }
         if wrote {
-            sys(self.cp_producer.flush(), || {
-                format!("cannot flush checkpoints to {}", self.cp_stream)
-            })?;
+            sys(self.cp_producer.flush(), || format!("cannot flush checkpoints to {}", self.cp_stream))?;
         }
         Ok(())
     }
@@ -691,14 +718,25 @@ impl Loop {
             .ssps
             .iter()
             .map(|s| {
-                let up = upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied();
+                let up =
+                    upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied();
                 serde_json::json!({
                     "system": s.ssp.system(), "stream": s.ssp.stream(), "partition": s.ssp.partition,
                     "next_offset": s.next_offset, "upcoming": up,
                 })
             })
             .collect();
+        let stores: Vec<_> = self
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.stores.iter().map(move |s| {
+                    serde_json::json!({ "task": t.name.as_str(), "store": s.name, "restore": s.report })
+                })
+            })
+            .collect();
         let status = serde_json::json!({
+            "stores": stores,
             "container": self.container_id,
             "pid": std::process::id(),
             "processed": self.processed.get(),
@@ -706,10 +744,7 @@ impl Loop {
             "partitions": partitions,
         });
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, status.to_string())
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .is_err()
-        {
+        if std::fs::write(&tmp, status.to_string()).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
             tracing::debug!(path = %path.display(), "cannot write status");
         }
     }
@@ -719,4 +754,78 @@ impl Loop {
 enum Stop {
     Commit,
     Shutdown,
+}
+
+/// Opens (restoring as needed) store `name` of task `task`.
+#[allow(clippy::too_many_arguments)]
+fn open_store(
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+    admins: &BTreeMap<String, Arc<dyn SystemAdmin>>,
+    task: &TaskName,
+    index: u32,
+    name: &str,
+    sc: &StoreConfig,
+    metrics: &MetricsRegistry,
+    commit_requested: &Arc<AtomicBool>,
+) -> Result<StoreSlot, ContainerError> {
+    let fail =
+        |message: String| ContainerError::Store { task: task.clone(), store: name.to_string(), message };
+    let dir = cfg.state_dir.join(&cfg.name).join("stores").join(name).join(dir_name(task));
+    let changelog = sc.changelog.as_ref().map(|cl| cl.partition(index));
+    let source = match &changelog {
+        None => None,
+        Some(ssp) => {
+            let system = &*ssp.system_stream.system;
+            let meta = sys(admins[system].partition_metadata(ssp.stream()), || {
+                format!("cannot read changelog {ssp}")
+            })?;
+            let m = meta.get(ssp.partition as usize).copied().ok_or_else(|| {
+                fail(format!(
+                    "changelog {} has {} partitions; this task needs partition {}",
+                    ssp.system_stream,
+                    meta.len(),
+                    ssp.partition
+                ))
+            })?;
+            let scfg = &cfg.systems[system];
+            let f = sys(systems.get(scfg).cloned(), || "cannot set up systems".into())?;
+            let consumer = sys(f.consumer(scfg), || format!("cannot read changelog {ssp}"))?;
+            Some(ChangelogSource { ssp: ssp.clone(), meta: m, consumer })
+        }
+    };
+    let want = Marker {
+        job: cfg.name.clone(),
+        store: name.to_string(),
+        task: task.as_str().to_string(),
+        changelog: changelog.clone(),
+        offset: 0,
+    };
+    let opened =
+        samza_state::restore::open(sc.engine, &dir, &want, source).map_err(|e| fail(e.to_string()))?;
+    let r = &opened.report;
+    tracing::info!(%task, store = name, mode = %r.mode, records = r.records, bytes = r.bytes, millis = r.millis, "store ready");
+    let g = |what: &str, v: u64| metrics.gauge(&format!("store.{name}.restore-{what}")).set(v as i64);
+    g("records", r.records);
+    g("bytes", r.bytes);
+    g("millis", r.millis);
+    let store = TaskStore::new(
+        name,
+        opened.engine,
+        sc.options.clone(),
+        system_clock(),
+        metrics,
+        commit_requested.clone(),
+    );
+    let shared: SharedStore = Arc::new(std::sync::Mutex::new(Box::new(store)));
+    let persistent =
+        (sc.engine == EngineKind::Rocksdb).then(|| (dir, Marker { offset: opened.changelog_next, ..want }));
+    Ok(StoreSlot {
+        name: name.to_string(),
+        shared,
+        changelog,
+        changelog_next: opened.changelog_next,
+        persistent,
+        report: opened.report,
+    })
 }

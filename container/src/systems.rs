@@ -23,10 +23,7 @@ pub struct EmbeddedLogFactory;
 
 fn open_log(config: &SystemConfig) -> Result<Log, SystemError> {
     let dir = config.dir.as_ref().ok_or_else(|| {
-        SystemError::new(
-            SystemErrorKind::InvalidInput,
-            format!("systems.{}.dir is not set", config.name),
-        )
+        SystemError::new(SystemErrorKind::InvalidInput, format!("systems.{}.dir is not set", config.name))
     })?;
     Ok(Log::open(dir)?)
 }
@@ -53,9 +50,7 @@ pub struct SystemRegistry {
 
 impl Default for SystemRegistry {
     fn default() -> Self {
-        let mut r = SystemRegistry {
-            factories: BTreeMap::new(),
-        };
+        let mut r = SystemRegistry { factories: BTreeMap::new() };
         r.register("embedded-log", EmbeddedLogFactory);
         r
     }
@@ -74,11 +69,7 @@ impl SystemRegistry {
                     "systems.{}.type: unknown system type {:?} (known: {})",
                     config.name,
                     config.kind,
-                    self.factories
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.factories.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
         })

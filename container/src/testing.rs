@@ -54,12 +54,7 @@ impl TestRunner {
         let inputs: Vec<String> = inputs.iter().map(|i| format!("\"mem.{i}\"")).collect();
         let bounded: String = inputs
             .iter()
-            .map(|i| {
-                format!(
-                    "[systems.mem.streams.{}]\nbounded = true\n",
-                    &i[5..i.len() - 1]
-                )
-            })
+            .map(|i| format!("[systems.mem.streams.{}]\nbounded = true\n", &i[5..i.len() - 1]))
             .collect();
         let toml = format!(
             "[job]\nname = \"test\"\n[task]\nclass = \"{class}\"\ninputs = [{}]\ncommit-ms = 1000\n[systems.mem]\ntype = \"in-memory\"\n{bounded}",
@@ -76,11 +71,7 @@ impl TestRunner {
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
         let config = JobConfig::parse(job_toml, Path::new("test-job.toml"), overrides)?;
-        Ok(TestRunner {
-            tasks,
-            streams: InMemoryStreams::new(),
-            config,
-        })
+        Ok(TestRunner { tasks, streams: InMemoryStreams::new(), config })
     }
 
     pub fn create_stream(&mut self, stream: &str, partitions: u32) {
@@ -143,11 +134,7 @@ impl TestRunner {
     pub fn values(&self, stream: &str) -> Vec<String> {
         (0..self.streams.partitions(stream).unwrap_or(0))
             .flat_map(|p| self.streams.messages(stream, p))
-            .map(|m| {
-                m.message
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default()
-            })
+            .map(|m| m.message.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default())
             .collect()
     }
 
@@ -155,7 +142,6 @@ impl TestRunner {
     pub fn checkpoints(&self) -> BTreeMap<TaskName, Checkpoint> {
         let sc = &self.config.systems[&self.config.checkpoint_system];
         let consumer = self.streams.consumer(sc).expect("in-memory consumer");
-        checkpoint::read_all(&self.streams, consumer, &self.config.checkpoint_stream())
-            .unwrap_or_default()
+        checkpoint::read_all(&self.streams, consumer, &self.config.checkpoint_stream()).unwrap_or_default()
     }
 }

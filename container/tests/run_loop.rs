@@ -24,19 +24,14 @@ impl StreamTask for Recorder {
         _: &mut MessageCollector,
         _: &mut TaskCoordinator,
     ) -> Result<(), TaskError> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push(format!("{}:{}", env.ssp.stream(), env.message_str()?));
+        self.seen.lock().unwrap().push(format!("{}:{}", env.ssp.stream(), env.message_str()?));
         Ok(())
     }
 }
 
 fn recorder(seen: &Arc<Mutex<Vec<String>>>) -> TaskRegistry {
     let seen = seen.clone();
-    TaskRegistry::new().register_with("rec", move |_| {
-        Ok(Box::new(Recorder { seen: seen.clone() }))
-    })
+    TaskRegistry::new().register_with("rec", move |_| Ok(Box::new(Recorder { seen: seen.clone() })))
 }
 
 const TWO_INPUTS: &str = r#"
@@ -67,11 +62,7 @@ fn bootstrap_stream_is_read_to_its_end_before_anything_else() {
     t.run().unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 600);
-    assert!(
-        seen[..300].iter().all(|s| s.starts_with("side:")),
-        "side first: {:?}",
-        &seen[295..305]
-    );
+    assert!(seen[..300].iter().all(|s| s.starts_with("side:")), "side first: {:?}", &seen[295..305]);
     // Offsets within a partition stay in order.
     assert_eq!(seen[300], "main:m0");
     assert_eq!(seen[599], "main:m299");
@@ -80,10 +71,8 @@ fn bootstrap_stream_is_read_to_its_end_before_anything_else() {
 #[test]
 fn higher_priority_stream_goes_first_and_equals_share_round_robin() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let toml = TWO_INPUTS.replace(
-        "[systems.mem.streams.main]\n",
-        "[systems.mem.streams.main]\npriority = 5\n",
-    );
+    let toml =
+        TWO_INPUTS.replace("[systems.mem.streams.main]\n", "[systems.mem.streams.main]\npriority = 5\n");
     let mut t = TestRunner::with_config(recorder(&seen), &toml, &[]).unwrap();
     t.create_stream("main", 1);
     t.create_stream("side", 1);
@@ -93,20 +82,12 @@ fn higher_priority_stream_goes_first_and_equals_share_round_robin() {
     }
     t.run().unwrap();
     let seen = seen.lock().unwrap();
-    assert!(
-        seen[..100].iter().all(|s| s.starts_with("main:")),
-        "{:?}",
-        &seen[..5]
-    );
+    assert!(seen[..100].iter().all(|s| s.starts_with("main:")), "{:?}", &seen[..5]);
 
     // Without priorities both streams are interleaved, not one after the other.
     let seen2 = Arc::new(Mutex::new(Vec::new()));
-    let mut t = TestRunner::with_config(
-        recorder(&seen2),
-        TWO_INPUTS,
-        &["task.poll-batch=8".to_string()],
-    )
-    .unwrap();
+    let mut t =
+        TestRunner::with_config(recorder(&seen2), TWO_INPUTS, &["task.poll-batch=8".to_string()]).unwrap();
     t.create_stream("main", 1);
     t.create_stream("side", 1);
     for i in 0..2000 {
@@ -117,10 +98,7 @@ fn higher_priority_stream_goes_first_and_equals_share_round_robin() {
     let seen2 = seen2.lock().unwrap();
     let first_side = seen2.iter().position(|s| s.starts_with("side:")).unwrap();
     let first_main = seen2.iter().position(|s| s.starts_with("main:")).unwrap();
-    assert!(
-        first_side.max(first_main) < 1000,
-        "round-robin: main at {first_main}, side at {first_side}"
-    );
+    assert!(first_side.max(first_main) < 1000, "round-robin: main at {first_main}, side at {first_side}");
 }
 
 /// Counts windows and votes to shut down after the third.
@@ -144,11 +122,7 @@ impl StreamTask for Windowed {
         Ok(())
     }
 
-    fn window(
-        &mut self,
-        out: &mut MessageCollector,
-        coord: &mut TaskCoordinator,
-    ) -> Result<(), TaskError> {
+    fn window(&mut self, out: &mut MessageCollector, coord: &mut TaskCoordinator) -> Result<(), TaskError> {
         assert!(!self.in_process, "window never runs during process");
         self.windows += 1;
         out.send(OutgoingMessageEnvelope::new(
@@ -178,8 +152,7 @@ type = "in-memory"
 [systems.mem.streams.windows]
 partitions = 1
 "#;
-    let mut t = TestRunner::with_config(TaskRegistry::new().register::<Windowed>("win"), toml, &[])
-        .unwrap();
+    let mut t = TestRunner::with_config(TaskRegistry::new().register::<Windowed>("win"), toml, &[]).unwrap();
     t.create_stream("in", 2);
     for i in 0..10 {
         t.send_to("in", i % 2, None, "x");
@@ -187,20 +160,10 @@ partitions = 1
     let start = std::time::Instant::now();
     let outcome = t.run().unwrap();
     assert_eq!(outcome, samza_container::run_loop::Outcome::Shutdown);
-    assert!(
-        start.elapsed() >= Duration::from_millis(150),
-        "three 50 ms windows"
-    );
+    assert!(start.elapsed() >= Duration::from_millis(150), "three 50 ms windows");
     let windows = t.values("windows");
-    assert_eq!(
-        windows.len(),
-        6,
-        "3 windows of each of 2 tasks: {windows:?}"
-    );
-    assert!(
-        windows.contains(&"window 3 after 5".to_string()),
-        "{windows:?}"
-    );
+    assert_eq!(windows.len(), 8, "3 windows of each of 2 tasks, and a final one at the stop: {windows:?}");
+    assert!(windows.contains(&"window 3 after 5".to_string()), "{windows:?}");
     // The final commit checkpointed both tasks at the end of their partitions.
     let cps = t.checkpoints();
     assert_eq!(cps.len(), 2);
@@ -229,7 +192,12 @@ bounded = true
     t.send("in", None, "{\"ok\":1}");
     t.send("in", None, "not json");
     let err = t.run().unwrap_err().to_string();
-    assert!(err.contains("task Partition 0 failed processing mem.in[0] offset 1: message does not decode as Json"), "{err}");
+    assert!(
+        err.contains(
+            "task Partition 0 failed processing mem.in[0] offset 1: message does not decode as Json"
+        ),
+        "{err}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
@@ -247,11 +215,7 @@ struct LoggedProducer {
 
 impl SystemProducer for LoggedProducer {
     fn send(&mut self, env: OutgoingMessageEnvelope) -> Result<(), SystemError> {
-        let kind = if env.stream.stream.starts_with("__samza_checkpoint") {
-            "checkpoint"
-        } else {
-            "output"
-        };
+        let kind = if env.stream.stream.starts_with("__samza_checkpoint") { "checkpoint" } else { "output" };
         self.events.lock().unwrap().push(kind.to_string());
         self.inner.send(env)
     }
@@ -270,10 +234,7 @@ impl SystemFactory for Logged {
         self.inner.consumer(c)
     }
     fn producer(&self, c: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(LoggedProducer {
-            inner: self.inner.producer(c)?,
-            events: self.events.clone(),
-        }))
+        Ok(Box::new(LoggedProducer { inner: self.inner.producer(c)?, events: self.events.clone() }))
     }
 }
 
@@ -290,11 +251,7 @@ impl StreamTask for CommitEvery10 {
         out: &mut MessageCollector,
         coord: &mut TaskCoordinator,
     ) -> Result<(), TaskError> {
-        out.send(OutgoingMessageEnvelope::new(
-            SystemStream::new("mem", "out"),
-            None,
-            env.message.clone(),
-        ));
+        out.send(OutgoingMessageEnvelope::new(SystemStream::new("mem", "out"), None, env.message.clone()));
         self.n += 1;
         if self.n % 10 == 0 {
             coord.commit(RequestScope::CurrentTask);
@@ -310,22 +267,13 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
     streams.create("in", 1);
     streams.create("out", 1);
     for i in 0..95 {
-        streams
-            .append("in", Some(0), None, Some(format!("{i}").into()), 0)
-            .unwrap();
+        streams.append("in", Some(0), None, Some(format!("{i}").into()), 0).unwrap();
     }
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut systems = SystemRegistry::default();
-    systems.register(
-        "in-memory",
-        Logged {
-            inner: streams.clone(),
-            events: events.clone(),
-        },
-    );
+    systems.register("in-memory", Logged { inner: streams.clone(), events: events.clone() });
     let toml = "[job]\nname = \"c\"\n[task]\nclass = \"c\"\ninputs = [\"mem.in\"]\ncommit-ms = 3600000\n[systems.mem]\ntype = \"in-memory\"\n[systems.mem.streams.in]\nbounded = true\n";
-    let cfg = samza_container::config::JobConfig::parse(toml, std::path::Path::new("c.toml"), &[])
-        .unwrap();
+    let cfg = samza_container::config::JobConfig::parse(toml, std::path::Path::new("c.toml"), &[]).unwrap();
     samza_container::run_loop::run(samza_container::run_loop::ContainerSpec {
         config: Arc::new(cfg),
         container_id: 0,
@@ -337,19 +285,15 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
     .unwrap();
     let events = events.lock().unwrap();
     let checkpoints = events.iter().filter(|e| *e == "checkpoint").count();
-    assert_eq!(
-        checkpoints, 10,
-        "9 requested commits and the final one: {events:?}"
-    );
+    assert_eq!(checkpoints, 10, "9 requested commits and the final one: {events:?}");
     let mut unflushed_output = false;
     for e in events.iter() {
         match e.as_str() {
             "output" => unflushed_output = true,
             "flush" => unflushed_output = false,
-            "checkpoint" => assert!(
-                !unflushed_output,
-                "checkpoint written before outputs were flushed: {events:?}"
-            ),
+            "checkpoint" => {
+                assert!(!unflushed_output, "checkpoint written before outputs were flushed: {events:?}")
+            }
             _ => {}
         }
     }

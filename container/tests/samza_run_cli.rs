@@ -10,11 +10,7 @@ const RUN: &str = env!("CARGO_BIN_EXE_samza-run");
 fn help_and_missing_file() {
     let out = Command::new(RUN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config <KEY=VALUE>"));
-    let out = Command::new(RUN)
-        .arg("/nonexistent/job.toml")
-        .output()
-        .unwrap();
+    let out = Command::new(RUN).arg("/nonexistent/job.toml").output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot read job config /nonexistent/job.toml"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read job config /nonexistent/job.toml"));
 }

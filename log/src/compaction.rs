@@ -22,8 +22,8 @@ use crate::config::StreamConfig;
 use crate::error::{IoContext, LogError, Result};
 use crate::format::{rebuild_batch, seal_batch};
 use crate::segment::{
-    self, encode_index_entry, list_segments, open_lock_file, scan_from, wants_index_entry,
-    FileLock, PartitionId, ScanEnd,
+    self, encode_index_entry, list_segments, open_lock_file, scan_from, wants_index_entry, FileLock,
+    PartitionId, ScanEnd,
 };
 
 /// What one compaction did.
@@ -46,11 +46,7 @@ fn corrupt(id: &PartitionId, path: &std::path::Path, position: u64, reason: &str
     }
 }
 
-pub(crate) fn compact(
-    id: &PartitionId,
-    config: &StreamConfig,
-    now_ms: i64,
-) -> Result<CompactionStats> {
+pub(crate) fn compact(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Result<CompactionStats> {
     let lock_path = id.dir.join("compact.lock");
     let lock = open_lock_file(&id.dir, "compact.lock")?;
     let _guard = FileLock::lock(&lock, &lock_path)?;
@@ -103,9 +99,7 @@ pub(crate) fn compact(
     // durable first, so a power loss cannot take both the old value (dropped
     // here) and the new one (not yet synced by its writer).
     let active = segment::log_path(&id.dir, *bases.last().unwrap());
-    File::open(&active)
-        .and_then(|f| f.sync_data())
-        .ctx("cannot sync segment", &active)?;
+    File::open(&active).and_then(|f| f.sync_data()).ctx("cannot sync segment", &active)?;
 
     // Pass 2: rewrite sealed segments that hold superseded records.
     for &base in &bases[..bases.len() - 1] {
@@ -117,12 +111,8 @@ pub(crate) fn compact(
         };
         let meta = file.metadata().ctx("cannot stat segment", &path)?;
         let mtime = meta.modified().ctx("cannot stat segment", &path)?;
-        let age_ms = now_ms
-            - mtime
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-        let drop_tombstones =
-            age_ms > i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
+        let age_ms = now_ms - mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let drop_tombstones = age_ms > i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
 
         let mut out: Vec<u8> = Vec::with_capacity(meta.len() as usize);
         let mut index: Vec<u8> = Vec::new();
@@ -134,9 +124,7 @@ pub(crate) fn compact(
             } else {
                 rebuild_batch(b, |r| match r.key {
                     None => true,
-                    Some(k) => {
-                        latest.get(k) == Some(&r.offset) && !(r.value.is_none() && drop_tombstones)
-                    }
+                    Some(k) => latest.get(k) == Some(&r.offset) && !(r.value.is_none() && drop_tombstones),
                 })
             };
             match rebuilt {
@@ -144,11 +132,7 @@ pub(crate) fn compact(
                     removed += u64::from(b.record_count())
                         - u64::from(crate::format::BatchView::trusted(&bytes).record_count());
                     let pos = out.len() as u64;
-                    if wants_index_entry(
-                        pos,
-                        bytes.len() as u64,
-                        u64::from(config.index_interval_bytes),
-                    ) {
+                    if wants_index_entry(pos, bytes.len() as u64, u64::from(config.index_interval_bytes)) {
                         index.extend_from_slice(&encode_index_entry(
                             (b.base_offset() - base) as u32,
                             pos as u32,
@@ -164,12 +148,7 @@ pub(crate) fn compact(
             return Err(corrupt(id, &path, pos, &e.to_string()));
         }
         let ScanEnd::Sealed { next_base } = end else {
-            return Err(corrupt(
-                id,
-                &path,
-                pos,
-                "sealed segment does not end with a seal",
-            ));
+            return Err(corrupt(id, &path, pos, "sealed segment does not end with a seal"));
         };
         if removed == 0 {
             continue;
@@ -196,16 +175,11 @@ pub(crate) fn compact(
 }
 
 fn write_file(path: &std::path::Path, bytes: &[u8], mtime: Option<SystemTime>) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .ctx("cannot create", path)?;
+    let mut f =
+        OpenOptions::new().write(true).create(true).truncate(true).open(path).ctx("cannot create", path)?;
     f.write_all(bytes).ctx("cannot write", path)?;
     if let Some(t) = mtime {
-        f.set_modified(t)
-            .ctx("cannot set modification time of", path)?;
+        f.set_modified(t).ctx("cannot set modification time of", path)?;
     }
     f.sync_all().ctx("cannot sync", path)
 }

@@ -52,7 +52,9 @@ impl FromStr for FsyncPolicy {
                     .strip_prefix("interval:")
                     .and_then(|ms| ms.trim_end_matches("ms").parse::<u64>().ok())
                     .ok_or_else(|| {
-                        format!("invalid fsync policy {s:?}: expected always, never or interval:<milliseconds>")
+                        format!(
+                            "invalid fsync policy {s:?}: expected always, never or interval:<milliseconds>"
+                        )
                     })?;
                 Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
             }
@@ -114,19 +116,13 @@ impl Default for StreamConfig {
 
 impl StreamConfig {
     pub fn with_partitions(partitions: u32) -> Self {
-        StreamConfig {
-            partitions,
-            ..Default::default()
-        }
+        StreamConfig { partitions, ..Default::default() }
     }
 
     /// Checks the settings, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.partitions == 0 || self.partitions > 100_000 {
-            return Err(format!(
-                "partitions must be between 1 and 100000, got {}",
-                self.partitions
-            ));
+            return Err(format!("partitions must be between 1 and 100000, got {}", self.partitions));
         }
         if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(format!(

@@ -30,23 +30,13 @@ pub enum LogError {
     StreamNotFound(String),
 
     #[error("stream {stream} has {partitions} partitions; partition {partition} does not exist")]
-    PartitionNotFound {
-        stream: String,
-        partition: u32,
-        partitions: u32,
-    },
+    PartitionNotFound { stream: String, partition: u32, partitions: u32 },
 
     #[error("stream {0} already exists")]
     StreamExists(String),
 
     #[error("offset {offset} is out of range for stream {stream} partition {partition} (oldest {oldest}, upcoming {upcoming})")]
-    OffsetOutOfRange {
-        stream: String,
-        partition: u32,
-        offset: u64,
-        oldest: u64,
-        upcoming: u64,
-    },
+    OffsetOutOfRange { stream: String, partition: u32, offset: u64, oldest: u64, upcoming: u64 },
 
     #[error("invalid stream name {name:?}: {reason}")]
     InvalidStreamName { name: String, reason: &'static str },
@@ -70,11 +60,7 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| LogError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
+        self.map_err(|source| LogError::Io { op, path: path.to_path_buf(), source })
     }
 }
 
@@ -83,9 +69,7 @@ impl From<LogError> for SystemError {
         let kind = match &e {
             LogError::Io { .. } => SystemErrorKind::Io,
             LogError::Corruption { .. } => SystemErrorKind::Corruption,
-            LogError::StreamNotFound(_) | LogError::PartitionNotFound { .. } => {
-                SystemErrorKind::NotFound
-            }
+            LogError::StreamNotFound(_) | LogError::PartitionNotFound { .. } => SystemErrorKind::NotFound,
             LogError::OffsetOutOfRange { .. } => SystemErrorKind::OffsetOutOfRange,
             LogError::StreamExists(_)
             | LogError::InvalidStreamName { .. }

@@ -71,11 +71,7 @@ pub struct ProducerInfo {
 }
 
 impl ProducerInfo {
-    pub const NONE: ProducerInfo = ProducerInfo {
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-    };
+    pub const NONE: ProducerInfo = ProducerInfo { producer_id: -1, producer_epoch: -1, base_sequence: -1 };
 }
 
 /// A record header as given to [`BatchBuilder::push`].
@@ -104,10 +100,7 @@ impl Default for BatchBuilder {
 
 impl fmt::Debug for BatchBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BatchBuilder")
-            .field("records", &self.count)
-            .field("bytes", &self.buf.len())
-            .finish()
+        f.debug_struct("BatchBuilder").field("records", &self.count).field("bytes", &self.buf.len()).finish()
     }
 }
 
@@ -179,13 +172,7 @@ impl BatchBuilder {
     }
 
     /// Appends a record. `value: None` is a tombstone.
-    pub fn push(
-        &mut self,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp: i64,
-        headers: &[Header<'_>],
-    ) {
+    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64, headers: &[Header<'_>]) {
         if self.count == 0 {
             self.first_timestamp = timestamp;
         }
@@ -241,11 +228,7 @@ impl BatchBuilder {
     /// (see [`stamp`]) and returns the encoded batch.
     pub(crate) fn finish(&mut self) -> &mut [u8] {
         let count = self.count;
-        let max_ts = if count == 0 {
-            self.first_timestamp
-        } else {
-            self.max_timestamp
-        };
+        let max_ts = if count == 0 { self.first_timestamp } else { self.max_timestamp };
         let body_crc = crc32c::crc32c(&self.buf[HEADER_LEN..]);
         let len = self.buf.len() as u32;
         let h = &mut self.buf[..HEADER_LEN];
@@ -344,11 +327,7 @@ pub fn check_batch(buf: &[u8]) -> Check<'_> {
         return Check::Invalid("body checksum mismatch");
     }
     let view = BatchView { bytes };
-    if view
-        .base_offset()
-        .checked_add(u64::from(view.last_offset_delta()) + 1)
-        .is_none()
-    {
+    if view.base_offset().checked_add(u64::from(view.last_offset_delta()) + 1).is_none() {
         return Check::Invalid("offsets overflow");
     }
     if view.record_count() > 0 && view.last_offset_delta() < view.record_count() - 1 {
@@ -382,9 +361,7 @@ impl<'a> BatchView<'a> {
     /// batch and may run past its end.
     pub(crate) fn trusted(bytes: &'a [u8]) -> BatchView<'a> {
         let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        BatchView {
-            bytes: &bytes[..len],
-        }
+        BatchView { bytes: &bytes[..len] }
     }
 
     fn u32_at(&self, at: usize) -> u32 {
@@ -516,10 +493,7 @@ impl<'a> RecordRef<'a> {
     }
 
     pub fn headers(&self) -> HeaderIter<'a> {
-        HeaderIter {
-            buf: self.headers,
-            remaining: self.header_count,
-        }
+        HeaderIter { buf: self.headers, remaining: self.header_count }
     }
 }
 
@@ -566,9 +540,7 @@ impl<'a> Records<'a> {
     fn decode_one(&mut self) -> Result<RecordRef<'a>, RecordError> {
         let mut cur = Cursor { buf: self.body };
         let len = cur.varint()? as usize;
-        let rec = cur
-            .take(len)
-            .map_err(|_| RecordError("record length past end of batch"))?;
+        let rec = cur.take(len).map_err(|_| RecordError("record length past end of batch"))?;
         self.body = cur.buf;
 
         let mut r = Cursor { buf: rec };
@@ -587,10 +559,7 @@ impl<'a> Records<'a> {
         }
         let headers = r.buf;
         // Walk the headers once so that a record is either entirely valid or an error.
-        let mut it = HeaderIter {
-            buf: headers,
-            remaining: header_count as u32,
-        };
+        let mut it = HeaderIter { buf: headers, remaining: header_count as u32 };
         for h in &mut it {
             h?;
         }
@@ -626,8 +595,7 @@ impl<'a> Iterator for HeaderIter<'a> {
         let res = (|| {
             let klen = c.varint()? as usize;
             let key = c.take(klen)?;
-            let key =
-                std::str::from_utf8(key).map_err(|_| RecordError("header key is not utf-8"))?;
+            let key = std::str::from_utf8(key).map_err(|_| RecordError("header key is not utf-8"))?;
             let value = c.nullable_bytes()?;
             Ok((key, value))
         })();
@@ -751,15 +719,7 @@ mod tests {
     fn build(records: &[(Option<&[u8]>, Option<&[u8]>, i64)]) -> Vec<u8> {
         let mut b = BatchBuilder::new();
         for (k, v, ts) in records {
-            b.push(
-                *k,
-                *v,
-                *ts,
-                &[Header {
-                    key: "h",
-                    value: Some(b"x"),
-                }],
-            );
+            b.push(*k, *v, *ts, &[Header { key: "h", value: Some(b"x") }]);
         }
         let buf = b.finish();
         stamp(buf, 42);
@@ -768,14 +728,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = build(&[
-            (Some(b"k1"), Some(b"v1"), 1000),
-            (None, Some(b""), 999),
-            (Some(b"k2"), None, 5000),
-        ]);
-        let Check::Valid(view) = check_batch(&bytes) else {
-            panic!("invalid")
-        };
+        let bytes =
+            build(&[(Some(b"k1"), Some(b"v1"), 1000), (None, Some(b""), 999), (Some(b"k2"), None, 5000)]);
+        let Check::Valid(view) = check_batch(&bytes) else { panic!("invalid") };
         assert_eq!(view.base_offset(), 42);
         assert_eq!(view.record_count(), 3);
         assert_eq!(view.next_offset(), 45);
@@ -811,47 +766,31 @@ mod tests {
     fn truncation_is_incomplete() {
         let bytes = build(&[(Some(b"key"), Some(b"value"), 7)]);
         for n in 0..bytes.len() {
-            assert!(
-                matches!(check_batch(&bytes[..n]), Check::Incomplete { .. }),
-                "prefix {n}"
-            );
+            assert!(matches!(check_batch(&bytes[..n]), Check::Incomplete { .. }), "prefix {n}");
         }
     }
 
     #[test]
     fn seal_and_control_batches() {
         let seal = seal_batch(100, 5);
-        let Check::Valid(v) = check_batch(&seal) else {
-            panic!()
-        };
+        let Check::Valid(v) = check_batch(&seal) else { panic!() };
         assert!(v.is_seal());
         assert_eq!(v.next_offset(), 100);
         let mut c = BatchBuilder::control(ControlType::Commit, ProducerInfo::NONE, 1);
         let buf = c.finish();
         stamp(buf, 9);
-        let Check::Valid(v) = check_batch(buf) else {
-            panic!()
-        };
+        let Check::Valid(v) = check_batch(buf) else { panic!() };
         assert_eq!(v.control_type(), Some(ControlType::Commit));
         assert_eq!(v.next_offset(), 10);
     }
 
     #[test]
     fn rebuild_keeps_offsets() {
-        let bytes = build(&[
-            (Some(b"a"), Some(b"1"), 1),
-            (Some(b"b"), Some(b"2"), 2),
-            (Some(b"c"), Some(b"3"), 3),
-        ]);
-        let Check::Valid(view) = check_batch(&bytes) else {
-            panic!()
-        };
-        let out = rebuild_batch(&view, |r| r.key != Some(b"b"))
-            .unwrap()
-            .unwrap();
-        let Check::Valid(v2) = check_batch(&out) else {
-            panic!("rebuilt batch invalid")
-        };
+        let bytes =
+            build(&[(Some(b"a"), Some(b"1"), 1), (Some(b"b"), Some(b"2"), 2), (Some(b"c"), Some(b"3"), 3)]);
+        let Check::Valid(view) = check_batch(&bytes) else { panic!() };
+        let out = rebuild_batch(&view, |r| r.key != Some(b"b")).unwrap().unwrap();
+        let Check::Valid(v2) = check_batch(&out) else { panic!("rebuilt batch invalid") };
         assert_eq!(v2.next_offset(), 45);
         let offs: Vec<u64> = v2.records().map(|r| r.unwrap().offset).collect();
         assert_eq!(offs, vec![42, 44]);

@@ -52,22 +52,14 @@ pub enum StartAt {
 
 /// Checks a stream name: 1 to 200 characters of `[A-Za-z0-9._-]`, not starting with a dot.
 pub fn validate_stream_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(LogError::InvalidStreamName {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(LogError::InvalidStreamName { name: name.to_string(), reason });
     if name.is_empty() || name.len() > 200 {
         return bad("must be 1 to 200 characters long");
     }
     if name.starts_with('.') {
         return bad("must not start with '.'");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return bad("may only contain letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -88,29 +80,18 @@ impl Log {
     /// Creates a stream with all its partitions.
     pub fn create_stream(&self, name: &str, config: &StreamConfig) -> Result<Stream> {
         validate_stream_name(name)?;
-        config
-            .validate()
-            .map_err(|reason| LogError::InvalidConfig {
-                stream: name.to_string(),
-                reason,
-            })?;
+        config.validate().map_err(|reason| LogError::InvalidConfig { stream: name.to_string(), reason })?;
         let dest = self.root.join(name);
         if dest.exists() {
             return Err(LogError::StreamExists(name.to_string()));
         }
-        let tmp = self.root.join(format!(
-            ".creating-{name}-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
+        let tmp = self.root.join(format!(".creating-{name}-{}-{}", std::process::id(), now_ms()));
         let result = (|| {
             fs::create_dir(&tmp).ctx("cannot create stream directory", &tmp)?;
             let meta = serde_json::to_vec_pretty(config).expect("config serialises");
             let meta_path = tmp.join(META);
             fs::write(&meta_path, meta).ctx("cannot write stream metadata", &meta_path)?;
-            fs::File::open(&meta_path)
-                .and_then(|f| f.sync_all())
-                .ctx("cannot sync", &meta_path)?;
+            fs::File::open(&meta_path).and_then(|f| f.sync_all()).ctx("cannot sync", &meta_path)?;
             for p in 0..config.partitions {
                 let dir = tmp.join(p.to_string());
                 fs::create_dir(&dir).ctx("cannot create partition directory", &dir)?;
@@ -133,11 +114,7 @@ impl Log {
         }
         result?;
         segment::sync_dir(&self.root)?;
-        tracing::info!(
-            stream = name,
-            partitions = config.partitions,
-            "created stream"
-        );
+        tracing::info!(stream = name, partitions = config.partitions, "created stream");
         self.stream(name)
     }
 
@@ -145,11 +122,7 @@ impl Log {
     pub fn delete_stream(&self, name: &str) -> Result<()> {
         validate_stream_name(name)?;
         let dir = self.root.join(name);
-        let gone = self.root.join(format!(
-            ".deleting-{name}-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
+        let gone = self.root.join(format!(".deleting-{name}-{}-{}", std::process::id(), now_ms()));
         match fs::rename(&dir, &gone) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -192,20 +165,10 @@ impl Log {
             }
             Err(e) => return Err(e).ctx("cannot read stream metadata", &meta_path),
         };
-        let config: StreamConfig =
-            serde_json::from_slice(&bytes).map_err(|e| LogError::BadMetadata {
-                path: meta_path.clone(),
-                reason: e.to_string(),
-            })?;
-        config.validate().map_err(|reason| LogError::BadMetadata {
-            path: meta_path.clone(),
-            reason,
-        })?;
-        Ok(Stream {
-            name: name.to_string(),
-            dir,
-            config: Arc::new(config),
-        })
+        let config: StreamConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| LogError::BadMetadata { path: meta_path.clone(), reason: e.to_string() })?;
+        config.validate().map_err(|reason| LogError::BadMetadata { path: meta_path.clone(), reason })?;
+        Ok(Stream { name: name.to_string(), dir, config: Arc::new(config) })
     }
 }
 
@@ -278,13 +241,7 @@ impl Stream {
                 bytes += m.len();
             }
         }
-        Ok(PartitionInfo {
-            partition,
-            oldest,
-            upcoming,
-            segments: bases.len(),
-            bytes,
-        })
+        Ok(PartitionInfo { partition, oldest, upcoming, segments: bases.len(), bytes })
     }
 
     /// A producer that routes records to partitions by key.

@@ -24,9 +24,7 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("stream", &self.stream.name())
-            .finish()
+        f.debug_struct("Producer").field("stream", &self.stream.name()).finish()
     }
 }
 
@@ -93,15 +91,9 @@ impl Producer {
         let size = 32
             + key.map_or(0, <[u8]>::len)
             + value.map_or(0, <[u8]>::len)
-            + headers
-                .iter()
-                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 16)
-                .sum::<usize>();
+            + headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 16).sum::<usize>();
         if size + crate::format::HEADER_LEN > MAX_BATCH_LEN {
-            return Err(LogError::BatchTooLarge {
-                size,
-                max: MAX_BATCH_LEN,
-            });
+            return Err(LogError::BatchTooLarge { size, max: MAX_BATCH_LEN });
         }
         if self.batches[p as usize].size_bytes() + size > MAX_BATCH_LEN {
             self.append(p)?;
@@ -122,10 +114,7 @@ impl Producer {
         if self.writers[i].is_none() {
             self.writers[i] = Some(self.stream.writer_with(p, self.fsync)?);
         }
-        self.writers[i]
-            .as_mut()
-            .unwrap()
-            .append(&mut self.batches[i])?;
+        self.writers[i].as_mut().unwrap().append(&mut self.batches[i])?;
         self.batches[i].clear();
         Ok(())
     }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use crate::error::{IoContext, LogError, Result};
 use crate::format::{check_batch, BatchView, Check, RecordRef, HEADER_LEN};
 use crate::segment::{
-    self, index_position, list_segments, open_lock_file, read_at, read_index, repair_tail,
-    scan_from, trim_index, FileLock, PartitionId, ScanEnd,
+    self, index_position, list_segments, open_lock_file, read_at, read_index, repair_tail, scan_from,
+    trim_index, FileLock, PartitionId, ScanEnd,
 };
 use std::os::unix::fs::MetadataExt;
 
@@ -78,13 +78,7 @@ pub(crate) fn offsets(id: &PartitionId) -> Result<(u64, u64, Vec<u64>)> {
 
 impl PartitionReader {
     pub(crate) fn open(id: Arc<PartitionId>, offset: u64) -> Result<Self> {
-        let mut r = PartitionReader {
-            id,
-            seg: None,
-            next_offset: offset,
-            last_end: None,
-            buf: Vec::new(),
-        };
+        let mut r = PartitionReader { id, seg: None, next_offset: offset, last_end: None, buf: Vec::new() };
         r.seek(offset)?;
         Ok(r)
     }
@@ -118,12 +112,7 @@ impl PartitionReader {
         let len = file.metadata().ctx("cannot stat segment", &path)?.len();
         let index = read_index(&segment::index_path(&self.id.dir, base))?;
         let (pos, _) = index_position(&file, &path, base, &index, offset, len)?;
-        self.seg = Some(ReadSegment {
-            base,
-            file,
-            path,
-            pos,
-        });
+        self.seg = Some(ReadSegment { base, file, path, pos });
         self.next_offset = offset;
         self.last_end = None;
         Ok(())
@@ -134,24 +123,13 @@ impl PartitionReader {
     pub fn read(&mut self, max_bytes: usize) -> Result<Chunk<'_>> {
         let min_offset = self.next_offset;
         let len = self.fill(max_bytes)?;
-        Ok(Chunk {
-            id: &self.id,
-            bytes: &self.buf[..len],
-            min_offset,
-        })
+        Ok(Chunk { id: &self.id, bytes: &self.buf[..len], min_offset })
     }
 
     fn fill(&mut self, max_bytes: usize) -> Result<usize> {
         'segment: loop {
-            let seg = self
-                .seg
-                .as_mut()
-                .expect("reader always has a segment after seek");
-            let file_len = seg
-                .file
-                .metadata()
-                .ctx("cannot stat segment", &seg.path)?
-                .len();
+            let seg = self.seg.as_mut().expect("reader always has a segment after seek");
+            let file_len = seg.file.metadata().ctx("cannot stat segment", &seg.path)?.len();
             if seg.pos >= file_len {
                 return Ok(0);
             }
@@ -166,14 +144,10 @@ impl PartitionReader {
                                 break;
                             }
                             let next_base = v.base_offset();
-                            match list_segments(&self.id.dir)?
-                                .into_iter()
-                                .find(|b| *b > seg.base)
-                            {
+                            match list_segments(&self.id.dir)?.into_iter().find(|b| *b > seg.base) {
                                 Some(base) => {
                                     let path = segment::log_path(&self.id.dir, base);
-                                    let file =
-                                        File::open(&path).ctx("cannot open segment", &path)?;
+                                    let file = File::open(&path).ctx("cannot open segment", &path)?;
                                     if base != next_base {
                                         // Retention deleted what came next while we read
                                         // an older segment: the records in between are gone.
@@ -186,12 +160,7 @@ impl PartitionReader {
                                             upcoming,
                                         });
                                     }
-                                    self.seg = Some(ReadSegment {
-                                        base,
-                                        file,
-                                        path,
-                                        pos: 0,
-                                    });
+                                    self.seg = Some(ReadSegment { base, file, path, pos: 0 });
                                     continue 'segment;
                                 }
                                 // The writer that sealed is about to create it.
@@ -203,11 +172,7 @@ impl PartitionReader {
                                 if v.base_offset() < end {
                                     let p = seg.pos + at as u64;
                                     let path = seg.path.clone();
-                                    return Err(self.corruption(
-                                        &path,
-                                        p,
-                                        "batch offsets go backwards",
-                                    ));
+                                    return Err(self.corruption(&path, p, "batch offsets go backwards"));
                                 }
                             }
                             self.last_end = Some(v.next_offset());
@@ -265,16 +230,9 @@ impl PartitionReader {
         let _guard = FileLock::lock(&lock, &lock_path)?;
         // With appends excluded, find where valid data really ends in the file
         // we are reading, scanning from the last index entry before our position.
-        let len = seg
-            .file
-            .metadata()
-            .ctx("cannot stat segment", &seg.path)?
-            .len();
+        let len = seg.file.metadata().ctx("cannot stat segment", &seg.path)?.len();
         let index = read_index(&segment::index_path(&self.id.dir, seg.base))?;
-        let before: Vec<(u32, u32)> = index
-            .into_iter()
-            .filter(|(_, p)| u64::from(*p) <= seg.pos)
-            .collect();
+        let before: Vec<(u32, u32)> = index.into_iter().filter(|(_, p)| u64::from(*p) <= seg.pos).collect();
         let (start, _) = index_position(&seg.file, &seg.path, seg.base, &before, u64::MAX, len)?;
         let (end, how) = scan_from(&seg.file, &seg.path, start, |_, _| {})?;
         if end != seg.pos {

@@ -26,11 +26,7 @@ pub(crate) fn apply(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Res
 
 /// As [`apply`], but skipped when a compaction holds the partition (a writer
 /// rolling a segment must not wait for a compaction); the next roll retries.
-pub(crate) fn apply_if_idle(
-    id: &PartitionId,
-    config: &StreamConfig,
-    now_ms: i64,
-) -> Result<Vec<u64>> {
+pub(crate) fn apply_if_idle(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Result<Vec<u64>> {
     if config.retention_bytes.is_none() && config.retention_ms.is_none() {
         return Ok(Vec::new());
     }

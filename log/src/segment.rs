@@ -116,10 +116,7 @@ pub(crate) fn read_index(path: &Path) -> Result<Vec<(u32, u32)>> {
     Ok(bytes
         .chunks_exact(INDEX_ENTRY)
         .map(|c| {
-            (
-                u32::from_le_bytes(c[0..4].try_into().unwrap()),
-                u32::from_le_bytes(c[4..8].try_into().unwrap()),
-            )
+            (u32::from_le_bytes(c[0..4].try_into().unwrap()), u32::from_le_bytes(c[4..8].try_into().unwrap()))
         })
         .collect())
 }
@@ -138,13 +135,7 @@ pub(crate) fn encode_index_entry(rel: u32, pos: u32) -> [u8; INDEX_ENTRY] {
     e
 }
 
-pub(crate) fn read_at(
-    file: &File,
-    buf: &mut Vec<u8>,
-    pos: u64,
-    len: usize,
-    path: &Path,
-) -> Result<()> {
+pub(crate) fn read_at(file: &File, buf: &mut Vec<u8>, pos: u64, len: usize, path: &Path) -> Result<()> {
     buf.clear();
     buf.resize(len, 0);
     let mut done = 0;
@@ -187,9 +178,7 @@ pub(crate) fn index_position(
         // Only the header is read; its checksum is enough to trust the offset,
         // and the caller validates the body when it reads it.
         let offset = base.checked_add(u64::from(r));
-        if header_is_valid(&buf)
-            && Some(u64::from_le_bytes(buf[0..8].try_into().unwrap())) == offset
-        {
+        if header_is_valid(&buf) && Some(u64::from_le_bytes(buf[0..8].try_into().unwrap())) == offset {
             return Ok((pos, base + u64::from(r)));
         }
     }
@@ -237,12 +226,7 @@ pub(crate) fn scan_from(
             match check_batch(&buf[at..]) {
                 Check::Valid(v) => {
                     if v.is_seal() {
-                        return Ok((
-                            pos + at as u64,
-                            ScanEnd::Sealed {
-                                next_base: v.base_offset(),
-                            },
-                        ));
+                        return Ok((pos + at as u64, ScanEnd::Sealed { next_base: v.base_offset() }));
                     }
                     on_batch(pos + at as u64, &v);
                     at += v.len();
@@ -252,12 +236,7 @@ pub(crate) fn scan_from(
                     let here = pos + at as u64;
                     let needed = needed.unwrap_or(HEADER_LEN) as u64;
                     if here + needed > len {
-                        return Ok((
-                            here,
-                            ScanEnd::Bad {
-                                reason: "incomplete batch at end of segment",
-                            },
-                        ));
+                        return Ok((here, ScanEnd::Bad { reason: "incomplete batch at end of segment" }));
                     }
                     if !progressed {
                         // One batch bigger than the chunk: read it whole.
@@ -269,20 +248,13 @@ pub(crate) fn scan_from(
                                 break;
                             }
                             Check::Valid(v) => {
-                                return Ok((
-                                    here,
-                                    ScanEnd::Sealed {
-                                        next_base: v.base_offset(),
-                                    },
-                                ));
+                                return Ok((here, ScanEnd::Sealed { next_base: v.base_offset() }));
                             }
                             Check::Invalid(reason) => return Ok((here, ScanEnd::Bad { reason })),
                             Check::Incomplete { .. } => {
                                 return Ok((
                                     here,
-                                    ScanEnd::Bad {
-                                        reason: "incomplete batch at end of segment",
-                                    },
+                                    ScanEnd::Bad { reason: "incomplete batch at end of segment" },
                                 ))
                             }
                         }
@@ -340,10 +312,7 @@ pub(crate) fn repair_tail(
                 offset: expected_offset,
                 segment: path.to_path_buf(),
                 position: pos,
-                reason: format!(
-                    "{reason}, and valid batches follow at byte {}",
-                    pos + i as u64
-                ),
+                reason: format!("{reason}, and valid batches follow at byte {}", pos + i as u64),
             });
         }
     }
@@ -351,8 +320,7 @@ pub(crate) fn repair_tail(
         stream = %id.stream, partition = id.partition, segment = %path.display(),
         position = pos, bytes = len - pos, reason, "truncating torn tail"
     );
-    file.set_len(pos)
-        .ctx("cannot truncate torn tail of", path)?;
+    file.set_len(pos).ctx("cannot truncate torn tail of", path)?;
     file.sync_all().ctx("cannot sync", path)?;
     Ok(())
 }
@@ -360,10 +328,7 @@ pub(crate) fn repair_tail(
 /// Drops index entries that point at or past `len` (after a truncation) and a torn entry.
 pub(crate) fn trim_index(index: &File, path: &Path, len: u64) -> Result<()> {
     let entries = read_index(path)?;
-    let keep = entries
-        .iter()
-        .take_while(|(_, pos)| u64::from(*pos) < len)
-        .count();
+    let keep = entries.iter().take_while(|(_, pos)| u64::from(*pos) < len).count();
     let want = (keep * INDEX_ENTRY) as u64;
     if index.metadata().ctx("cannot stat index", path)?.len() != want {
         index.set_len(want).ctx("cannot truncate index", path)?;
@@ -372,7 +337,5 @@ pub(crate) fn trim_index(index: &File, path: &Path, len: u64) -> Result<()> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx("cannot sync directory", dir)
+    File::open(dir).and_then(|d| d.sync_all()).ctx("cannot sync directory", dir)
 }

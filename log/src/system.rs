@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use samza_task_api::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec,
-    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer,
-    SystemStreamPartition,
+    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec, SystemAdmin,
+    SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStreamPartition,
 };
 
 use crate::config::StreamConfig;
@@ -62,11 +61,8 @@ impl SystemAdmin for LogSystemAdmin {
             }
             return Ok(false);
         }
-        let config = StreamConfig {
-            partitions: spec.partitions,
-            compacted: spec.compacted,
-            ..Default::default()
-        };
+        let config =
+            StreamConfig { partitions: spec.partitions, compacted: spec.compacted, ..Default::default() };
         match self.log.create_stream(&spec.stream, &config) {
             Ok(_) => Ok(true),
             // Another process created it first.
@@ -121,10 +117,7 @@ impl SystemConsumer for LogSystemConsumer {
         };
         self.watcher.watch(&stream.partition_dir(ssp.partition)?)?;
         let reader = stream.reader(ssp.partition, StartAt::Offset(offset))?;
-        self.partitions.push(Registered {
-            ssp: Arc::new(ssp.clone()),
-            reader,
-        });
+        self.partitions.push(Registered { ssp: Arc::new(ssp.clone()), reader });
         Ok(())
     }
 
@@ -207,11 +200,7 @@ pub struct LogSystemProducer {
 
 impl LogSystemProducer {
     pub fn new(log: Log) -> Self {
-        LogSystemProducer {
-            log,
-            producers: Vec::new(),
-            last: 0,
-        }
+        LogSystemProducer { log, producers: Vec::new(), last: 0 }
     }
 
     fn producer_for(&mut self, stream: &Arc<str>) -> Result<usize, SystemError> {
@@ -240,17 +229,10 @@ impl SystemProducer for LogSystemProducer {
         let hash_key = env.partition_key.as_deref().or(env.key.as_deref());
         let partition = match env.partition {
             Some(p) => Some(p),
-            None => hash_key
-                .map(|k| samza_task_api::partition_for_key(k, producer.stream().partitions())),
+            None => hash_key.map(|k| samza_task_api::partition_for_key(k, producer.stream().partitions())),
         };
-        let headers: Vec<Header<'_>> = env
-            .headers
-            .iter()
-            .map(|(k, v)| Header {
-                key: k,
-                value: Some(v),
-            })
-            .collect();
+        let headers: Vec<Header<'_>> =
+            env.headers.iter().map(|(k, v)| Header { key: k, value: Some(v) }).collect();
         producer.send(
             partition,
             env.key.as_deref(),

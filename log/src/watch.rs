@@ -30,20 +30,14 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     pub fn new() -> Result<Self> {
         let inotify = Inotify::init().ctx("cannot initialise inotify", Path::new("inotify"))?;
-        Ok(Watcher {
-            inotify,
-            buf: vec![0; 4096],
-        })
+        Ok(Watcher { inotify, buf: vec![0; 4096] })
     }
 
     /// Watches a partition directory for appends and new segments.
     pub fn watch(&mut self, dir: &Path) -> Result<()> {
         self.inotify
             .watches()
-            .add(
-                dir,
-                WatchMask::MODIFY | WatchMask::CREATE | WatchMask::MOVED_TO,
-            )
+            .add(dir, WatchMask::MODIFY | WatchMask::CREATE | WatchMask::MOVED_TO)
             .ctx("cannot watch partition directory", dir)?;
         Ok(())
     }
@@ -54,11 +48,7 @@ impl Watcher {
         if self.drain()? {
             return Ok(true);
         }
-        let mut pfd = libc::pollfd {
-            fd: self.inotify.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd for the duration of the call.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };

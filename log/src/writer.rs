@@ -21,8 +21,8 @@ use crate::error::{IoContext, LogError, Result};
 use crate::format::{seal_batch, stamp, BatchBuilder, MAX_BATCH_LEN};
 use crate::retention;
 use crate::segment::{
-    self, encode_index_entry, index_position, list_segments, open_lock_file, read_index,
-    repair_tail, scan_from, trim_index, wants_index_entry, FileLock, PartitionId, ScanEnd,
+    self, encode_index_entry, index_position, list_segments, open_lock_file, read_index, repair_tail,
+    scan_from, trim_index, wants_index_entry, FileLock, PartitionId, ScanEnd,
 };
 
 /// Offsets given to an appended batch.
@@ -66,9 +66,7 @@ impl std::fmt::Debug for PartitionWriter {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn open_segment(id: &PartitionId, base: u64, create: bool) -> Result<ActiveSegment> {
@@ -87,14 +85,7 @@ fn open_segment(id: &PartitionId, base: u64, create: bool) -> Result<ActiveSegme
         .create(true)
         .open(&index_path)
         .ctx("cannot open index", &index_path)?;
-    Ok(ActiveSegment {
-        base,
-        log,
-        log_path,
-        index,
-        index_path,
-        size: 0,
-    })
+    Ok(ActiveSegment { base, log, log_path, index, index_path, size: 0 })
 }
 
 /// The newest segment, positioned at its last index entry that still points at
@@ -103,11 +94,7 @@ fn open_segment(id: &PartitionId, base: u64, create: bool) -> Result<ActiveSegme
 fn open_tail(id: &PartitionId) -> Result<(ActiveSegment, u64)> {
     let base = list_segments(&id.dir)?.last().copied().unwrap_or(0);
     let mut active = open_segment(id, base, true)?;
-    let len = active
-        .log
-        .metadata()
-        .ctx("cannot stat segment", &active.log_path)?
-        .len();
+    let len = active.log.metadata().ctx("cannot stat segment", &active.log_path)?.len();
     let index = read_index(&active.index_path)?;
     let (pos, offset) = index_position(&active.log, &active.log_path, base, &index, u64::MAX, len)?;
     active.size = pos;
@@ -115,11 +102,7 @@ fn open_tail(id: &PartitionId) -> Result<(ActiveSegment, u64)> {
 }
 
 impl PartitionWriter {
-    pub(crate) fn open(
-        id: Arc<PartitionId>,
-        config: Arc<StreamConfig>,
-        fsync: FsyncPolicy,
-    ) -> Result<Self> {
+    pub(crate) fn open(id: Arc<PartitionId>, config: Arc<StreamConfig>, fsync: FsyncPolicy) -> Result<Self> {
         let lock_path = id.dir.join("write.lock");
         let lock_file = open_lock_file(&id.dir, "write.lock")?;
         let _guard = FileLock::lock(&lock_file, &lock_path)?;
@@ -128,9 +111,7 @@ impl PartitionWriter {
             id,
             config,
             fsync,
-            lock_file: lock_file
-                .try_clone()
-                .ctx("cannot open lock file", &lock_path)?,
+            lock_file: lock_file.try_clone().ctx("cannot open lock file", &lock_path)?,
             lock_path,
             active,
             next_offset,
@@ -138,11 +119,7 @@ impl PartitionWriter {
             unsynced: false,
         };
         writer.catch_up()?;
-        trim_index(
-            &writer.active.index,
-            &writer.active.index_path,
-            writer.active.size,
-        )?;
+        trim_index(&writer.active.index, &writer.active.index_path, writer.active.size)?;
         Ok(writer)
     }
 
@@ -159,11 +136,7 @@ impl PartitionWriter {
     /// processes appended, repairing a torn tail. Must hold the write lock.
     fn catch_up(&mut self) -> Result<()> {
         loop {
-            let meta = self
-                .active
-                .log
-                .metadata()
-                .ctx("cannot stat segment", &self.active.log_path)?;
+            let meta = self.active.log.metadata().ctx("cannot stat segment", &self.active.log_path)?;
             if std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
                 // Our segment was deleted (retention, or the stream was recreated):
                 // start again from what is on disk now.
@@ -177,24 +150,19 @@ impl PartitionWriter {
             }
             if len < self.active.size {
                 // Only tail repair truncates, and only bytes no writer counted as data.
-                return Err(self.corruption(
-                    len,
-                    format!("segment shrank from {} to {len} bytes", self.active.size),
-                ));
+                return Err(
+                    self.corruption(len, format!("segment shrank from {} to {len} bytes", self.active.size))
+                );
             }
             let mut next = self.next_offset;
             let mut backwards = None;
-            let (end, how) = scan_from(
-                &self.active.log,
-                &self.active.log_path,
-                self.active.size,
-                |pos, b| {
+            let (end, how) =
+                scan_from(&self.active.log, &self.active.log_path, self.active.size, |pos, b| {
                     if b.base_offset() < next && backwards.is_none() {
                         backwards = Some(pos);
                     }
                     next = b.next_offset();
-                },
-            )?;
+                })?;
             if let Some(pos) = backwards {
                 return Err(self.corruption(pos, "batch offsets go backwards".to_string()));
             }
@@ -226,14 +194,7 @@ impl PartitionWriter {
                     }
                 }
                 ScanEnd::Bad { reason } => {
-                    repair_tail(
-                        &self.id,
-                        &self.active.log,
-                        &self.active.log_path,
-                        end,
-                        next,
-                        reason,
-                    )?;
+                    repair_tail(&self.id, &self.active.log, &self.active.log_path, end, next, reason)?;
                     trim_index(&self.active.index, &self.active.index_path, end)?;
                 }
             }
@@ -269,10 +230,7 @@ impl PartitionWriter {
         let count = u64::from(batch.len());
         let bytes = batch.finish();
         if bytes.len() > MAX_BATCH_LEN {
-            return Err(LogError::BatchTooLarge {
-                size: bytes.len(),
-                max: MAX_BATCH_LEN,
-            });
+            return Err(LogError::BatchTooLarge { size: bytes.len(), max: MAX_BATCH_LEN });
         }
         let appended = {
             let _guard = FileLock::lock(&self.lock_file, &self.lock_path)?;
@@ -298,10 +256,7 @@ impl PartitionWriter {
             }
             self.active.size = pos + len;
             self.next_offset = base + count;
-            Appended {
-                base_offset: base,
-                last_offset: base + count - 1,
-            }
+            Appended { base_offset: base, last_offset: base + count - 1 }
         };
         self.unsynced = true;
         match self.fsync {
@@ -318,10 +273,7 @@ impl PartitionWriter {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.active
-            .log
-            .sync_data()
-            .ctx("cannot sync segment", &self.active.log_path)?;
+        self.active.log.sync_data().ctx("cannot sync segment", &self.active.log_path)?;
         self.last_sync = Instant::now();
         self.unsynced = false;
         Ok(())
@@ -331,10 +283,7 @@ impl PartitionWriter {
     fn roll(&mut self) -> Result<()> {
         let seal = seal_batch(self.next_offset, now_ms());
         let pos = self.active.size;
-        self.active
-            .log
-            .write_all_at(&seal, pos)
-            .ctx("cannot seal segment", &self.active.log_path)?;
+        self.active.log.write_all_at(&seal, pos).ctx("cannot seal segment", &self.active.log_path)?;
         self.active.size = pos + seal.len() as u64;
         // The old segment is synced before the new one exists, so a synced
         // batch never sits behind an unsynced seal.

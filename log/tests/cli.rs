@@ -26,11 +26,7 @@ fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 
 fn ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let out = run(dir, args, stdin);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -39,56 +35,22 @@ fn create_produce_consume_describe() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["create", "views", "--partitions", "3"], None);
-    ok(
-        d,
-        &["produce", "views", "--key-separator", ","],
-        Some("u1,/a\nu2,/b\nu1,/c\n"),
-    );
+    ok(d, &["produce", "views", "--key-separator", ","], Some("u1,/a\nu2,/b\nu1,/c\n"));
     let p_u1 = samza_task_api::partition_for_key(b"u1", 3);
     let p_u2 = samza_task_api::partition_for_key(b"u2", 3);
     let mut expected = vec![format!("{p_u1}\t0\tu1\t/a"), format!("{p_u1}\t1\tu1\t/c")];
-    expected.insert(
-        if p_u2 < p_u1 { 0 } else { 2 },
-        format!("{p_u2}\t0\tu2\t/b"),
-    );
+    expected.insert(if p_u2 < p_u1 { 0 } else { 2 }, format!("{p_u2}\t0\tu2\t/b"));
     let out = ok(d, &["consume", "views"], None);
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
 
     // Keyed by a JSON field; the whole line is the value.
-    ok(
-        d,
-        &["produce", "views", "--key-field", "user"],
-        Some("{\"user\":\"u2\",\"page\":\"/x\"}\n"),
-    );
-    let out = ok(
-        d,
-        &[
-            "consume",
-            "views",
-            "--partition",
-            &p_u2.to_string(),
-            "--from",
-            "newest",
-        ],
-        None,
-    );
-    assert_eq!(
-        out,
-        format!("{p_u2}\t1\tu2\t{{\"user\":\"u2\",\"page\":\"/x\"}}\n")
-    );
+    ok(d, &["produce", "views", "--key-field", "user"], Some("{\"user\":\"u2\",\"page\":\"/x\"}\n"));
+    let out = ok(d, &["consume", "views", "--partition", &p_u2.to_string(), "--from", "newest"], None);
+    assert_eq!(out, format!("{p_u2}\t1\tu2\t{{\"user\":\"u2\",\"page\":\"/x\"}}\n"));
 
     let out = ok(
         d,
-        &[
-            "consume",
-            "views",
-            "--partition",
-            &p_u1.to_string(),
-            "--from",
-            "1",
-            "--format",
-            "json",
-        ],
+        &["consume", "views", "--partition", &p_u1.to_string(), "--from", "1", "--format", "json"],
         None,
     );
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -99,12 +61,8 @@ fn create_produce_consume_describe() {
 
     let out = ok(d, &["describe", "views", "--json"], None);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let total: u64 = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["upcoming"].as_u64().unwrap())
-        .sum();
+    let total: u64 =
+        v["partitions"].as_array().unwrap().iter().map(|p| p["upcoming"].as_u64().unwrap()).sum();
     assert_eq!(total, 4);
     assert_eq!(ok(d, &["list"], None), "views\t3 partitions\n");
 }
@@ -122,11 +80,7 @@ fn bad_input_is_named_and_earlier_lines_are_kept() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3 of stdin: not valid JSON"), "{err}");
-    assert_eq!(
-        ok(d, &["consume", "s"], None).lines().count(),
-        2,
-        "lines before the bad one were written"
-    );
+    assert_eq!(ok(d, &["consume", "s"], None).lines().count(), 2, "lines before the bad one were written");
 
     let out = run(d, &["consume", "nope"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("stream nope does not exist"));
@@ -142,9 +96,7 @@ fn bad_input_is_named_and_earlier_lines_are_kept() {
 #[test]
 fn help_explains_each_command() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in [
-        "create", "list", "describe", "delete", "produce", "consume", "compact",
-    ] {
+    for cmd in ["create", "list", "describe", "delete", "produce", "consume", "get", "compact"] {
         let out = ok(dir.path(), &[cmd, "--help"], None);
         assert!(out.len() > 100, "{cmd} --help: {out}");
     }

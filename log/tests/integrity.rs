@@ -11,19 +11,12 @@ use samza_log::{BatchBuilder, Log, LogError, StartAt, Stream, StreamConfig};
 fn setup(batches: u32) -> (tempfile::TempDir, Stream, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let stream = log
-        .create_stream("s", &StreamConfig::with_partitions(1))
-        .unwrap();
+    let stream = log.create_stream("s", &StreamConfig::with_partitions(1)).unwrap();
     let mut w = stream.writer(0).unwrap();
     for i in 0..batches {
         let mut b = BatchBuilder::new();
         for j in 0..10 {
-            b.push(
-                Some(format!("k{j}").as_bytes()),
-                Some(format!("value-{i}-{j}").as_bytes()),
-                1000,
-                &[],
-            );
+            b.push(Some(format!("k{j}").as_bytes()), Some(format!("value-{i}-{j}").as_bytes()), 1000, &[]);
         }
         w.append(&mut b).unwrap();
     }
@@ -46,11 +39,7 @@ fn read_all(stream: &Stream, from: u64) -> Result<Vec<u64>, LogError> {
 }
 
 fn flip(path: &PathBuf, at: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, at).unwrap();
     b[0] ^= 0x10;
@@ -74,17 +63,7 @@ fn flipped_bytes_in_the_middle_are_an_error_naming_stream_partition_and_offset()
     flip(&seg, starts[51] - 20);
     let err = read_all(&stream, 0).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            LogError::Corruption {
-                offset: 500,
-                partition: 0,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    assert!(matches!(err, LogError::Corruption { offset: 500, partition: 0, .. }), "{msg}");
     assert!(msg.contains("stream s partition 0 at offset 500"), "{msg}");
     // Everything before the damage is still readable, and nothing after it is returned.
     let mut r = stream.reader(0, StartAt::Offset(0)).unwrap();
@@ -108,10 +87,7 @@ fn flipped_bytes_in_the_middle_are_an_error_naming_stream_partition_and_offset()
 
     flip(&seg, starts[70] + 3); // inside the base offset of batch 70
     let err = read_all(&stream, 700).unwrap_err();
-    assert!(
-        matches!(err, LogError::Corruption { offset: 700, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, LogError::Corruption { offset: 700, .. }), "{err}");
 }
 
 #[test]
@@ -125,24 +101,11 @@ fn torn_tail_is_invisible_to_readers_and_cut_by_the_next_writer() {
     w.append(&mut b).unwrap();
     drop(w);
     let full = std::fs::metadata(&seg).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(good_len + (full - good_len) / 2)
-        .unwrap();
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(good_len + (full - good_len) / 2).unwrap();
 
-    assert_eq!(
-        read_all(&stream, 0).unwrap().len(),
-        200,
-        "readers see only whole batches"
-    );
+    assert_eq!(read_all(&stream, 0).unwrap().len(), 200, "readers see only whole batches");
     let mut w = stream.writer(0).unwrap();
-    assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        good_len,
-        "writer cut the torn tail"
-    );
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len, "writer cut the torn tail");
     assert_eq!(w.next_offset(), 200);
     let mut b = BatchBuilder::new();
     b.push(None, Some(b"next"), 0, &[]);
@@ -153,12 +116,7 @@ fn torn_tail_is_invisible_to_readers_and_cut_by_the_next_writer() {
 #[test]
 fn zeroed_tail_after_power_loss_is_cut_not_read() {
     let (_dir, stream, seg) = setup(5);
-    OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(&[0u8; 8192])
-        .unwrap();
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[0u8; 8192]).unwrap();
     // A reader meets the garbage first: under the write lock it finds nothing
     // valid after it, so it is a torn tail, cut off; no error, no garbage.
     assert_eq!(read_all(&stream, 0).unwrap().len(), 50);
@@ -170,14 +128,10 @@ fn zeroed_tail_after_power_loss_is_cut_not_read() {
 fn bad_stream_metadata_is_reported_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    log.create_stream("m", &StreamConfig::with_partitions(2))
-        .unwrap();
+    log.create_stream("m", &StreamConfig::with_partitions(2)).unwrap();
     std::fs::write(dir.path().join("m/stream.json"), b"{\"partitions\": 0}").unwrap();
     let err = log.stream("m").unwrap_err().to_string();
-    assert!(
-        err.contains("m/stream.json") && err.contains("partitions must be between"),
-        "{err}"
-    );
+    assert!(err.contains("m/stream.json") && err.contains("partitions must be between"), "{err}");
     std::fs::write(dir.path().join("m/stream.json"), b"{\"partitons\": 2}").unwrap();
     let err = log.stream("m").unwrap_err().to_string();
     assert!(err.contains("unknown field `partitons`"), "{err}");
@@ -196,12 +150,7 @@ fn torn_batch_whose_value_holds_a_valid_batch_is_still_a_torn_tail() {
     drop(w);
     let full = std::fs::metadata(&seg).unwrap().len();
     // Cut the write after the inner batch's bytes but before the outer batch ends.
-    OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(full - 10)
-        .unwrap();
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(full - 10).unwrap();
     let w = stream.writer(0).unwrap();
     assert_eq!(w.next_offset(), 30);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use samza_log::{
-    BatchBuilder, ControlType, Log, LogError, ProducerInfo, StartAt, Stream, StreamConfig,
-};
+use samza_log::{BatchBuilder, ControlType, Log, LogError, ProducerInfo, StartAt, Stream, StreamConfig};
 
 fn records(stream: &Stream, p: u32, from: StartAt) -> Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)> {
     let mut r = stream.reader(p, from).unwrap();
@@ -16,11 +14,7 @@ fn records(stream: &Stream, p: u32, from: StartAt) -> Vec<(u64, Option<Vec<u8>>,
         }
         for rec in c.records() {
             let rec = rec.unwrap();
-            out.push((
-                rec.offset,
-                rec.key.map(<[u8]>::to_vec),
-                rec.value.map(<[u8]>::to_vec),
-            ));
+            out.push((rec.offset, rec.key.map(<[u8]>::to_vec), rec.value.map(<[u8]>::to_vec)));
         }
     }
 }
@@ -29,20 +23,9 @@ fn records(stream: &Stream, p: u32, from: StartAt) -> Vec<(u64, Option<Vec<u8>>,
 fn streams_are_created_listed_described_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    log.create_stream("b", &StreamConfig::with_partitions(3))
-        .unwrap();
-    log.create_stream(
-        "a",
-        &StreamConfig {
-            compacted: true,
-            ..StreamConfig::with_partitions(1)
-        },
-    )
-    .unwrap();
-    assert!(matches!(
-        log.create_stream("a", &StreamConfig::default()),
-        Err(LogError::StreamExists(_))
-    ));
+    log.create_stream("b", &StreamConfig::with_partitions(3)).unwrap();
+    log.create_stream("a", &StreamConfig { compacted: true, ..StreamConfig::with_partitions(1) }).unwrap();
+    assert!(matches!(log.create_stream("a", &StreamConfig::default()), Err(LogError::StreamExists(_))));
     assert!(matches!(
         log.create_stream("../x", &StreamConfig::default()),
         Err(LogError::InvalidStreamName { .. })
@@ -60,8 +43,7 @@ fn streams_are_created_listed_described_and_deleted() {
     assert!(reopened.stream("a").unwrap().config().compacted);
     let mut p = b.producer();
     for i in 0..30 {
-        p.send(None, Some(format!("key{i}").as_bytes()), Some(b"v"), 0, &[])
-            .unwrap();
+        p.send(None, Some(format!("key{i}").as_bytes()), Some(b"v"), 0, &[]).unwrap();
     }
     p.flush().unwrap();
     let infos: Vec<_> = (0..3).map(|i| b.partition_info(i).unwrap()).collect();
@@ -70,25 +52,13 @@ fn streams_are_created_listed_described_and_deleted() {
     for i in 0..30 {
         let key = format!("key{i}");
         let part = samza_task_api::partition_for_key(key.as_bytes(), 3);
-        assert!(records(&b, part, StartAt::Oldest)
-            .iter()
-            .any(|r| r.1.as_deref() == Some(key.as_bytes())));
+        assert!(records(&b, part, StartAt::Oldest).iter().any(|r| r.1.as_deref() == Some(key.as_bytes())));
     }
-    assert!(matches!(
-        b.writer(3),
-        Err(LogError::PartitionNotFound {
-            partition: 3,
-            partitions: 3,
-            ..
-        })
-    ));
+    assert!(matches!(b.writer(3), Err(LogError::PartitionNotFound { partition: 3, partitions: 3, .. })));
 
     reopened.delete_stream("b").unwrap();
     assert_eq!(reopened.streams().unwrap(), vec!["a"]);
-    assert!(matches!(
-        reopened.stream("b"),
-        Err(LogError::StreamNotFound(_))
-    ));
+    assert!(matches!(reopened.stream("b"), Err(LogError::StreamNotFound(_))));
 }
 
 fn fill(stream: &Stream, batches: u32) {
@@ -146,12 +116,7 @@ fn retention_by_age_deletes_segments_last_written_too_long_ago() {
     segs.sort();
     let old = SystemTime::now() - Duration::from_secs(7200);
     for p in &segs[..3] {
-        std::fs::File::options()
-            .write(true)
-            .open(p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
     }
     assert_eq!(stream.apply_retention().unwrap(), 3);
     let after = stream.partition_info(0).unwrap();
@@ -163,28 +128,15 @@ fn retention_by_age_deletes_segments_last_written_too_long_ago() {
 fn compaction_keeps_latest_per_key_and_expires_tombstones_without_moving_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let cfg = StreamConfig {
-        segment_bytes: 4096,
-        compacted: true,
-        ..StreamConfig::with_partitions(1)
-    };
+    let cfg = StreamConfig { segment_bytes: 4096, compacted: true, ..StreamConfig::with_partitions(1) };
     let stream = log.create_stream("changelog", &cfg).unwrap();
     let mut w = stream.writer(0).unwrap();
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..2000u32 {
         let key = format!("k{}", i % 10);
         let mut b = BatchBuilder::new();
-        let value = if i == 1500 {
-            None
-        } else {
-            Some(format!("v{i}"))
-        };
-        b.push(
-            Some(key.as_bytes()),
-            value.as_deref().map(str::as_bytes),
-            0,
-            &[],
-        );
+        let value = if i == 1500 { None } else { Some(format!("v{i}")) };
+        b.push(Some(key.as_bytes()), value.as_deref().map(str::as_bytes), 0, &[]);
         let a = w.append(&mut b).unwrap().unwrap();
         expected.insert(key, (a.base_offset, value));
     }
@@ -194,19 +146,12 @@ fn compaction_keeps_latest_per_key_and_expires_tombstones_without_moving_offsets
     assert!(stats.records_removed > 1500, "{stats:?}");
     assert!(stats.bytes_after < stats.bytes_before / 4, "{stats:?}");
     let after = stream.partition_info(0).unwrap();
-    assert_eq!(
-        (after.oldest, after.upcoming),
-        (before.oldest, before.upcoming),
-        "offsets never change"
-    );
+    assert_eq!((after.oldest, after.upcoming), (before.oldest, before.upcoming), "offsets never change");
 
     let recs = records(&stream, 0, StartAt::Oldest);
     // Latest value of every key survives with its original offset.
     for (key, (offset, value)) in &expected {
-        let found = recs
-            .iter()
-            .find(|r| r.0 == *offset)
-            .unwrap_or_else(|| panic!("latest {key} lost"));
+        let found = recs.iter().find(|r| r.0 == *offset).unwrap_or_else(|| panic!("latest {key} lost"));
         assert_eq!(found.1.as_deref(), Some(key.as_bytes()));
         assert_eq!(found.2.as_deref(), value.as_deref().map(str::as_bytes));
     }
@@ -219,24 +164,16 @@ fn compaction_keeps_latest_per_key_and_expires_tombstones_without_moving_offsets
     let tomb_offset = 1500;
     let tomb_key_latest = expected["k0"].0;
     assert!(tomb_key_latest > tomb_offset);
-    let later = stream
-        .compact_at(0, samza_now() + 2 * 24 * 3600 * 1000)
-        .unwrap();
+    let later = stream.compact_at(0, samza_now() + 2 * 24 * 3600 * 1000).unwrap();
     let _ = later;
     let recs2 = records(&stream, 0, StartAt::Oldest);
     for (key, (offset, _)) in &expected {
-        assert!(
-            recs2.iter().any(|r| r.0 == *offset),
-            "latest {key} kept after second compaction"
-        );
+        assert!(recs2.iter().any(|r| r.0 == *offset), "latest {key} kept after second compaction");
     }
 }
 
 fn samza_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[test]
@@ -264,11 +201,7 @@ fn tombstone_is_kept_until_delete_retention_then_dropped() {
     }
     stream.compact(0).unwrap();
     let recs = records(&stream, 0, StartAt::Oldest);
-    assert_eq!(
-        recs[0],
-        (1, Some(b"gone".to_vec()), None),
-        "tombstone kept while young"
-    );
+    assert_eq!(recs[0], (1, Some(b"gone".to_vec()), None), "tombstone kept while young");
     assert_eq!(recs[1], (2, Some(b"stays".to_vec()), Some(b"2".to_vec())));
     stream.compact_at(0, samza_now() + 120_000).unwrap();
     let recs = records(&stream, 0, StartAt::Oldest);
@@ -283,15 +216,9 @@ fn tombstone_is_kept_until_delete_retention_then_dropped() {
 fn control_records_take_offsets_but_are_skipped_by_readers() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let stream = log
-        .create_stream("tx", &StreamConfig::with_partitions(1))
-        .unwrap();
+    let stream = log.create_stream("tx", &StreamConfig::with_partitions(1)).unwrap();
     let mut w = stream.writer(0).unwrap();
-    let producer = ProducerInfo {
-        producer_id: 7,
-        producer_epoch: 1,
-        base_sequence: 0,
-    };
+    let producer = ProducerInfo { producer_id: 7, producer_epoch: 1, base_sequence: 0 };
     let mut b = BatchBuilder::new();
     b.set_producer(producer);
     b.set_transactional(true);
@@ -317,11 +244,8 @@ fn control_records_take_offsets_but_are_skipped_by_readers() {
 fn idle_writer_continues_after_retention_deleted_the_segments_it_knew() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let cfg = StreamConfig {
-        segment_bytes: 4096,
-        retention_bytes: Some(8192),
-        ..StreamConfig::with_partitions(1)
-    };
+    let cfg =
+        StreamConfig { segment_bytes: 4096, retention_bytes: Some(8192), ..StreamConfig::with_partitions(1) };
     let stream = log.create_stream("idle", &cfg).unwrap();
     let mut idle = stream.writer(0).unwrap();
     let mut b = BatchBuilder::new();
@@ -333,15 +257,9 @@ fn idle_writer_continues_after_retention_deleted_the_segments_it_knew() {
     let mut b = BatchBuilder::new();
     b.push(None, Some(b"late"), 0, &[]);
     let a = idle.append(&mut b).unwrap().unwrap();
-    assert_eq!(
-        a.base_offset, 101,
-        "the idle writer continues after the newest record"
-    );
+    assert_eq!(a.base_offset, 101, "the idle writer continues after the newest record");
     let recs = records(&stream, 0, StartAt::Oldest);
     let offsets: Vec<u64> = recs.iter().map(|r| r.0).collect();
-    assert!(
-        offsets.windows(2).all(|w| w[1] == w[0] + 1),
-        "contiguous: {offsets:?}"
-    );
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {offsets:?}");
     assert_eq!(recs.last().unwrap().2.as_deref(), Some(&b"late"[..]));
 }

@@ -134,11 +134,7 @@ fn check_compacted(got: &[Rec], model: &[Rec], from: u64) -> Result<(), TestCase
             Some(k) => latest[k.as_slice()] == r.offset,
         };
         if must {
-            prop_assert!(
-                present.contains(&r.offset),
-                "record at offset {} lost",
-                r.offset
-            );
+            prop_assert!(present.contains(&r.offset), "record at offset {} lost", r.offset);
         }
     }
     Ok(())

@@ -11,26 +11,11 @@ use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
 const BENCH: &str = env!("CARGO_BIN_EXE_samza-log-bench");
 const CLI: &str = env!("CARGO_BIN_EXE_samza-log");
 
-fn worker(
-    dir: &Path,
-    stream: &str,
-    id: u32,
-    records: u64,
-    batch: u32,
-    fsync: &str,
-    ack: bool,
-) -> Child {
+fn worker(dir: &Path, stream: &str, id: u32, records: u64, batch: u32, fsync: &str, ack: bool) -> Child {
     let mut cmd = Command::new(BENCH);
     cmd.args(["worker", "--dir"])
         .arg(dir)
-        .args([
-            "--stream",
-            stream,
-            "--id",
-            &id.to_string(),
-            "--records",
-            &records.to_string(),
-        ])
+        .args(["--stream", stream, "--id", &id.to_string(), "--records", &records.to_string()])
         .args(["--batch", &batch.to_string(), "--fsync", fsync])
         .stdout(Stdio::piped());
     if ack {
@@ -58,10 +43,7 @@ fn read_values(stream: &samza_log::Stream) -> Vec<(u32, u64)> {
             let mut parts = v.split(':');
             let id: u32 = parts.next().unwrap().parse().unwrap();
             let seq: u64 = parts.next().unwrap().parse().unwrap();
-            assert!(
-                parts.next().unwrap().bytes().all(|b| b == b'x'),
-                "value intact: {v}"
-            );
+            assert!(parts.next().unwrap().bytes().all(|b| b == b'x'), "value intact: {v}");
             assert_eq!(v.len(), 100);
             out.push((id, seq));
         }
@@ -79,10 +61,7 @@ fn kill_9_mid_append_loses_no_acknowledged_record() {
         let stream = log
             .create_stream(
                 &name,
-                &StreamConfig {
-                    segment_bytes: 2 << 20,
-                    ..StreamConfig::with_partitions(1)
-                },
+                &StreamConfig { segment_bytes: 2 << 20, ..StreamConfig::with_partitions(1) },
             )
             .unwrap();
         // Big batches make a kill in the middle of a write likely.
@@ -108,11 +87,7 @@ fn kill_9_mid_append_loses_no_acknowledged_record() {
         let values = read_values(&stream);
         // ...every acknowledged record is there, in order, exactly once.
         if let Some(last) = last_acked {
-            assert!(
-                values.len() as u64 > last,
-                "round {round}: acked {last}, found {}",
-                values.len()
-            );
+            assert!(values.len() as u64 > last, "round {round}: acked {last}, found {}", values.len());
         }
         for (i, (id, seq)) in values.iter().enumerate() {
             assert_eq!((*id, *seq), (0, i as u64), "round {round}");
@@ -135,13 +110,7 @@ fn two_writer_processes_never_interleave_lose_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     let stream = log
-        .create_stream(
-            "shared",
-            &StreamConfig {
-                segment_bytes: 1 << 20,
-                ..StreamConfig::with_partitions(1)
-            },
-        )
+        .create_stream("shared", &StreamConfig { segment_bytes: 1 << 20, ..StreamConfig::with_partitions(1) })
         .unwrap();
     const PER_WRITER: u64 = 300_000;
     // Different batch sizes so that appends of the two interleave unevenly.
@@ -157,10 +126,7 @@ fn two_writer_processes_never_interleave_lose_or_duplicate() {
     let mut prev = 0;
     for (id, seq) in values {
         assert!(id == 1 || id == 2);
-        assert_eq!(
-            seq, next[id as usize],
-            "writer {id}: records in order, none lost or repeated"
-        );
+        assert_eq!(seq, next[id as usize], "writer {id}: records in order, none lost or repeated");
         next[id as usize] += 1;
         if id != prev {
             switches += 1;
@@ -168,14 +134,8 @@ fn two_writer_processes_never_interleave_lose_or_duplicate() {
         }
     }
     assert_eq!(next, [0, PER_WRITER, PER_WRITER]);
-    eprintln!(
-        "writers alternated {switches} times; {} segments",
-        stream.partition_info(0).unwrap().segments
-    );
-    assert!(
-        stream.partition_info(0).unwrap().segments > 10,
-        "rolls happened under concurrent writers"
-    );
+    eprintln!("writers alternated {switches} times; {} segments", stream.partition_info(0).unwrap().segments);
+    assert!(stream.partition_info(0).unwrap().segments > 10, "rolls happened under concurrent writers");
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -190,9 +150,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn follower_in_another_process_sees_appends_within_milliseconds_without_spinning() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let stream = log
-        .create_stream("live", &StreamConfig::with_partitions(2))
-        .unwrap();
+    let stream = log.create_stream("live", &StreamConfig::with_partitions(2)).unwrap();
     let mut child = Command::new(CLI)
         .arg("--dir")
         .arg(dir.path())
@@ -215,10 +173,7 @@ fn follower_in_another_process_sees_appends_within_milliseconds_without_spinning
     let before = cpu_ticks(child.id());
     std::thread::sleep(Duration::from_millis(1000));
     let idle_ticks = cpu_ticks(child.id()) - before;
-    assert!(
-        idle_ticks <= 5,
-        "follower used {idle_ticks} ticks of CPU in 1 s idle"
-    );
+    assert!(idle_ticks <= 5, "follower used {idle_ticks} ticks of CPU in 1 s idle");
 
     let mut latencies = Vec::new();
     for i in 1..=30 {
@@ -230,14 +185,8 @@ fn follower_in_another_process_sees_appends_within_milliseconds_without_spinning
     }
     latencies.sort();
     let median = latencies[latencies.len() / 2];
-    eprintln!(
-        "append-to-follower latency: median {median:?}, max {:?}",
-        latencies.last().unwrap()
-    );
-    assert!(
-        median < Duration::from_millis(20),
-        "median wake-up latency {median:?}"
-    );
+    eprintln!("append-to-follower latency: median {median:?}, max {:?}", latencies.last().unwrap());
+    assert!(median < Duration::from_millis(20), "median wake-up latency {median:?}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -26,11 +26,7 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn new(kind: TaskErrorKind, message: impl Into<String>) -> Self {
-        TaskError {
-            kind,
-            message: message.into(),
-            source: None,
-        }
+        TaskError { kind, message: message.into(), source: None }
     }
 
     /// A failure of the task's own logic.
@@ -74,9 +70,7 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|s| s as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 

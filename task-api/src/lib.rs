@@ -8,20 +8,21 @@ mod error;
 pub mod metrics;
 pub mod partitioner;
 pub mod serdes;
+pub mod store;
 pub mod system;
 pub mod task;
 
 pub use error::{TaskError, TaskErrorKind};
 pub use metrics::{Counter, Gauge, MetricsRegistry};
 pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
+pub use store::{KeyValueStore, RawStore, SharedStore};
 pub use task::{
-    Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory,
-    TaskName, TaskRegistry,
+    Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory, TaskName,
+    TaskRegistry,
 };
 
 pub use partitioner::{murmur2, partition_for_key};
 pub use system::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec,
-    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStream,
-    SystemStreamPartition,
+    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec, SystemAdmin,
+    SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStream, SystemStreamPartition,
 };

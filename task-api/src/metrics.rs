@@ -50,39 +50,18 @@ impl MetricsRegistry {
 
     /// The counter named `name` (keep the handle; the lookup takes a lock).
     pub fn counter(&self, name: &str) -> Counter {
-        self.counters
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.counters.lock().unwrap().entry(name.to_string()).or_default().clone()
     }
 
     pub fn gauge(&self, name: &str) -> Gauge {
-        self.gauges
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.gauges.lock().unwrap().entry(name.to_string()).or_default().clone()
     }
 
     /// Every metric and its current value.
     pub fn snapshot(&self) -> BTreeMap<String, i64> {
-        let mut out: BTreeMap<String, i64> = self
-            .counters
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.get()))
-            .collect();
-        out.extend(
-            self.gauges
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.get())),
-        );
+        let mut out: BTreeMap<String, i64> =
+            self.counters.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.get())).collect();
+        out.extend(self.gauges.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.get())));
         out
     }
 }

@@ -61,19 +61,11 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             (b"abc", 479_470_107),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input),
-                *expected,
-                "murmur2({:?})",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(murmur2(input), *expected, "murmur2({:?})", String::from_utf8_lossy(input));
         }
     }
 
@@ -88,9 +80,6 @@ mod tests {
             }
         }
         // Pinned values: changing the mapping would silently re-route every keyed stream.
-        assert_eq!(
-            partition_for_key(b"foobar", 10),
-            ((-790_332_482i32 as u32) & 0x7fff_ffff) % 10
-        );
+        assert_eq!(partition_for_key(b"foobar", 10), ((-790_332_482i32 as u32) & 0x7fff_ffff) % 10);
     }
 }

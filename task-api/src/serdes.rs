@@ -131,32 +131,13 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        assert_eq!(
-            I64Serde
-                .from_bytes(&I64Serde.to_bytes(&-5).unwrap())
-                .unwrap(),
-            -5
-        );
-        assert_eq!(
-            I32Serde
-                .from_bytes(&I32Serde.to_bytes(&7).unwrap())
-                .unwrap(),
-            7
-        );
+        assert_eq!(I64Serde.from_bytes(&I64Serde.to_bytes(&-5).unwrap()).unwrap(), -5);
+        assert_eq!(I32Serde.from_bytes(&I32Serde.to_bytes(&7).unwrap()).unwrap(), 7);
         let s = "héllo".to_string();
-        assert_eq!(
-            StringSerde
-                .from_bytes(&StringSerde.to_bytes(&s).unwrap())
-                .unwrap(),
-            s
-        );
+        assert_eq!(StringSerde.from_bytes(&StringSerde.to_bytes(&s).unwrap()).unwrap(), s);
         let v: Vec<u32> = JsonSerde.from_bytes(b"[1,2]").unwrap();
         assert_eq!(v, vec![1, 2]);
-        assert!(SerdeName::Json
-            .check(b"{oops")
-            .unwrap_err()
-            .to_string()
-            .contains("invalid json"));
+        assert!(SerdeName::Json.check(b"{oops").unwrap_err().to_string().contains("invalid json"));
         assert!(SerdeName::I64.check(b"abc").is_err());
         assert!(SerdeName::String.check(&[0xff]).is_err());
     }

@@ -16,9 +16,7 @@ use bytes::Bytes;
 pub type Offset = u64;
 
 /// A named stream within a named system.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SystemStream {
     /// Shared, so that cloning a stream name per message costs no allocation.
     pub system: Arc<str>,
@@ -27,17 +25,11 @@ pub struct SystemStream {
 
 impl SystemStream {
     pub fn new(system: impl Into<Arc<str>>, stream: impl Into<Arc<str>>) -> Self {
-        SystemStream {
-            system: system.into(),
-            stream: stream.into(),
-        }
+        SystemStream { system: system.into(), stream: stream.into() }
     }
 
     pub fn partition(&self, partition: u32) -> SystemStreamPartition {
-        SystemStreamPartition {
-            system_stream: self.clone(),
-            partition,
-        }
+        SystemStreamPartition { system_stream: self.clone(), partition }
     }
 }
 
@@ -48,9 +40,7 @@ impl fmt::Display for SystemStream {
 }
 
 /// One partition of one stream of one system: the unit of input a task owns.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SystemStreamPartition {
     #[serde(flatten)]
     pub system_stream: SystemStream,
@@ -95,10 +85,7 @@ pub struct IncomingMessageEnvelope {
 impl IncomingMessageEnvelope {
     /// The message as UTF-8 text.
     pub fn message_str(&self) -> Result<&str, crate::TaskError> {
-        let m = self
-            .message
-            .as_deref()
-            .ok_or_else(|| self.tombstone_error())?;
+        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
         std::str::from_utf8(m).map_err(|e| {
             crate::TaskError::serde(format!(
                 "message at {} offset {} is not utf-8: {e}",
@@ -109,10 +96,7 @@ impl IncomingMessageEnvelope {
 
     /// The message decoded from JSON.
     pub fn message_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::TaskError> {
-        let m = self
-            .message
-            .as_deref()
-            .ok_or_else(|| self.tombstone_error())?;
+        let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;
         serde_json::from_slice(m).map_err(|e| {
             crate::TaskError::serde(format!(
                 "message at {} offset {} is not the expected json: {e}",
@@ -181,14 +165,9 @@ impl OutgoingMessageEnvelope {
         key: Option<&str>,
         value: &T,
     ) -> Result<Self, crate::TaskError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| {
-            crate::TaskError::serde(format!("cannot encode json for {stream}: {e}"))
-        })?;
-        Ok(Self::new(
-            stream,
-            key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            Some(Bytes::from(bytes)),
-        ))
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| crate::TaskError::serde(format!("cannot encode json for {stream}: {e}")))?;
+        Ok(Self::new(stream, key.map(|k| Bytes::copy_from_slice(k.as_bytes())), Some(Bytes::from(bytes))))
     }
 
     /// Routes the message by `partition_key` instead of its key.
@@ -252,11 +231,7 @@ pub struct SystemError {
 
 impl SystemError {
     pub fn new(kind: SystemErrorKind, message: impl Into<String>) -> Self {
-        SystemError {
-            kind,
-            message: message.into(),
-            source: None,
-        }
+        SystemError { kind, message: message.into(), source: None }
     }
 
     pub fn with_source(
@@ -264,11 +239,7 @@ impl SystemError {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        SystemError {
-            kind,
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
+        SystemError { kind, message: message.into(), source: Some(Box::new(source)) }
     }
 
     pub fn kind(&self) -> SystemErrorKind {

@@ -10,9 +10,7 @@ use crate::TaskError;
 
 /// Name of a task instance, e.g. `Partition 3`. Stable across restarts: its
 /// checkpoint and its state are keyed by it.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct TaskName(pub String);
 
@@ -54,9 +52,10 @@ impl Config {
     {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|e| {
-                TaskError::config(format!("config key {key}: cannot parse {v:?}: {e}"))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|e| TaskError::config(format!("config key {key}: cannot parse {v:?}: {e}"))),
         }
     }
 
@@ -71,6 +70,7 @@ pub struct TaskContext {
     pub(crate) ssps: Vec<Arc<SystemStreamPartition>>,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: MetricsRegistry,
+    pub(crate) stores: BTreeMap<String, crate::SharedStore>,
 }
 
 impl TaskContext {
@@ -81,12 +81,29 @@ impl TaskContext {
         config: Arc<Config>,
         metrics: MetricsRegistry,
     ) -> Self {
-        TaskContext {
-            task_name,
-            ssps,
-            config,
-            metrics,
-        }
+        TaskContext { task_name, ssps, config, metrics, stores: BTreeMap::new() }
+    }
+
+    /// Adds a store (for runtimes).
+    pub fn add_store(&mut self, name: &str, store: crate::SharedStore) {
+        self.stores.insert(name.to_string(), store);
+    }
+
+    /// The store `name` (declared under `[stores.<name>]` in job.toml), typed
+    /// through the given serdes.
+    pub fn store<K, V>(
+        &self,
+        name: &str,
+        keys: impl crate::Serde<K> + 'static,
+        values: impl crate::Serde<V> + 'static,
+    ) -> Result<crate::KeyValueStore<K, V>, TaskError> {
+        let raw = self.stores.get(name).ok_or_else(|| {
+            TaskError::config(format!(
+                "store {name:?} is not declared in job.toml (declared: {})",
+                self.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        Ok(crate::KeyValueStore::new(raw.clone(), keys, values))
     }
 
     pub fn task_name(&self) -> &TaskName {
@@ -230,8 +247,7 @@ impl TaskRegistry {
 
     /// Registers a task type constructed with `Default`.
     pub fn register<T: StreamTask + Default + 'static>(mut self, name: &str) -> Self {
-        self.factories
-            .insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
+        self.factories.insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
         self
     }
 

@@ -12,11 +12,7 @@ const JOB: &str = env!("CARGO_BIN_EXE_test-job");
 
 fn samza_run() -> PathBuf {
     let p = Path::new(JOB).parent().unwrap().join("samza-run");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p samza-container`",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-container`", p.display());
     p
 }
 
@@ -30,19 +26,12 @@ impl Job {
     fn new(per_partition: u64, extra: &str) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path().join("log")).unwrap();
-        let input = log
-            .create_stream("in", &StreamConfig::with_partitions(2))
-            .unwrap();
+        let input = log.create_stream("in", &StreamConfig::with_partitions(2)).unwrap();
         for p in 0..2 {
             let mut w = input.writer(p).unwrap();
             let mut b = BatchBuilder::new();
             for i in 0..per_partition {
-                b.push(
-                    Some(format!("k{i}").as_bytes()),
-                    Some(format!("p{p}-{i}").as_bytes()),
-                    0,
-                    &[],
-                );
+                b.push(Some(format!("k{i}").as_bytes()), Some(format!("p{p}-{i}").as_bytes()), 0, &[]);
                 if b.len() == 1000 {
                     w.append(&mut b).unwrap();
                     b.clear();
@@ -85,9 +74,7 @@ partitions = 2
 
     fn start(&self, overrides: &[&str]) -> Child {
         let mut cmd = Command::new(samza_run());
-        cmd.arg(self.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg(self.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for o in overrides {
             cmd.args(["--config", o]);
         }
@@ -95,10 +82,7 @@ partitions = 2
     }
 
     fn status(&self, container: u32) -> Option<serde_json::Value> {
-        let p = self
-            .dir
-            .path()
-            .join(format!("state/copy-job/container-{container}.status.json"));
+        let p = self.dir.path().join(format!("state/copy-job/container-{container}.status.json"));
         serde_json::from_slice(&std::fs::read(p).ok()?).ok()
     }
 
@@ -135,10 +119,7 @@ partitions = 2
                 let v: serde_json::Value = serde_json::from_slice(rec.value.unwrap()).unwrap();
                 for e in v["offsets"].as_array().unwrap() {
                     latest.insert(
-                        (
-                            e["stream"].as_str().unwrap().to_string(),
-                            e["partition"].as_u64().unwrap() as u32,
-                        ),
+                        (e["stream"].as_str().unwrap().to_string(), e["partition"].as_u64().unwrap() as u32),
                         e["offset"].as_u64().unwrap(),
                     );
                 }
@@ -165,37 +146,24 @@ fn finish(child: Child) -> (Output, String) {
 #[test]
 fn kill_9_of_a_container_then_rerun_processes_every_message_at_least_once() {
     const N: u64 = 60_000;
-    let job = Job::new(
-        N,
-        "[systems.log.streams.in]\nbounded = true\n[params]\nsleep-us = 50000\n",
-    );
+    let job = Job::new(N, "[systems.log.streams.in]\nbounded = true\n[params]\nsleep-us = 50000\n");
     let child = job.start(&[]);
     // Kill container 0 once it is well into its partition.
     let mut pid = 0;
-    wait_for(
-        "container 0 to make progress",
-        Duration::from_secs(60),
-        || match job.status(0) {
-            Some(s) if s["processed"].as_u64().unwrap_or(0) > 5_000 => {
-                pid = s["pid"].as_u64().unwrap() as i32;
-                true
-            }
-            _ => false,
-        },
-    );
+    wait_for("container 0 to make progress", Duration::from_secs(60), || match job.status(0) {
+        Some(s) if s["processed"].as_u64().unwrap_or(0) > 5_000 => {
+            pid = s["pid"].as_u64().unwrap() as i32;
+            true
+        }
+        _ => false,
+    });
     // SAFETY: SIGKILL to the container process this test's samza-run started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let (out, err) = finish(child);
-    assert!(
-        !out.status.success(),
-        "samza-run must fail when a container dies: {err}"
-    );
+    assert!(!out.status.success(), "samza-run must fail when a container dies: {err}");
     assert!(err.contains("container 0 failed"), "{err}");
     let before = job.checkpoints();
-    assert!(
-        before.get(&("in".into(), 0)).copied().unwrap_or(0) < N,
-        "killed mid-stream: {before:?}"
-    );
+    assert!(before.get(&("in".into(), 0)).copied().unwrap_or(0) < N, "killed mid-stream: {before:?}");
 
     // Run again: it resumes from the checkpoints and finishes the bounded input.
     let (out, err) = finish(job.start(&["params.sleep-us=0"]));
@@ -206,10 +174,7 @@ fn kill_9_of_a_container_then_rerun_processes_every_message_at_least_once() {
     let distinct: HashSet<&str> = values.iter().map(String::as_str).collect();
     for p in 0..2 {
         for i in 0..N {
-            assert!(
-                distinct.contains(format!("p{p}-{i}").as_str()),
-                "p{p}-{i} was never processed"
-            );
+            assert!(distinct.contains(format!("p{p}-{i}").as_str()), "p{p}-{i} was never processed");
         }
     }
     assert_eq!(distinct.len() as u64, 2 * N);
@@ -231,16 +196,9 @@ fn ctrl_c_stops_cleanly_with_a_final_checkpoint() {
     // A long commit interval: only the shutdown commit can write the checkpoint.
     let job = Job::new(N, "");
     let child = job.start(&["task.commit-ms=600000"]);
-    wait_for(
-        "both containers to read everything",
-        Duration::from_secs(60),
-        || {
-            (0..2).all(|c| {
-                job.status(c)
-                    .is_some_and(|s| s["processed"].as_u64() == Some(N))
-            })
-        },
-    );
+    wait_for("both containers to read everything", Duration::from_secs(60), || {
+        (0..2).all(|c| job.status(c).is_some_and(|s| s["processed"].as_u64() == Some(N)))
+    });
     assert!(job.checkpoints().is_empty(), "no periodic commit yet");
     // SAFETY: SIGINT (Ctrl-C) to the samza-run process this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -254,18 +212,12 @@ fn ctrl_c_stops_cleanly_with_a_final_checkpoint() {
 
     // Started again, it resumes at the checkpoint: nothing is processed twice.
     let child = job.start(&["task.commit-ms=600000"]);
-    wait_for("containers to start", Duration::from_secs(30), || {
-        (0..2).all(|c| job.status(c).is_some())
-    });
+    wait_for("containers to start", Duration::from_secs(30), || (0..2).all(|c| job.status(c).is_some()));
     std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let (out, err) = finish(child);
     assert!(out.status.success(), "{err}");
-    assert_eq!(
-        job.values("out").len() as u64,
-        2 * N,
-        "resumed exactly at the checkpoint"
-    );
+    assert_eq!(job.values("out").len() as u64, 2 * N, "resumed exactly at the checkpoint");
 }
 
 #[test]
@@ -274,9 +226,7 @@ fn a_failing_task_stops_the_run_with_its_error() {
     let (out, err) = finish(job.start(&["task.class=fail"]));
     assert!(!out.status.success());
     assert!(
-        err.contains(
-            "task Partition 1 failed processing log.in[1] offset 42: refusing message \"p1-42\""
-        ),
+        err.contains("task Partition 1 failed processing log.in[1] offset 42: refusing message \"p1-42\""),
         "{err}"
     );
 }
@@ -286,26 +236,14 @@ fn broken_job_files_fail_before_anything_starts() {
     let job = Job::new(1, "");
     let good = std::fs::read_to_string(job.path()).unwrap();
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "container-count = 2",
-            "container-count = \"two\"",
-            "invalid type: string \"two\", expected u32",
-        ),
-        (
-            "class = \"copy\"",
-            "clas = \"copy\"",
-            "unknown field `clas`",
-        ),
+        ("container-count = 2", "container-count = \"two\"", "invalid type: string \"two\", expected u32"),
+        ("class = \"copy\"", "clas = \"copy\"", "unknown field `clas`"),
         (
             "inputs = [\"log.in\"]",
             "inputs = [\"kafka.in\"]",
             "task.inputs[0]: system \"kafka\" is not defined under [systems]",
         ),
-        (
-            "inputs = [\"log.in\"]",
-            "inputs = [\"in\"]",
-            "task.inputs[0]: \"in\" is not \"system.stream\"",
-        ),
+        ("inputs = [\"log.in\"]", "inputs = [\"in\"]", "task.inputs[0]: \"in\" is not \"system.stream\""),
         (
             "type = \"embedded-log\"\ndir = \"log\"",
             "type = \"embedded-log\"",
@@ -326,31 +264,21 @@ fn broken_job_files_fail_before_anything_starts() {
             err.contains("broken.toml") && err.contains(expected),
             "{to}: expected {expected:?} in {err}"
         );
-        assert!(
-            !job.dir.path().join("state").exists(),
-            "{to}: nothing may start"
-        );
+        assert!(!job.dir.path().join("state").exists(), "{to}: nothing may start");
     }
     let out = Command::new(samza_run())
         .arg(job.path())
         .args(["--config", "job.container-count=0"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("job.container-count: must be at least 1")
-    );
-    let out = Command::new(samza_run())
-        .arg(job.dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job.container-count: must be at least 1"));
+    let out = Command::new(samza_run()).arg(job.dir.path().join("missing.toml")).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read job config"));
     // A class the binary does not register fails in the container, and the run says so.
     let (out, err) = finish(job.start(&["task.class=nope"]));
     assert!(!out.status.success());
     assert!(
-        err.contains(
-            "task.class \"nope\" is not registered in this job binary (registered: copy, fail)"
-        ),
+        err.contains("task.class \"nope\" is not registered in this job binary (registered: copy, fail)"),
         "{err}"
     );
 }

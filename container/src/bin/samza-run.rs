@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(
-    name = "samza-run",
-    version,
-    about = "Run a stream processing job described by job.toml"
-)]
+#[command(name = "samza-run", version, about = "Run a stream processing job described by job.toml")]
 struct Cli {
     /// The job's configuration file (see docs/config.md).
     job: PathBuf,

@@ -11,9 +11,9 @@ struct PassThrough {
 impl StreamTask for PassThrough {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         let out = ctx.config().get("params.output").unwrap_or("log.out");
-        let (system, stream) = out.split_once('.').ok_or_else(|| {
-            TaskError::config(format!("params.output {out:?} is not \"system.stream\""))
-        })?;
+        let (system, stream) = out
+            .split_once('.')
+            .ok_or_else(|| TaskError::config(format!("params.output {out:?} is not \"system.stream\"")))?;
         self.output = Some(SystemStream::new(system, stream));
         Ok(())
     }
@@ -52,9 +52,5 @@ impl StreamTask for NoOp {
 }
 
 fn main() -> std::process::ExitCode {
-    samza::main(
-        TaskRegistry::new()
-            .register::<PassThrough>("pass-through")
-            .register::<NoOp>("no-op"),
-    )
+    samza::main(TaskRegistry::new().register::<PassThrough>("pass-through").register::<NoOp>("no-op"))
 }

@@ -61,22 +61,15 @@ fn run() -> Result<(), String> {
         records as f64 / secs / 1e6
     );
 
-    for (class, label) in [
-        ("pass-through", "pass-through job end to end"),
-        ("no-op", "no-op task (run loop only)"),
-    ] {
+    for (class, label) in
+        [("pass-through", "pass-through job end to end"), ("no-op", "no-op task (run loop only)")]
+    {
         let job = write_job(&dir, &job_bin, class, containers)?;
         let start = Instant::now();
-        let out = Command::new(&samza_run)
-            .arg(&job)
-            .output()
-            .map_err(|e| e.to_string())?;
+        let out = Command::new(&samza_run).arg(&job).output().map_err(|e| e.to_string())?;
         let secs = start.elapsed().as_secs_f64();
         if !out.status.success() {
-            return Err(format!(
-                "samza-run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("samza-run failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
         let rate = records as f64 / secs;
         println!(
@@ -87,9 +80,8 @@ fn run() -> Result<(), String> {
         if class == "pass-through" {
             let log = samza_log::Log::open(dir.join("log")).map_err(|e| e.to_string())?;
             let out = log.stream("out").map_err(|e| e.to_string())?;
-            let n: u64 = (0..partitions)
-                .map(|p| out.partition_info(p).map(|i| i.upcoming).unwrap_or(0))
-                .sum();
+            let n: u64 =
+                (0..partitions).map(|p| out.partition_info(p).map(|i| i.upcoming).unwrap_or(0)).sum();
             if n != records {
                 return Err(format!("output holds {n} records, expected {records}"));
             }
@@ -111,8 +103,7 @@ fn fill(log_dir: &Path, records: u64, partitions: u32) -> Result<(), String> {
     for p in 0..partitions {
         let mut w = input.writer(p).map_err(|e| e.to_string())?;
         let mut b = samza_log::BatchBuilder::with_capacity(128 * 1024);
-        let n = records / u64::from(partitions)
-            + u64::from(u64::from(p) < records % u64::from(partitions));
+        let n = records / u64::from(partitions) + u64::from(u64::from(p) < records % u64::from(partitions));
         for i in 0..n {
             b.push(None, Some(&value), 0, &[]);
             if b.len() == 1000 || i + 1 == n {

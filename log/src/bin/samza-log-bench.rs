@@ -69,25 +69,10 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         None => run(Path::new("target/log-bench"), 10_000_000, 1_000_000, 1000),
-        Some(Cmd::Run {
-            dir,
-            records,
-            records_always,
-            batch,
-        }) => run(&dir, records, records_always, batch),
-        Some(Cmd::Worker {
-            dir,
-            stream,
-            partition,
-            id,
-            records,
-            batch,
-            value_size,
-            fsync,
-            ack,
-        }) => worker(
-            &dir, &stream, partition, id, records, batch, value_size, fsync, ack,
-        ),
+        Some(Cmd::Run { dir, records, records_always, batch }) => run(&dir, records, records_always, batch),
+        Some(Cmd::Worker { dir, stream, partition, id, records, batch, value_size, fsync, ack }) => {
+            worker(&dir, &stream, partition, id, records, batch, value_size, fsync, ack)
+        }
     }
 }
 
@@ -138,32 +123,21 @@ fn worker(
 fn run(dir: &Path, records: u64, records_always: u64, batch: u32) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe()?;
-    println!(
-        "# samza-log benchmark: 100-byte values, {batch} records per batch, dir {}",
-        dir.display()
-    );
+    println!("# samza-log benchmark: 100-byte values, {batch} records per batch, dir {}", dir.display());
     let raw = dd_rate(dir)?;
     println!("raw disk sequential write (dd bs=1M count=1024 conv=fdatasync): {raw:.0} MB/s");
     let log = Log::open(dir)?;
     let policies = [
         (FsyncPolicy::Never, records),
-        (
-            FsyncPolicy::Interval(std::time::Duration::from_millis(1000)),
-            records,
-        ),
+        (FsyncPolicy::Interval(std::time::Duration::from_millis(1000)), records),
         (FsyncPolicy::Always, records_always),
     ];
     for (policy, n) in policies {
         for procs in [1u32, 2] {
             let name = format!("bench-{}-{procs}", policy.to_string().replace(':', "-"));
             let _ = log.delete_stream(&name);
-            let stream = log.create_stream(
-                &name,
-                &StreamConfig {
-                    fsync: policy,
-                    ..StreamConfig::with_partitions(1)
-                },
-            )?;
+            let stream = log
+                .create_stream(&name, &StreamConfig { fsync: policy, ..StreamConfig::with_partitions(1) })?;
             let start = Instant::now();
             if procs == 1 {
                 worker(dir, &name, 0, 0, n, batch, 100, policy, false)?;
@@ -175,12 +149,7 @@ fn run(dir: &Path, records: u64, records_always: u64, batch: u32) -> Result<()> 
                             .arg(dir)
                             .args(["--stream", &name, "--id", &id.to_string(), "--records"])
                             .arg((n / u64::from(procs)).to_string())
-                            .args([
-                                "--batch",
-                                &batch.to_string(),
-                                "--fsync",
-                                &policy.to_string(),
-                            ])
+                            .args(["--batch", &batch.to_string(), "--fsync", &policy.to_string()])
                             .stdout(Stdio::null())
                             .spawn()
                     })
@@ -251,10 +220,7 @@ fn dd_rate(dir: &Path) -> Result<f64> {
     // "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 1.234 s, 870 MB/s"
     let secs = text
         .split(", ")
-        .find_map(|p| {
-            p.strip_suffix(" s")
-                .and_then(|s| s.trim().parse::<f64>().ok())
-        })
+        .find_map(|p| p.strip_suffix(" s").and_then(|s| s.trim().parse::<f64>().ok()))
         .with_context(|| format!("cannot parse dd output: {text}"))?;
     Ok(1073741824.0 / secs / 1e6)
 }

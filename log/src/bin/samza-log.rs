@@ -9,19 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use samza_log::{FsyncPolicy, Log, StartAt, StreamConfig, Watcher};
 
 #[derive(Parser)]
-#[command(
-    name = "samza-log",
-    version,
-    about = "Create, inspect, feed and read streams of the embedded log"
-)]
+#[command(name = "samza-log", version, about = "Create, inspect, feed and read streams of the embedded log")]
 struct Cli {
     /// Directory of the log (holds one directory per stream).
-    #[arg(
-        long,
-        global = true,
-        env = "SAMZA_LOG_DIR",
-        default_value = "samza-data/log"
-    )]
+    #[arg(long, global = true, env = "SAMZA_LOG_DIR", default_value = "samza-data/log")]
     dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -110,6 +101,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Print the latest value of KEY (read from the partition the key hashes to).
+    ///
+    /// Meant for compacted, keyed streams such as a job's per-key results:
+    /// `samza-log get user-counts user-42`. Exits with 1 when the key is absent
+    /// or its latest record is a tombstone.
+    Get { stream: String, key: String },
     /// Apply retention and, for compacted streams, compact every partition.
     Compact { stream: String },
 }
@@ -159,11 +156,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "{name}\t{} partitions{}",
                     s.partitions(),
-                    if s.config().compacted {
-                        "\tcompacted"
-                    } else {
-                        ""
-                    }
+                    if s.config().compacted { "\tcompacted" } else { "" }
                 );
             }
         }
@@ -172,33 +165,37 @@ fn run(cli: Cli) -> Result<()> {
             log.delete_stream(&stream)?;
             println!("deleted stream {stream}");
         }
-        Command::Produce {
-            stream,
-            file,
-            key_separator,
-            key_field,
-            partition,
-            fsync,
-        } => produce(
-            &log,
-            &stream,
-            file,
-            key_separator,
-            key_field,
-            partition,
-            fsync,
-        )?,
-        Command::Consume {
-            stream,
-            partition,
-            from,
-            follow,
-            max,
-            timestamps,
-            format,
-        } => consume(
-            &log, &stream, partition, &from, follow, max, timestamps, format,
-        )?,
+        Command::Produce { stream, file, key_separator, key_field, partition, fsync } => {
+            produce(&log, &stream, file, key_separator, key_field, partition, fsync)?
+        }
+        Command::Consume { stream, partition, from, follow, max, timestamps, format } => {
+            consume(&log, &stream, partition, &from, follow, max, timestamps, format)?
+        }
+        Command::Get { stream, key } => {
+            let s = log.stream(&stream)?;
+            let p = samza_task_api::partition_for_key(key.as_bytes(), s.partitions());
+            let mut reader = s.reader(p, StartAt::Oldest)?;
+            let mut latest: Option<Option<Vec<u8>>> = None;
+            loop {
+                let chunk = reader.read(1 << 20)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for rec in chunk.records() {
+                    let rec = rec?;
+                    if rec.key == Some(key.as_bytes()) {
+                        latest = Some(rec.value.map(<[u8]>::to_vec));
+                    }
+                }
+            }
+            match latest {
+                Some(Some(v)) => println!("{}", String::from_utf8_lossy(&v)),
+                _ => {
+                    eprintln!("samza-log: no value for key {key:?} in {stream} (partition {p})");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Compact { stream } => {
             let s = log.stream(&stream)?;
             let deleted = s.apply_retention()?;
@@ -217,9 +214,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn describe(log: &Log, name: &str, json: bool) -> Result<()> {
     let s = log.stream(name)?;
-    let infos = (0..s.partitions())
-        .map(|p| s.partition_info(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let infos = (0..s.partitions()).map(|p| s.partition_info(p)).collect::<Result<Vec<_>, _>>()?;
     if json {
         let v = serde_json::json!({ "stream": name, "config": s.config(), "partitions": infos });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -237,10 +232,7 @@ fn describe(log: &Log, name: &str, json: bool) -> Result<()> {
     );
     println!("partition\toldest\tupcoming\tsegments\tbytes");
     for i in infos {
-        println!(
-            "{}\t{}\t{}\t{}\t{}",
-            i.partition, i.oldest, i.upcoming, i.segments, i.bytes
-        );
+        println!("{}\t{}\t{}\t{}\t{}", i.partition, i.oldest, i.upcoming, i.segments, i.bytes);
     }
     Ok(())
 }
@@ -265,9 +257,7 @@ fn produce(
         )),
         None => Box::new(io::stdin().lock()),
     };
-    let source = file
-        .as_ref()
-        .map_or("stdin".to_string(), |p| p.display().to_string());
+    let source = file.as_ref().map_or("stdin".to_string(), |p| p.display().to_string());
     let mut count = 0u64;
     let result = (|| -> Result<()> {
         for (i, line) in input.lines().enumerate() {
@@ -275,10 +265,7 @@ fn produce(
             let (key, value): (Option<String>, &str) = if let Some(sep) = &key_separator {
                 match line.split_once(sep.as_str()) {
                     Some((k, v)) => (Some(k.to_string()), v),
-                    None => bail!(
-                        "line {} of {source}: no key separator {sep:?} in {line:?}",
-                        i + 1
-                    ),
+                    None => bail!("line {} of {source}: no key separator {sep:?} in {line:?}", i + 1),
                 }
             } else if let Some(field) = &key_field {
                 let v: serde_json::Value = serde_json::from_str(&line)
@@ -295,13 +282,7 @@ fn produce(
             let ts = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            producer.send(
-                partition,
-                key.as_deref().map(str::as_bytes),
-                Some(value.as_bytes()),
-                ts,
-                &[],
-            )?;
+            producer.send(partition, key.as_deref().map(str::as_bytes), Some(value.as_bytes()), ts, &[])?;
             count += 1;
         }
         Ok(())

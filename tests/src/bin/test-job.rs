@@ -20,14 +20,9 @@ struct Copy {
 impl StreamTask for Copy {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         let out = ctx.config().get("params.output").unwrap_or("log.out");
-        let (system, stream) = out
-            .split_once('.')
-            .ok_or_else(|| TaskError::config("params.output"))?;
+        let (system, stream) = out.split_once('.').ok_or_else(|| TaskError::config("params.output"))?;
         self.output = Some(SystemStream::new(system, stream));
-        self.sleep = ctx
-            .config()
-            .get_parsed::<u64>("params.sleep-us")?
-            .map(Duration::from_micros);
+        self.sleep = ctx.config().get_parsed::<u64>("params.sleep-us")?.map(Duration::from_micros);
         self.fail_on = ctx.config().get("params.fail-on").map(str::to_string);
         Ok(())
     }
@@ -49,21 +44,14 @@ impl StreamTask for Copy {
                 std::thread::sleep(d);
             }
         }
-        let msg = OutgoingMessageEnvelope::new(
-            self.output.clone().unwrap(),
-            env.key.clone(),
-            env.message.clone(),
-        )
-        .with_partition(env.ssp.partition);
+        let msg =
+            OutgoingMessageEnvelope::new(self.output.clone().unwrap(), env.key.clone(), env.message.clone())
+                .with_partition(env.ssp.partition);
         out.send(msg);
         Ok(())
     }
 }
 
 fn main() -> std::process::ExitCode {
-    samza::main(
-        TaskRegistry::new()
-            .register::<Copy>("copy")
-            .register::<Copy>("fail"),
-    )
+    samza::main(TaskRegistry::new().register::<Copy>("copy").register::<Copy>("fail"))
 }

@@ -1,0 +1,82 @@
+//! Job two of the page-view example: count page views per user.
+//!
+//! "The task has a counter for each user ID in its partition, and the
+//! appropriate counter is incremented every time the task receives a message
+//! with a particular user ID." Input: page views keyed by user id (the output
+//! of job one, `page-views`). The counts live in the RocksDB store `counts`,
+//! backed by a changelog, so they survive the loss of the container. On each
+//! window the counts that changed are emitted to `params.output` (default
+//! `log.user-counts`, compacted, keyed by user), where `samza-log get` reads
+//! any user's current count.
+
+use std::collections::BTreeSet;
+
+use samza::prelude::*;
+use samza::{I64Serde, KeyValueStore};
+
+#[derive(Default)]
+struct Counter {
+    counts: Option<KeyValueStore<String, i64>>,
+    changed: BTreeSet<String>,
+    output: Option<SystemStream>,
+    /// Sleep this long every 1000 messages (`params.throttle-us`), for demos
+    /// and tests that want to watch or kill a running job.
+    throttle: Option<std::time::Duration>,
+    seen: u64,
+}
+
+impl StreamTask for Counter {
+    fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.counts = Some(ctx.store("counts", StringSerde, I64Serde)?);
+        let out = ctx.config().get("params.output").unwrap_or("log.user-counts");
+        let (system, stream) = out
+            .split_once('.')
+            .ok_or_else(|| TaskError::config(format!("params.output {out:?} is not \"system.stream\"")))?;
+        self.output = Some(SystemStream::new(system, stream));
+        self.throttle =
+            ctx.config().get_parsed::<u64>("params.throttle-us")?.map(std::time::Duration::from_micros);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        env: &IncomingMessageEnvelope,
+        _: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        let user = env.key_str()?.ok_or_else(|| {
+            TaskError::task(format!("page view at {} offset {} has no user id key", env.ssp, env.offset))
+        })?;
+        let counts = self.counts.as_ref().expect("init ran");
+        let key = user.to_string();
+        let n = counts.get(&key)?.unwrap_or(0) + 1;
+        counts.put(&key, &n)?;
+        self.changed.insert(key);
+        self.seen += 1;
+        if let Some(t) = self.throttle.filter(|_| self.seen % 1000 == 0) {
+            std::thread::sleep(t);
+        }
+        Ok(())
+    }
+
+    fn window(&mut self, out: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
+        let counts = self.counts.as_ref().expect("init ran");
+        for user in std::mem::take(&mut self.changed) {
+            let n = counts.get(&user)?.unwrap_or(0);
+            out.send(OutgoingMessageEnvelope::new(
+                self.output.clone().expect("init ran"),
+                Some(user.into_bytes().into()),
+                Some(n.to_string().into_bytes().into()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    samza::main(TaskRegistry::new().register::<Counter>("count"))
+}

@@ -1,0 +1,209 @@
+//! Benchmark of local state; prints figures, asserts nothing.
+//!
+//! 1. Keyed count: `--events` page views (default 10 M) over `--users` users
+//!    (default 1 M), keyed by user, counted per user by the page-view-counter
+//!    job in RocksDB with a changelog, through `samza-run` and 2 containers.
+//! 2. Restore: a changelog of `--restore-mb` MB (default 1024) of 100-byte
+//!    values rebuilt into an empty RocksDB store (MB/s of changelog read).
+//! 3. Host-affinity reopen of that store (marker current: nothing replayed).
+//! 4. The Flink peer (`../shared/peers/flink_keyed_count.py`) on the same events
+//!    when `--flink PYTHON` names a Python with apache-flink installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use samza_log::{Log, StreamConfig};
+use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
+use samza_task_api::{SystemAdmin, SystemStreamPartition};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn user_of(i: u64, users: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % users
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("state-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let events: u64 = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let users: u64 = arg("--users").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let restore_mb: u64 = arg("--restore-mb").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/state-bench".into()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?.parent().unwrap().to_path_buf();
+    println!("# state benchmark: {events} events over {users} users; restore of {restore_mb} MB");
+
+    // 1. Keyed count through samza-run.
+    let log = Log::open(dir.join("log")).map_err(|e| e.to_string())?;
+    let never = StreamConfig { fsync: samza_log::FsyncPolicy::Never, ..StreamConfig::with_partitions(2) };
+    let input = log.create_stream("page-views-by-user", &never).map_err(|e| e.to_string())?;
+    let csv_path = dir.join("pv.csv");
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| e.to_string())?);
+    let t = Instant::now();
+    let mut p = input.producer();
+    let mut value = String::new();
+    for i in 0..events {
+        use std::fmt::Write as _;
+        use std::io::Write as _;
+        let u = user_of(i, users);
+        value.clear();
+        let _ = write!(value, r#"{{"user":"user-{u}","page":"/page-{}","time":{i}}}"#, i % 50);
+        let key = format!("user-{u}");
+        p.send(None, Some(key.as_bytes()), Some(value.as_bytes()), i as i64, &[])
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(csv, "{u},/page-{},{i}", i % 50);
+    }
+    p.flush().map_err(|e| e.to_string())?;
+    drop(csv);
+    println!("load input: {:.2} M events/s", events as f64 / t.elapsed().as_secs_f64() / 1e6);
+    let job = dir.join("count.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "bench-count"
+container-count = 2
+state-dir = "state"
+[package]
+binary = "{}"
+[task]
+class = "count"
+inputs = ["log.page-views-by-user"]
+commit-ms = 1000
+[systems.log]
+type = "embedded-log"
+dir = "log"
+[systems.log.streams.page-views-by-user]
+bounded = true
+[systems.log.streams.user-counts]
+partitions = 2
+compacted = true
+[stores.counts]
+engine = "rocksdb"
+changelog = "log.counts-changelog"
+cache-entries = 1000000
+write-batch-entries = 500000
+"#,
+            bin.join("page-view-counter").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let out = Command::new(bin.join("samza-run")).arg(&job).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("samza-run failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let ours = events as f64 / secs;
+    println!("keyed count, RocksDB + changelog, 2 containers: {:.2} M msg/s ({secs:.2} s)", ours / 1e6);
+
+    // 2. Restore of a large changelog into an empty store.
+    let cl = log
+        .create_stream("big-changelog", &StreamConfig { compacted: true, ..never.clone() })
+        .map_err(|e| e.to_string())?;
+    let records = restore_mb * 1_000_000 / 120;
+    let mut w = cl.writer(0).map_err(|e| e.to_string())?;
+    let mut b = samza_log::BatchBuilder::with_capacity(256 * 1024);
+    let v = [7u8; 100];
+    for i in 0..records {
+        b.push(Some(format!("key-{i:012}").as_bytes()), Some(&v), 0, &[]);
+        if b.len() == 2000 || i + 1 == records {
+            w.append(&mut b).map_err(|e| e.to_string())?;
+            b.clear();
+        }
+    }
+    let bytes = cl.partition_info(0).map_err(|e| e.to_string())?.bytes;
+    let ssp = SystemStreamPartition::new("log", "big-changelog", 0);
+    let admin = samza_log::system::LogSystemAdmin::new(log.clone());
+    let store_dir = dir.join("restored");
+    let marker = Marker {
+        job: "b".into(),
+        store: "s".into(),
+        task: "t".into(),
+        changelog: Some(ssp.clone()),
+        offset: 0,
+    };
+    let source = |admin: &samza_log::system::LogSystemAdmin| -> Result<ChangelogSource, String> {
+        Ok(ChangelogSource {
+            ssp: ssp.clone(),
+            meta: admin.partition_metadata("big-changelog").map_err(|e| e.to_string())?[0],
+            consumer: Box::new(
+                samza_log::system::LogSystemConsumer::new(log.clone()).map_err(|e| e.to_string())?,
+            ),
+        })
+    };
+    let t = Instant::now();
+    let opened = restore::open(EngineKind::Rocksdb, &store_dir, &marker, Some(source(&admin)?))
+        .map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "restore from changelog: {:.0} MB/s of changelog ({} records, {:.0} MB in {secs:.2} s, store {:.0} MB on disk)",
+        bytes as f64 / secs / 1e6,
+        opened.report.records,
+        bytes as f64 / 1e6,
+        opened.engine.disk_bytes() as f64 / 1e6
+    );
+    drop(opened);
+
+    // 3. Host-affinity reopen: the marker is current.
+    let t = Instant::now();
+    let m = Marker { offset: records, ..marker };
+    let opened = restore::open(EngineKind::Rocksdb, &store_dir, &m, Some(source(&admin)?))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "host-affinity reopen: {:.3} s ({} mode, {} records replayed)",
+        t.elapsed().as_secs_f64(),
+        opened.report.mode,
+        opened.report.records
+    );
+    drop(opened);
+
+    // 4. The Flink peer on the same events.
+    match arg("--flink") {
+        Some(python) => flink(&python, &csv_path, events, ours)?,
+        None => println!("flink peer: skipped (pass --flink PATH-TO-PYTHON with apache-flink installed)"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn flink(python: &str, csv: &Path, events: u64, ours: f64) -> Result<(), String> {
+    let script = ["../shared/peers/flink_keyed_count.py", "../../shared/peers/flink_keyed_count.py"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or("cannot find shared/peers/flink_keyed_count.py")?;
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(csv)
+        .args(["2", "rocksdb"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    let rate: f64 = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("events_per_s="))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("flink peer failed: {line} {}", String::from_utf8_lossy(&out.stderr)))?;
+    println!(
+        "flink peer ({events} events, parallelism 2, RocksDB): {:.2} M msg/s; ours / flink = {:.1}x",
+        rate / 1e6,
+        ours / rate
+    );
+    Ok(())
+}

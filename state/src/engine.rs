@@ -1,0 +1,162 @@
+//! Storage engines under a task store: RocksDB on local disk, or memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::StateError;
+
+/// A write: a put (`Some`) or a delete (`None`).
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// What a task store needs from its engine.
+pub trait Engine: Send {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Applies `batch` atomically. With `durable`, it survives a machine crash
+    /// when this returns (RocksDB: WAL synced); otherwise it survives the
+    /// process.
+    fn write(&mut self, batch: &[Write], durable: bool) -> Result<(), StateError>;
+    /// Entries with `from <= key < to` (unbounded where `None`), in key order.
+    fn scan(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Bulk loading (restore): writes skip the write-ahead log.
+    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError>;
+    /// Makes bulk writes durable (RocksDB: flushes memtables to files).
+    fn finish_bulk(&mut self) -> Result<(), StateError>;
+    /// Bytes the engine holds on disk (0 in memory).
+    fn disk_bytes(&self) -> u64;
+}
+
+/// Entries in a `BTreeMap`; nothing survives the process, so every start
+/// restores from the changelog.
+#[derive(Default)]
+pub struct MemoryEngine {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Engine for MemoryEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn write(&mut self, batch: &[Write], _durable: bool) -> Result<(), StateError> {
+        for (k, v) in batch {
+            match v {
+                Some(v) => self.map.insert(k.clone(), v.clone()),
+                None => self.map.remove(k),
+            };
+        }
+        Ok(())
+    }
+
+    fn scan(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        use std::ops::Bound;
+        let lo = from.map_or(Bound::Unbounded, |f| Bound::Included(f.to_vec()));
+        let hi = to.map_or(Bound::Unbounded, |t| Bound::Excluded(t.to_vec()));
+        if let (Bound::Included(a), Bound::Excluded(b)) = (&lo, &hi) {
+            if a >= b {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(self.map.range((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError> {
+        self.write(batch, false)
+    }
+
+    fn finish_bulk(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// RocksDB in a directory of its own.
+pub struct RocksEngine {
+    db: rocksdb::DB,
+    dir: PathBuf,
+}
+
+fn rocks_err(dir: &Path, op: &str, e: rocksdb::Error) -> StateError {
+    StateError::Engine(format!("rocksdb {op} in {}: {e}", dir.display()))
+}
+
+impl RocksEngine {
+    pub fn open(dir: &Path) -> Result<RocksEngine, StateError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_background_jobs(2);
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_level_compaction_dynamic_level_bytes(true);
+        let db = rocksdb::DB::open(&opts, dir).map_err(|e| rocks_err(dir, "open", e))?;
+        Ok(RocksEngine { db, dir: dir.to_path_buf() })
+    }
+
+    fn batch(batch: &[Write]) -> rocksdb::WriteBatch {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => wb.put(k, v),
+                None => wb.delete(k),
+            }
+        }
+        wb
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get(key).map_err(|e| rocks_err(&self.dir, "get", e))
+    }
+
+    fn write(&mut self, batch: &[Write], durable: bool) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(Self::batch(batch), &wo).map_err(|e| rocks_err(&self.dir, "write", e))?;
+        if durable {
+            self.db.flush_wal(true).map_err(|e| rocks_err(&self.dir, "sync of the write-ahead log", e))?;
+        }
+        Ok(())
+    }
+
+    fn scan(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mode = match from {
+            Some(f) => rocksdb::IteratorMode::From(f, rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator(mode) {
+            let (k, v) = item.map_err(|e| rocks_err(&self.dir, "scan", e))?;
+            if to.is_some_and(|t| &*k >= t) {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(Self::batch(batch), &wo).map_err(|e| rocks_err(&self.dir, "restore write", e))
+    }
+
+    fn finish_bulk(&mut self) -> Result<(), StateError> {
+        self.db.flush().map_err(|e| rocks_err(&self.dir, "flush", e))
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.dir)
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}

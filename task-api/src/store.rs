@@ -1,0 +1,127 @@
+//! Key-value stores: a task's local state.
+//!
+//! A task gets its stores from [`crate::TaskContext::store`]. Each store is
+//! private to one task instance, lives on the container's machine (RocksDB or
+//! memory, chosen in `job.toml`), and is backed by a changelog stream, so it
+//! survives the loss of the container. Writes are visible to the task's own
+//! reads at once; they reach the changelog and the disk at the next commit.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use crate::{Serde, TaskError};
+
+/// The byte-level store the runtime provides; tasks use [`KeyValueStore`].
+pub trait RawStore: Send {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError>;
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError>;
+    fn delete(&mut self, key: &[u8]) -> Result<(), TaskError>;
+    /// Entries with `from <= key < to`, in key order.
+    fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError>;
+    /// Entries whose key starts with `prefix`, in key order.
+    fn prefix(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError>;
+    /// Every entry, in key order.
+    fn all(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError>;
+    /// Asks the runtime to commit as soon as the current call returns: every
+    /// write so far then reaches the changelog and local disk (which every
+    /// periodic commit does too).
+    fn flush(&mut self) -> Result<(), TaskError>;
+
+    /// For runtimes, to reach their own store type.
+    #[doc(hidden)]
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// A shared handle on a runtime store.
+pub type SharedStore = Arc<Mutex<Box<dyn RawStore>>>;
+
+/// A typed key-value store; keys and values go through their serdes.
+pub struct KeyValueStore<K, V> {
+    raw: SharedStore,
+    keys: Arc<dyn Serde<K>>,
+    values: Arc<dyn Serde<V>>,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Clone for KeyValueStore<K, V> {
+    fn clone(&self) -> Self {
+        KeyValueStore {
+            raw: self.raw.clone(),
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> KeyValueStore<K, V> {
+    pub fn new(raw: SharedStore, keys: impl Serde<K> + 'static, values: impl Serde<V> + 'static) -> Self {
+        KeyValueStore { raw, keys: Arc::new(keys), values: Arc::new(values), _types: PhantomData }
+    }
+
+    fn raw(&self) -> std::sync::MutexGuard<'_, Box<dyn RawStore>> {
+        self.raw.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, TaskError> {
+        let k = self.keys.to_bytes(key)?;
+        match self.raw().get(&k)? {
+            Some(v) => self.values.from_bytes(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put(&self, key: &K, value: &V) -> Result<(), TaskError> {
+        let k = self.keys.to_bytes(key)?;
+        let v = self.values.to_bytes(value)?;
+        self.raw().put(&k, &v)
+    }
+
+    pub fn put_all<'a>(&self, entries: impl IntoIterator<Item = (&'a K, &'a V)>) -> Result<(), TaskError>
+    where
+        K: 'a,
+        V: 'a,
+    {
+        let mut raw = self.raw();
+        for (k, v) in entries {
+            raw.put(&self.keys.to_bytes(k)?, &self.values.to_bytes(v)?)?;
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &K) -> Result<(), TaskError> {
+        let k = self.keys.to_bytes(key)?;
+        self.raw().delete(&k)
+    }
+
+    fn decode(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(K, V)>, TaskError> {
+        entries
+            .into_iter()
+            .map(|(k, v)| Ok((self.keys.from_bytes(&k)?, self.values.from_bytes(&v)?)))
+            .collect()
+    }
+
+    /// Entries with `from <= key < to` in the order of the encoded keys.
+    pub fn range(&self, from: &K, to: &K) -> Result<Vec<(K, V)>, TaskError> {
+        let (f, t) = (self.keys.to_bytes(from)?, self.keys.to_bytes(to)?);
+        let entries = self.raw().range(&f, &t)?;
+        self.decode(entries)
+    }
+
+    /// Entries whose encoded key starts with `prefix`.
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, TaskError> {
+        let entries = self.raw().prefix(prefix)?;
+        self.decode(entries)
+    }
+
+    /// Every entry, in the order of the encoded keys.
+    pub fn all(&self) -> Result<Vec<(K, V)>, TaskError> {
+        let entries = self.raw().all()?;
+        self.decode(entries)
+    }
+
+    /// Asks for a commit once the current call returns (see [`RawStore::flush`]).
+    pub fn flush(&self) -> Result<(), TaskError> {
+        self.raw().flush()
+    }
+}

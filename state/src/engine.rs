@@ -8,6 +8,9 @@ use crate::StateError;
 /// A write: a put (`Some`) or a delete (`None`).
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// A write whose bytes live elsewhere (a restore's read buffer).
+pub type BorrowedWrite<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// What a task store needs from its engine.
 pub trait Engine: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
@@ -17,8 +20,9 @@ pub trait Engine: Send {
     fn write(&mut self, batch: &[Write], durable: bool) -> Result<(), StateError>;
     /// Entries with `from <= key < to` (unbounded where `None`), in key order.
     fn scan(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
-    /// Bulk loading (restore): writes skip the write-ahead log.
-    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError>;
+    /// Bulk loading (restore): writes skip the write-ahead log. Entries are
+    /// borrowed, so a restore copies each record once, into the engine.
+    fn bulk_write(&mut self, batch: &[BorrowedWrite<'_>]) -> Result<(), StateError>;
     /// Makes bulk writes durable (RocksDB: flushes memtables to files).
     fn finish_bulk(&mut self) -> Result<(), StateError>;
     /// Bytes the engine holds on disk (0 in memory).
@@ -59,8 +63,14 @@ impl Engine for MemoryEngine {
         Ok(self.map.range((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError> {
-        self.write(batch, false)
+    fn bulk_write(&mut self, batch: &[BorrowedWrite<'_>]) -> Result<(), StateError> {
+        for (k, v) in batch {
+            match v {
+                Some(v) => self.map.insert(k.to_vec(), v.to_vec()),
+                None => self.map.remove(*k),
+            };
+        }
+        Ok(())
     }
 
     fn finish_bulk(&mut self) -> Result<(), StateError> {
@@ -140,10 +150,17 @@ impl Engine for RocksEngine {
         Ok(out)
     }
 
-    fn bulk_write(&mut self, batch: &[Write]) -> Result<(), StateError> {
+    fn bulk_write(&mut self, batch: &[BorrowedWrite<'_>]) -> Result<(), StateError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => wb.put(k, v),
+                None => wb.delete(k),
+            }
+        }
         let mut wo = rocksdb::WriteOptions::default();
         wo.disable_wal(true);
-        self.db.write_opt(Self::batch(batch), &wo).map_err(|e| rocks_err(&self.dir, "restore write", e))
+        self.db.write_opt(wb, &wo).map_err(|e| rocks_err(&self.dir, "restore write", e))
     }
 
     fn finish_bulk(&mut self) -> Result<(), StateError> {

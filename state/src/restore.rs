@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use samza_task_api::{PartitionMetadata, SystemConsumer, SystemStreamPartition};
 
-use crate::engine::{Engine, MemoryEngine, RocksEngine, Write};
+use crate::engine::{BorrowedWrite, Engine, MemoryEngine, RocksEngine};
 use crate::StateError;
 
 /// Which engine a store uses.
@@ -195,7 +195,6 @@ fn replay(
         .register(&c.ssp, from)
         .map_err(|e| StateError::Changelog(format!("cannot read {} from {from}: {e}", c.ssp)))?;
     let mut buf = Vec::new();
-    let mut batch: Vec<Write> = Vec::with_capacity(16 * 1024);
     let (mut records, mut bytes, mut next) = (0u64, 0u64, from);
     while next < upcoming {
         buf.clear();
@@ -206,22 +205,20 @@ fn replay(
             // Compaction may have removed the last records before `upcoming`.
             break;
         }
-        for env in buf.drain(..) {
+        // One write batch per poll, borrowing the polled records.
+        let mut batch: Vec<BorrowedWrite<'_>> = Vec::with_capacity(buf.len());
+        for env in &buf {
             if env.offset >= upcoming {
                 next = upcoming;
                 break;
             }
             next = env.offset + 1;
-            let Some(key) = env.key else { continue };
+            let Some(key) = env.key.as_deref() else { continue };
             records += 1;
             bytes += key.len() as u64 + env.message.as_ref().map_or(0, |m| m.len() as u64);
-            batch.push((key.to_vec(), env.message.map(|m| m.to_vec())));
-            if batch.len() >= 16 * 1024 {
-                engine.bulk_write(&batch)?;
-                batch.clear();
-            }
+            batch.push((key, env.message.as_deref()));
         }
+        engine.bulk_write(&batch)?;
     }
-    engine.bulk_write(&batch)?;
     Ok((records, bytes, upcoming.max(next)))
 }

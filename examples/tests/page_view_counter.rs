@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use samza_examples::user_of;
 use samza_log::{Log, StartAt, StreamConfig};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
@@ -17,14 +18,6 @@ fn samza_run() -> PathBuf {
     let p = Path::new(COUNTER).parent().unwrap().join("samza-run");
     assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-container`", p.display());
     p
-}
-
-/// The user of event `i`, as `page-view-gen` computes it.
-fn user_of(i: u64, users: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % users
 }
 
 fn produce(log: &Log, from: u64, to: u64, truth: &mut HashMap<String, i64>) {

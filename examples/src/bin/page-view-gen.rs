@@ -6,18 +6,11 @@
 //! counts can be recomputed. With `--keyed` the user id is the record key (as
 //! job one's output is); otherwise records have no key.
 
+use samza_examples::user_of;
 use std::path::PathBuf;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-/// The user of event `i` (splitmix64).
-pub fn user_of(i: u64, users: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % users
 }
 
 fn main() {

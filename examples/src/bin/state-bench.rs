@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use samza_examples::user_of;
 use samza_log::{Log, StreamConfig};
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
 use samza_task_api::{SystemAdmin, SystemStreamPartition};
@@ -20,13 +21,6 @@ use samza_task_api::{SystemAdmin, SystemStreamPartition};
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-fn user_of(i: u64, users: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % users
 }
 
 fn main() {

@@ -45,6 +45,17 @@ impl Config {
         self.entries.get(key).map(String::as_str)
     }
 
+    /// The stream named by `key` as `"system.stream"`, or `default` when the key is absent.
+    pub fn get_system_stream(&self, key: &str, default: &str) -> Result<crate::SystemStream, TaskError> {
+        let v = self.get(key).unwrap_or(default);
+        match v.split_once('.') {
+            Some((system, stream)) if !system.is_empty() && !stream.is_empty() => {
+                Ok(crate::SystemStream::new(system, stream))
+            }
+            _ => Err(TaskError::config(format!("config key {key}: {v:?} is not \"system.stream\""))),
+        }
+    }
+
     /// The value of `key` parsed as `T`, with an error naming the key and value.
     pub fn get_parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, TaskError>
     where

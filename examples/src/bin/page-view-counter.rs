@@ -28,11 +28,7 @@ struct Counter {
 impl StreamTask for Counter {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         self.counts = Some(ctx.store("counts", StringSerde, I64Serde)?);
-        let out = ctx.config().get("params.output").unwrap_or("log.user-counts");
-        let (system, stream) = out
-            .split_once('.')
-            .ok_or_else(|| TaskError::config(format!("params.output {out:?} is not \"system.stream\"")))?;
-        self.output = Some(SystemStream::new(system, stream));
+        self.output = Some(ctx.config().get_system_stream("params.output", "log.user-counts")?);
         self.throttle =
             ctx.config().get_parsed::<u64>("params.throttle-us")?.map(std::time::Duration::from_micros);
         Ok(())

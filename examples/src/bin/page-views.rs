@@ -19,11 +19,7 @@ struct Repartition {
 
 impl StreamTask for Repartition {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        let out = ctx.config().get("params.output").unwrap_or("log.page-views-by-user");
-        let (system, stream) = out
-            .split_once('.')
-            .ok_or_else(|| TaskError::config(format!("params.output {out:?} is not \"system.stream\"")))?;
-        self.output = Some(SystemStream::new(system, stream));
+        self.output = Some(ctx.config().get_system_stream("params.output", "log.page-views-by-user")?);
         Ok(())
     }
 

@@ -10,11 +10,7 @@ struct PassThrough {
 
 impl StreamTask for PassThrough {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        let out = ctx.config().get("params.output").unwrap_or("log.out");
-        let (system, stream) = out
-            .split_once('.')
-            .ok_or_else(|| TaskError::config(format!("params.output {out:?} is not \"system.stream\"")))?;
-        self.output = Some(SystemStream::new(system, stream));
+        self.output = Some(ctx.config().get_system_stream("params.output", "log.out")?);
         Ok(())
     }
 

@@ -19,9 +19,7 @@ struct Copy {
 
 impl StreamTask for Copy {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        let out = ctx.config().get("params.output").unwrap_or("log.out");
-        let (system, stream) = out.split_once('.').ok_or_else(|| TaskError::config("params.output"))?;
-        self.output = Some(SystemStream::new(system, stream));
+        self.output = Some(ctx.config().get_system_stream("params.output", "log.out")?);
         self.sleep = ctx.config().get_parsed::<u64>("params.sleep-us")?.map(Duration::from_micros);
         self.fail_on = ctx.config().get("params.fail-on").map(str::to_string);
         Ok(())

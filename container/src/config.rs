@@ -262,18 +262,10 @@ impl JobConfig {
 
     /// Settings of `stream` (system defaults when the stream has no section).
     pub fn stream(&self, stream: &SystemStream) -> StreamConfig {
-        self.streams.get(stream).cloned().unwrap_or_else(|| StreamConfig {
-            stream: stream.clone(),
-            partitions: None,
-            compacted: false,
-            priority: 0,
-            bootstrap: false,
-            bounded: false,
-            default_offset: DefaultOffset::Oldest,
-            reset_offset: false,
-            key_serde: None,
-            msg_serde: None,
-        })
+        self.streams
+            .get(stream)
+            .cloned()
+            .unwrap_or_else(|| stream_config(stream, None, &StreamSection::default()))
     }
 
     /// Name of the stream holding this job's checkpoints.
@@ -354,21 +346,7 @@ fn resolve(
                 ));
             }
             let ss = SystemStream::new(name.clone(), stream.clone());
-            streams.insert(
-                ss.clone(),
-                StreamConfig {
-                    stream: ss,
-                    partitions: st.partitions,
-                    compacted: st.compacted,
-                    priority: st.priority,
-                    bootstrap: st.bootstrap,
-                    bounded: st.bounded,
-                    default_offset: st.default_offset.or(s.default_offset).unwrap_or_default(),
-                    reset_offset: st.reset_offset.or(s.reset_offset).unwrap_or(false),
-                    key_serde: st.key_serde.or(s.key_serde),
-                    msg_serde: st.msg_serde.or(s.msg_serde),
-                },
-            );
+            streams.insert(ss.clone(), stream_config(&ss, Some(s), st));
         }
     }
     let mut inputs = Vec::new();
@@ -387,18 +365,7 @@ fn resolve(
         if inputs.contains(&ss) {
             return Err(invalid(path, &key, format!("{input:?} is listed twice")));
         }
-        streams.entry(ss.clone()).or_insert_with(|| StreamConfig {
-            stream: ss.clone(),
-            partitions: None,
-            compacted: false,
-            priority: 0,
-            bootstrap: false,
-            bounded: false,
-            default_offset: sys.default_offset.unwrap_or_default(),
-            reset_offset: sys.reset_offset.unwrap_or(false),
-            key_serde: sys.key_serde,
-            msg_serde: sys.msg_serde,
-        });
+        streams.entry(ss.clone()).or_insert_with(|| stream_config(&ss, Some(sys), &StreamSection::default()));
         inputs.push(ss);
     }
     let checkpoint_system = match f.task.checkpoint_system {
@@ -480,6 +447,22 @@ fn resolve(
         flat,
         overrides,
     })
+}
+
+/// Settings of `stream`: its own section's, else its system's defaults, else the global ones.
+fn stream_config(stream: &SystemStream, sys: Option<&SystemSection>, st: &StreamSection) -> StreamConfig {
+    StreamConfig {
+        stream: stream.clone(),
+        partitions: st.partitions,
+        compacted: st.compacted,
+        priority: st.priority,
+        bootstrap: st.bootstrap,
+        bounded: st.bounded,
+        default_offset: st.default_offset.or(sys.and_then(|s| s.default_offset)).unwrap_or_default(),
+        reset_offset: st.reset_offset.or(sys.and_then(|s| s.reset_offset)).unwrap_or(false),
+        key_serde: st.key_serde.or(sys.and_then(|s| s.key_serde)),
+        msg_serde: st.msg_serde.or(sys.and_then(|s| s.msg_serde)),
+    }
 }
 
 /// Splits a dotted key path, honouring double-quoted segments.

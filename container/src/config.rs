@@ -134,6 +134,8 @@ struct StoreSection {
     write_batch_entries: Option<usize>,
     #[serde(default)]
     ttl_ms: Option<u64>,
+    #[serde(default)]
+    write_back_ms: Option<u64>,
 }
 
 /// A task store declared under `[stores.<name>]`.
@@ -423,6 +425,9 @@ fn resolve(
             options.write_batch_entries = n;
         }
         options.ttl_ms = st.ttl_ms;
+        if let Some(ms) = st.write_back_ms {
+            options.write_back_ms = ms;
+        }
         stores
             .insert(name.clone(), StoreConfig { name: name.clone(), engine: st.engine, changelog, options });
     }

@@ -25,8 +25,6 @@ use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
 use crate::config::{DefaultOffset, JobConfig, StoreConfig};
 use crate::job_model;
 use crate::systems::SystemRegistry;
-use bytes::Bytes;
-use samza_state::engine::Write;
 use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
 use samza_task_api::SharedStore;
 
@@ -335,7 +333,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         // everything processed (bounded input done, or a clean stop).
         lp.window()?;
     }
-    lp.commit()?;
+    lp.commit(WriteBack::All)?;
     lp.close()?;
     lp.write_status(true);
     tracing::info!(
@@ -345,6 +343,14 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         "container stopped"
     );
     Ok(outcome)
+}
+
+/// Whether a commit writes every store's pending entries back to its engine
+/// or only those of stores where it is due (see `TaskStore::write_back_due`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WriteBack {
+    WhenDue,
+    All,
 }
 
 struct Loop {
@@ -437,7 +443,7 @@ impl Loop {
                     match self.window()? {
                         Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
                         Some(Stop::Commit) => {
-                            self.commit()?;
+                            self.commit(WriteBack::WhenDue)?;
                             next_commit = now + commit_every;
                         }
                         None => {}
@@ -445,7 +451,7 @@ impl Loop {
                 }
             }
             if now >= next_commit {
-                self.commit()?;
+                self.commit(WriteBack::WhenDue)?;
                 next_commit = now + commit_every;
             }
             if now.duration_since(self.last_status) >= Duration::from_secs(1) {
@@ -482,7 +488,7 @@ impl Loop {
             match stop {
                 Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
                 Some(Stop::Commit) => {
-                    self.commit()?;
+                    self.commit(WriteBack::WhenDue)?;
                     next_commit = Instant::now() + commit_every;
                 }
                 None => {}
@@ -617,49 +623,47 @@ impl Loop {
     }
 
     /// Flushes every producer, then checkpoints every task that moved.
-    fn commit(&mut self) -> Result<(), ContainerError> {
+    fn commit(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
         // 1. Dirty store entries go to their changelogs.
-        let mut pending: Vec<(usize, usize, Vec<Write>)> = Vec::new();
-        for (t, task) in self.tasks.iter_mut().enumerate() {
-            for (s, slot) in task.stores.iter_mut().enumerate() {
+        for task in self.tasks.iter_mut() {
+            for slot in task.stores.iter_mut() {
                 let batch = with_store(&slot.shared, TaskStore::take_dirty);
                 if batch.is_empty() {
                     continue;
                 }
                 if let Some(ssp) = &slot.changelog {
-                    for (k, v) in &batch {
-                        let env = OutgoingMessageEnvelope::new(
-                            ssp.system_stream.clone(),
-                            Some(Bytes::copy_from_slice(k)),
-                            v.as_deref().map(Bytes::copy_from_slice),
-                        )
-                        .with_partition(ssp.partition);
+                    slot.changelog_next += batch.len() as u64;
+                    for (k, v) in batch {
+                        let env = OutgoingMessageEnvelope::new(ssp.system_stream.clone(), Some(k), v)
+                            .with_partition(ssp.partition);
                         self.producers.send(&self.cfg, &self.systems, env)?;
                     }
-                    slot.changelog_next += batch.len() as u64;
                 }
                 task.dirty = true;
-                pending.push((t, s, batch));
             }
         }
         // 2. Outputs and changelogs become durable.
         self.producers.flush()?;
-        // 3. Only then the stores' engines, and their markers.
-        for (t, s, batch) in pending {
-            let task = self.tasks[t].name.clone();
-            let slot = &mut self.tasks[t].stores[s];
-            with_store(&slot.shared, |st| st.apply(&batch)).map_err(|e| ContainerError::Store {
-                task: task.clone(),
-                store: slot.name.clone(),
-                message: e.to_string(),
-            })?;
-            if let Some((dir, marker)) = &mut slot.persistent {
-                marker.offset = slot.changelog_next;
-                samza_state::restore::write_marker(dir, marker).map_err(|e| ContainerError::Store {
-                    task: task.clone(),
+        // 3. Only then may the stores write back to their engines, and their
+        //    markers move to the changelogs' ends.
+        for task in self.tasks.iter_mut() {
+            for slot in task.stores.iter_mut() {
+                let due = write_back == WriteBack::All || with_store(&slot.shared, |st| st.write_back_due());
+                if !due {
+                    continue;
+                }
+                let err = |e: String| ContainerError::Store {
+                    task: task.name.clone(),
                     store: slot.name.clone(),
-                    message: e.to_string(),
-                })?;
+                    message: e,
+                };
+                with_store(&slot.shared, TaskStore::write_back).map_err(|e| err(e.to_string()))?;
+                if let Some((dir, marker)) = &mut slot.persistent {
+                    if marker.offset != slot.changelog_next {
+                        marker.offset = slot.changelog_next;
+                        samza_state::restore::write_marker(dir, marker).map_err(|e| err(e.to_string()))?;
+                    }
+                }
             }
         }
         // 4. Checkpoints.

@@ -22,7 +22,9 @@ enum Op {
     Range(u8, u8),
     Prefix(u8),
     All,
-    Commit,
+    /// A commit; with `true` the store also writes back to RocksDB and moves
+    /// its marker (otherwise the changelog alone holds the commit's writes).
+    Commit(bool),
     /// The process dies: uncommitted writes are lost; local state is reused.
     Crash,
     /// The machine is lost: local state is gone; restore from the changelog.
@@ -37,7 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..40, 0u8..40).prop_map(|(a, b)| Op::Range(a, b)),
         1 => (0u8..4).prop_map(Op::Prefix),
         1 => Just(Op::All),
-        2 => Just(Op::Commit),
+        2 => any::<bool>().prop_map(Op::Commit),
         1 => Just(Op::Crash),
         1 => Just(Op::Wipe),
     ]
@@ -64,7 +66,8 @@ fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> 
     let meta = changelog.partition_metadata("cl").unwrap()[0];
     let source = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
     let opened = restore::open(EngineKind::Rocksdb, dir, marker, Some(source)).unwrap();
-    let options = StoreOptions { cache_entries: 4, write_batch_entries: 1000, ttl_ms: None };
+    let options =
+        StoreOptions { cache_entries: 4, write_batch_entries: 1000, ttl_ms: None, write_back_ms: 1 << 40 };
     let clock: samza_state::Clock = Arc::new(|| 0);
     let store = TaskStore::new(
         "s",
@@ -78,17 +81,18 @@ fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> 
 }
 
 impl Harness {
-    fn commit(&mut self) {
+    fn commit(&mut self, write_back: bool) {
         let batch = self.store.take_dirty();
         for (k, v) in &batch {
-            self.changelog
-                .append("cl", Some(0), Some(k.clone().into()), v.clone().map(Into::into), 0)
-                .unwrap();
+            self.changelog.append("cl", Some(0), Some(k.clone()), v.clone(), 0).unwrap();
         }
         self.next += batch.len() as u64;
-        self.store.apply(&batch).unwrap();
-        self.marker.offset = self.next;
-        restore::write_marker(&self.dir, &self.marker).unwrap();
+        assert!(!self.store.write_back_due(), "due only by size or time, neither reached here");
+        if write_back {
+            self.store.write_back().unwrap();
+            self.marker.offset = self.next;
+            restore::write_marker(&self.dir, &self.marker).unwrap();
+        }
     }
 }
 
@@ -132,8 +136,8 @@ proptest! {
                     let want: Vec<_> = current.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                     prop_assert_eq!(h.store.all().unwrap(), want);
                 }
-                Op::Commit => {
-                    h.commit();
+                Op::Commit(write_back) => {
+                    h.commit(write_back);
                     committed = current.clone();
                 }
                 Op::Crash | Op::Wipe => {
@@ -184,7 +188,7 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     for i in 0..100u8 {
         h.store.put(&[i], &[i]).unwrap();
     }
-    h.commit();
+    h.commit(true);
     drop(h.store);
     // Another writer of the changelog (a failover elsewhere) adds 5 records.
     for i in 0..5u8 {
@@ -240,4 +244,54 @@ fn ttl_hides_expired_entries() {
     now.store(1600, Ordering::Relaxed);
     assert_eq!(store.get(b"a").unwrap(), None, "expired");
     assert_eq!(store.all().unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+}
+
+/// Write-back is due by size (`write_batch_entries` waiting) or by time
+/// (`write_back_ms` on the store's clock), never before the changelog took the
+/// entries; entries waiting for the engine are never evicted and stay readable.
+#[test]
+fn write_back_is_due_by_size_or_time_and_pins_entries() {
+    let now = Arc::new(AtomicI64::new(0));
+    let n = now.clone();
+    let clock: samza_state::Clock = Arc::new(move || n.load(Ordering::Relaxed));
+    let options =
+        StoreOptions { cache_entries: 2, write_batch_entries: 5, ttl_ms: None, write_back_ms: 1000 };
+    let mut store = TaskStore::new(
+        "wb",
+        Box::new(samza_state::MemoryEngine::default()),
+        options,
+        clock,
+        &MetricsRegistry::new(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    for i in 0..4u8 {
+        store.put(&[i], &[i]).unwrap();
+    }
+    assert!(!store.write_back_due(), "nothing taken for the changelog yet");
+    assert_eq!(store.take_dirty().len(), 4);
+    assert!(!store.write_back_due(), "4 < 5 entries and no time passed");
+    // Past the cache size, but waiting entries are pinned: all still readable
+    // although the engine has none of them.
+    for i in 0..4u8 {
+        assert_eq!(store.get(&[i]).unwrap(), Some(vec![i]));
+    }
+    now.store(999, Ordering::Relaxed);
+    assert!(!store.write_back_due());
+    now.store(1000, Ordering::Relaxed);
+    assert!(store.write_back_due(), "due by time");
+    assert_eq!(store.write_back().unwrap(), 4);
+    assert!(!store.write_back_due());
+    assert_eq!(store.engine_mut().scan(None, None).unwrap().len(), 4, "all in the engine now");
+
+    // By size: one entry changed twice counts once.
+    for i in [10u8, 11, 12, 10, 13] {
+        store.put(&[i], &[1]).unwrap();
+    }
+    assert_eq!(store.take_dirty().len(), 4);
+    assert!(!store.write_back_due());
+    store.put(&[14], &[1]).unwrap();
+    assert_eq!(store.take_dirty().len(), 1);
+    assert!(store.write_back_due(), "5 entries waiting");
+    assert_eq!(store.write_back().unwrap(), 5);
+    assert_eq!(store.engine_mut().scan(None, None).unwrap().len(), 9);
 }

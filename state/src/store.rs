@@ -1,18 +1,23 @@
 //! A task's store: a write-back cache over an engine, whose dirty entries go
-//! to the changelog and then to the engine at each commit.
+//! to the changelog at each commit and to the engine after that.
 //!
-//! Writes update the cache only, so a hot key costs one changelog record and
-//! one engine write per commit however often it changes; reads see the task's
-//! own writes. At commit the runtime takes the dirty entries
-//! ([`TaskStore::take_dirty`]), sends them to the changelog, flushes the
-//! changelog, and only then applies them to the engine
-//! ([`TaskStore::apply`]): the engine is never ahead of the changelog, so
-//! replaying the changelog from the store's marker always rebuilds it.
+//! Writes update the cache only, so a hot key costs one changelog record per
+//! commit however often it changes; reads see the task's own writes. At
+//! commit the runtime takes the dirty entries ([`TaskStore::take_dirty`]),
+//! sends them to the changelog and flushes it; only then may it write them
+//! back to the engine ([`TaskStore::write_back`]) and move the store's marker
+//! to the changelog's end. Write-back happens when it is due (enough entries
+//! or `write_back_ms` waited) and at a clean stop, so a key that changes in
+//! every commit is written to the engine once per write-back, not once per
+//! commit. The engine is never ahead of the changelog, and the marker never
+//! ahead of the engine, so replaying the changelog from the marker always
+//! rebuilds the store.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use samza_task_api::{Counter, MetricsRegistry, RawStore, TaskError};
 
@@ -33,21 +38,39 @@ pub fn system_clock() -> Clock {
 pub struct StoreOptions {
     /// Entries kept in the cache (clean ones are evicted beyond this).
     pub cache_entries: usize,
-    /// Dirty entries beyond which the store asks for a commit.
+    /// Dirty entries beyond which the store asks for a commit, and entries
+    /// waiting for the engine beyond which a commit writes them back.
     pub write_batch_entries: usize,
     /// Entries older than this read as absent (the value carries its expiry).
     pub ttl_ms: Option<u64>,
+    /// How long writes whose changelog records are durable may wait in the
+    /// cache before they are written to the engine (see [`TaskStore::write_back`]).
+    pub write_back_ms: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_entries: 100_000, write_batch_entries: 50_000, ttl_ms: None }
+        StoreOptions {
+            cache_entries: 100_000,
+            write_batch_entries: 50_000,
+            ttl_ms: None,
+            write_back_ms: 10_000,
+        }
     }
 }
 
 struct Entry {
-    value: Option<Vec<u8>>,
+    value: Option<Bytes>,
+    /// Written since the last commit: its changelog record is still to send.
     dirty: bool,
+    /// In the changelog but not yet in the engine.
+    unapplied: bool,
+}
+
+impl Entry {
+    fn pinned(&self) -> bool {
+        self.dirty || self.unapplied
+    }
 }
 
 struct Metrics {
@@ -61,12 +84,27 @@ struct Metrics {
 pub struct TaskStore {
     name: String,
     engine: Box<dyn Engine>,
-    cache: FxHashMap<Vec<u8>, Entry>,
+    cache: FxHashMap<Bytes, Entry>,
     dirty: usize,
+    unapplied: usize,
+    /// When the engine last caught up with the changelog (store clock).
+    written_back_at: i64,
     options: StoreOptions,
     clock: Clock,
     metrics: Metrics,
     commit_requested: Arc<AtomicBool>,
+}
+
+/// `stored` without its expiry prefix when the store has a TTL; `None` once
+/// expired.
+fn live<'a>(ttl_ms: Option<u64>, clock: &Clock, stored: &'a [u8]) -> Option<&'a [u8]> {
+    match ttl_ms {
+        None => Some(stored),
+        Some(_) => {
+            let expiry = i64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+            (clock() < expiry).then(|| &stored[8..])
+        }
+    }
 }
 
 fn task_err(e: StateError) -> TaskError {
@@ -88,6 +126,8 @@ impl TaskStore {
             engine,
             cache: FxHashMap::default(),
             dirty: 0,
+            unapplied: 0,
+            written_back_at: clock(),
             options,
             clock,
             metrics: Metrics {
@@ -124,20 +164,28 @@ impl TaskStore {
     }
 
     /// The value without its expiry, or `None` when expired.
-    fn unwrap_live(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
-        match self.options.ttl_ms {
-            None => Some(stored),
-            Some(_) => {
-                if stored.len() < 8 {
-                    return None;
-                }
-                let expiry = i64::from_be_bytes(stored[..8].try_into().unwrap());
-                ((self.clock)() < expiry).then(|| stored[8..].to_vec())
-            }
-        }
+    fn unwrap_live<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
+        live(self.options.ttl_ms, &self.clock, stored)
     }
 
-    fn set(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+    /// The live value of `key`, from the cache or, on a miss, from the engine
+    /// through the cache.
+    fn lookup(&mut self, key: &[u8]) -> Result<Option<&[u8]>, TaskError> {
+        self.metrics.gets.inc();
+        if self.cache.contains_key(key) {
+            self.metrics.hits.inc();
+        } else {
+            self.metrics.misses.inc();
+            let v = self.engine.get(key).map_err(task_err)?.map(Bytes::from);
+            self.evict();
+            self.cache
+                .insert(Bytes::copy_from_slice(key), Entry { value: v, dirty: false, unapplied: false });
+        }
+        let stored = self.cache.get(key).and_then(|e| e.value.as_deref());
+        Ok(stored.and_then(|v| live(self.options.ttl_ms, &self.clock, v)))
+    }
+
+    fn set(&mut self, key: &[u8], value: Option<Bytes>) {
         match self.cache.get_mut(key) {
             Some(e) => {
                 if !e.dirty {
@@ -147,7 +195,8 @@ impl TaskStore {
                 e.dirty = true;
             }
             None => {
-                self.cache.insert(key.to_vec(), Entry { value, dirty: true });
+                self.cache
+                    .insert(Bytes::copy_from_slice(key), Entry { value, dirty: true, unapplied: false });
                 self.dirty += 1;
             }
         }
@@ -157,16 +206,17 @@ impl TaskStore {
         self.evict();
     }
 
-    /// Drops clean entries while the cache is over its size.
+    /// Drops clean entries (in the engine, nothing to send) while the cache is
+    /// over its size.
     fn evict(&mut self) {
         if self.cache.len() <= self.options.cache_entries {
             return;
         }
         let excess = self.cache.len() - self.options.cache_entries;
-        let victims: Vec<Vec<u8>> = self
+        let victims: Vec<Bytes> = self
             .cache
             .iter()
-            .filter(|(_, e)| !e.dirty)
+            .filter(|(_, e)| !e.pinned())
             .take(excess.max(self.options.cache_entries / 10))
             .map(|(k, _)| k.clone())
             .collect();
@@ -175,30 +225,65 @@ impl TaskStore {
         }
     }
 
-    /// Dirty entries, in key order, marked clean; the runtime sends them to the
-    /// changelog, flushes it, then calls [`TaskStore::apply`] with them.
+    /// The entries written since the last commit, for the changelog. They
+    /// stay in the cache, waiting for [`TaskStore::write_back`], which the
+    /// runtime calls only once their changelog records are durable.
     pub fn take_dirty(&mut self) -> Vec<Write> {
         if self.dirty == 0 {
             return Vec::new();
         }
-        let mut out: Vec<Write> = self
+        let mut newly_unapplied = 0;
+        let out: Vec<Write> = self
             .cache
             .iter_mut()
             .filter(|(_, e)| e.dirty)
             .map(|(k, e)| {
                 e.dirty = false;
+                newly_unapplied += usize::from(!e.unapplied);
+                e.unapplied = true;
                 (k.clone(), e.value.clone())
             })
             .collect();
         self.dirty = 0;
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.evict();
+        self.unapplied += newly_unapplied;
         out
     }
 
-    /// Writes entries whose changelog records are durable to the engine.
-    pub fn apply(&mut self, batch: &[Write]) -> Result<(), StateError> {
-        self.engine.write(batch, true)
+    /// Whether a commit should write back now: `write_batch_entries` entries
+    /// wait for the engine, or the oldest has waited `write_back_ms`.
+    pub fn write_back_due(&self) -> bool {
+        self.unapplied > 0
+            && (self.unapplied >= self.options.write_batch_entries
+                || (self.clock)().saturating_sub(self.written_back_at) >= self.options.write_back_ms as i64)
+    }
+
+    /// Writes every entry taken for the changelog to the engine, in key order,
+    /// durably (RocksDB: WAL synced); returns how many. Afterwards the engine
+    /// reflects the changelog up to the last record sent, which is what the
+    /// runtime then records in the store's marker. Writing back less often
+    /// than every commit saves engine writes of keys that change again; the
+    /// price is a longer tail to replay after a crash.
+    pub fn write_back(&mut self) -> Result<usize, StateError> {
+        debug_assert_eq!(self.dirty, 0, "write_back after take_dirty, before new writes");
+        self.written_back_at = (self.clock)();
+        if self.unapplied == 0 {
+            return Ok(0);
+        }
+        let mut batch: Vec<Write> = self
+            .cache
+            .iter_mut()
+            .filter(|(_, e)| e.unapplied)
+            .map(|(k, e)| {
+                e.unapplied = false;
+                (k.clone(), e.value.clone())
+            })
+            .collect();
+        self.unapplied = 0;
+        // The memtable inserts sorted keys faster than the sort costs.
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.engine.write(&batch, true)?;
+        self.evict();
+        Ok(batch.len())
     }
 
     fn merged(
@@ -213,43 +298,34 @@ impl TaskStore {
             from.is_none_or(|f| k >= f) && to.is_none_or(|t| k < t) && prefix.is_none_or(|p| k.starts_with(p))
         };
         for (k, e) in &self.cache {
-            if e.dirty && in_range(k) {
+            if e.pinned() && in_range(k) {
                 match &e.value {
-                    Some(v) => map.insert(k.clone(), v.clone()),
-                    None => map.remove(k),
+                    Some(v) => map.insert(k.to_vec(), v.to_vec()),
+                    None => map.remove(&k[..]),
                 };
             }
         }
         Ok(map
             .into_iter()
             .filter(|(k, _)| prefix.is_none_or(|p| k.starts_with(p)))
-            .filter_map(|(k, v)| self.unwrap_live(v).map(|v| (k, v)))
+            .filter_map(|(k, v)| self.unwrap_live(&v).map(|v| (k, v.to_vec())))
             .collect())
     }
 }
 
 impl RawStore for TaskStore {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
-        self.metrics.gets.inc();
-        let stored = match self.cache.get(key) {
-            Some(e) => {
-                self.metrics.hits.inc();
-                e.value.clone()
-            }
-            None => {
-                self.metrics.misses.inc();
-                let v = self.engine.get(key).map_err(task_err)?;
-                self.cache.insert(key.to_vec(), Entry { value: v.clone(), dirty: false });
-                self.evict();
-                v
-            }
-        };
-        Ok(stored.and_then(|v| self.unwrap_live(v)))
+        Ok(self.lookup(key)?.map(<[u8]>::to_vec))
+    }
+
+    fn get_into(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, TaskError> {
+        out.clear();
+        Ok(self.lookup(key)?.map(|v| out.extend_from_slice(v)).is_some())
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError> {
         self.metrics.puts.inc();
-        let v = self.wrap(value);
+        let v = Bytes::from(self.wrap(value));
         self.set(key, Some(v));
         Ok(())
     }

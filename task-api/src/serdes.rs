@@ -17,6 +17,13 @@ use crate::TaskError;
 pub trait Serde<T>: Send + Sync {
     fn to_bytes(&self, value: &T) -> Result<Bytes, TaskError>;
     fn from_bytes(&self, bytes: &[u8]) -> Result<T, TaskError>;
+
+    /// Appends the encoding of `value` to `out`; stores call this with a reused
+    /// buffer, so serdes that can encode in place should.
+    fn write_to(&self, value: &T, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        out.extend_from_slice(&self.to_bytes(value)?);
+        Ok(())
+    }
 }
 
 /// UTF-8 text.
@@ -26,6 +33,11 @@ pub struct StringSerde;
 impl Serde<String> for StringSerde {
     fn to_bytes(&self, value: &String) -> Result<Bytes, TaskError> {
         Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+
+    fn write_to(&self, value: &String, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        out.extend_from_slice(value.as_bytes());
+        Ok(())
     }
 
     fn from_bytes(&self, bytes: &[u8]) -> Result<String, TaskError> {
@@ -46,6 +58,10 @@ impl<T: Serialize + DeserializeOwned> Serde<T> for JsonSerde {
             .map_err(|e| TaskError::serde(format!("cannot encode json: {e}")))
     }
 
+    fn write_to(&self, value: &T, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        serde_json::to_writer(out, value).map_err(|e| TaskError::serde(format!("cannot encode json: {e}")))
+    }
+
     fn from_bytes(&self, bytes: &[u8]) -> Result<T, TaskError> {
         serde_json::from_slice(bytes).map_err(|e| TaskError::serde(format!("invalid json: {e}")))
     }
@@ -58,6 +74,11 @@ pub struct I64Serde;
 impl Serde<i64> for I64Serde {
     fn to_bytes(&self, value: &i64) -> Result<Bytes, TaskError> {
         Ok(Bytes::copy_from_slice(&value.to_be_bytes()))
+    }
+
+    fn write_to(&self, value: &i64, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        out.extend_from_slice(&value.to_be_bytes());
+        Ok(())
     }
 
     fn from_bytes(&self, bytes: &[u8]) -> Result<i64, TaskError> {
@@ -75,6 +96,11 @@ pub struct I32Serde;
 impl Serde<i32> for I32Serde {
     fn to_bytes(&self, value: &i32) -> Result<Bytes, TaskError> {
         Ok(Bytes::copy_from_slice(&value.to_be_bytes()))
+    }
+
+    fn write_to(&self, value: &i32, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        out.extend_from_slice(&value.to_be_bytes());
+        Ok(())
     }
 
     fn from_bytes(&self, bytes: &[u8]) -> Result<i32, TaskError> {
@@ -136,6 +162,11 @@ mod tests {
         let s = "héllo".to_string();
         assert_eq!(StringSerde.from_bytes(&StringSerde.to_bytes(&s).unwrap()).unwrap(), s);
         let v: Vec<u32> = JsonSerde.from_bytes(b"[1,2]").unwrap();
+        let mut out = b"x".to_vec();
+        JsonSerde.write_to(&v, &mut out).unwrap();
+        I64Serde.write_to(&258, &mut out).unwrap();
+        StringSerde.write_to(&s, &mut out).unwrap();
+        assert_eq!(out, [&b"x[1,2]\0\0\0\0\0\0\x01\x02"[..], s.as_bytes()].concat());
         assert_eq!(v, vec![1, 2]);
         assert!(SerdeName::Json.check(b"{oops").unwrap_err().to_string().contains("invalid json"));
         assert!(SerdeName::I64.check(b"abc").is_err());

@@ -14,6 +14,12 @@ use crate::{Serde, TaskError};
 /// The byte-level store the runtime provides; tasks use [`KeyValueStore`].
 pub trait RawStore: Send {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError>;
+    /// Like [`RawStore::get`], into `out` (cleared first); `false` when absent.
+    /// Stores override it to read without allocating.
+    fn get_into(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, TaskError> {
+        out.clear();
+        Ok(self.get(key)?.map(|v| out.extend_from_slice(&v)).is_some())
+    }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError>;
     fn delete(&mut self, key: &[u8]) -> Result<(), TaskError>;
     /// Entries with `from <= key < to`, in key order.
@@ -34,6 +40,24 @@ pub trait RawStore: Send {
 
 /// A shared handle on a runtime store.
 pub type SharedStore = Arc<Mutex<Box<dyn RawStore>>>;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two empty buffers for an encoded key and value, reused across
+/// calls on this thread (fresh ones if a serde re-enters the store).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (k, v) = &mut *bufs;
+            k.clear();
+            v.clear();
+            f(k, v)
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
 
 /// A typed key-value store; keys and values go through their serdes.
 pub struct KeyValueStore<K, V> {
@@ -64,17 +88,21 @@ impl<K, V> KeyValueStore<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Result<Option<V>, TaskError> {
-        let k = self.keys.to_bytes(key)?;
-        match self.raw().get(&k)? {
-            Some(v) => self.values.from_bytes(&v).map(Some),
-            None => Ok(None),
-        }
+        with_scratch(|k, v| {
+            self.keys.write_to(key, k)?;
+            match self.raw().get_into(k, v)? {
+                true => self.values.from_bytes(v).map(Some),
+                false => Ok(None),
+            }
+        })
     }
 
     pub fn put(&self, key: &K, value: &V) -> Result<(), TaskError> {
-        let k = self.keys.to_bytes(key)?;
-        let v = self.values.to_bytes(value)?;
-        self.raw().put(&k, &v)
+        with_scratch(|k, v| {
+            self.keys.write_to(key, k)?;
+            self.values.write_to(value, v)?;
+            self.raw().put(k, v)
+        })
     }
 
     pub fn put_all<'a>(&self, entries: impl IntoIterator<Item = (&'a K, &'a V)>) -> Result<(), TaskError>
@@ -90,8 +118,10 @@ impl<K, V> KeyValueStore<K, V> {
     }
 
     pub fn delete(&self, key: &K) -> Result<(), TaskError> {
-        let k = self.keys.to_bytes(key)?;
-        self.raw().delete(&k)
+        with_scratch(|k, _| {
+            self.keys.write_to(key, k)?;
+            self.raw().delete(k)
+        })
     }
 
     fn decode(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(K, V)>, TaskError> {

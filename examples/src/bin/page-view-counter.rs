@@ -9,7 +9,7 @@
 //! `log.user-counts`, compacted, keyed by user), where `samza-log get` reads
 //! any user's current count.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use samza::prelude::*;
 use samza::{I64Serde, KeyValueStore};
@@ -17,7 +17,10 @@ use samza::{I64Serde, KeyValueStore};
 #[derive(Default)]
 struct Counter {
     counts: Option<KeyValueStore<String, i64>>,
-    changed: BTreeSet<String>,
+    /// Users whose count changed since the last window.
+    changed: HashSet<String>,
+    /// The current user id, in a buffer reused across messages.
+    key: String,
     output: Option<SystemStream>,
     /// Sleep this long every 1000 messages (`params.throttle-us`), for demos
     /// and tests that want to watch or kill a running job.
@@ -44,10 +47,13 @@ impl StreamTask for Counter {
             TaskError::task(format!("page view at {} offset {} has no user id key", env.ssp, env.offset))
         })?;
         let counts = self.counts.as_ref().expect("init ran");
-        let key = user.to_string();
-        let n = counts.get(&key)?.unwrap_or(0) + 1;
-        counts.put(&key, &n)?;
-        self.changed.insert(key);
+        self.key.clear();
+        self.key.push_str(user);
+        let n = counts.get(&self.key)?.unwrap_or(0) + 1;
+        counts.put(&self.key, &n)?;
+        if !self.changed.contains(user) {
+            self.changed.insert(user.to_string());
+        }
         self.seen += 1;
         if let Some(t) = self.throttle.filter(|_| self.seen % 1000 == 0) {
             std::thread::sleep(t);

@@ -2,7 +2,8 @@
 //!
 //! 1. Keyed count: `--events` page views (default 10 M) over `--users` users
 //!    (default 1 M), keyed by user, counted per user by the page-view-counter
-//!    job in RocksDB with a changelog, through `samza-run` and 2 containers.
+//!    job in RocksDB with a changelog, through `samza-run` and 2 containers,
+//!    committing every `--commit-ms` (default 1000, the job default).
 //! 2. Restore: a changelog of `--restore-mb` MB (default 1024) of 100-byte
 //!    values rebuilt into an empty RocksDB store (MB/s of changelog read).
 //! 3. Host-affinity reopen of that store (marker current: nothing replayed).
@@ -33,6 +34,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let events: u64 = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let users: u64 = arg("--users").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let commit_ms: u64 = arg("--commit-ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let restore_mb: u64 = arg("--restore-mb").and_then(|v| v.parse().ok()).unwrap_or(1024);
     let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/state-bench".into()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -77,7 +79,7 @@ binary = "{}"
 [task]
 class = "count"
 inputs = ["log.page-views-by-user"]
-commit-ms = 1000
+commit-ms = {commit_ms}
 [systems.log]
 type = "embedded-log"
 dir = "log"
@@ -92,7 +94,7 @@ changelog = "log.counts-changelog"
 cache-entries = 1000000
 write-batch-entries = 500000
 "#,
-            bin.join("page-view-counter").display()
+            bin.join("page-view-counter").display(),
         ),
     )
     .map_err(|e| e.to_string())?;

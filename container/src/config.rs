@@ -39,6 +39,8 @@ struct File {
     systems: BTreeMap<String, SystemSection>,
     #[serde(default)]
     stores: BTreeMap<String, StoreSection>,
+    #[serde(default)]
+    cluster: ClusterConfig,
     /// Free-form settings for the job's own code, visible to tasks as `params.*`.
     #[serde(default)]
     #[allow(dead_code)] // read through `JobConfig::flat`
@@ -55,6 +57,41 @@ struct JobSection {
     state_dir: Option<PathBuf>,
     #[serde(default = "default_shutdown_ms")]
     shutdown_timeout_ms: u64,
+}
+
+/// `[cluster]`: how the job runs on a cluster (`samza-rm` and `samza-nm`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClusterConfig {
+    /// The resource manager's URL; when set, `samza-run job.toml` submits there.
+    pub rm: Option<String>,
+    /// Memory of each container, in MB: its share of a node, and the resident
+    /// size beyond which its node manager kills it.
+    pub container_memory_mb: u64,
+    pub container_vcores: u32,
+    /// Memory of the job coordinator's container, in MB.
+    pub coordinator_memory_mb: u64,
+    /// Failed containers are restarted until this many failures happen
+    /// within `retry-window-ms`; then the job fails. Losses of a node do not count.
+    pub retry_count: u32,
+    pub retry_window_ms: u64,
+    /// How long a restarted container waits for room on its last node
+    /// (host affinity: its local state is there) before taking any node.
+    pub host_affinity_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            rm: None,
+            container_memory_mb: 1024,
+            container_vcores: 1,
+            coordinator_memory_mb: 256,
+            retry_count: 8,
+            retry_window_ms: 300_000,
+            host_affinity_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +272,7 @@ pub struct JobConfig {
     pub flat: Config,
     /// The override arguments applied, to pass on to containers.
     pub overrides: Vec<String>,
+    pub cluster: ClusterConfig,
 }
 
 impl JobConfig {
@@ -299,6 +337,20 @@ fn resolve(
             "job.name",
             format!("{:?} may only contain letters, digits, '.', '_' and '-'", f.job.name),
         ));
+    }
+    for (key, v) in [
+        ("cluster.container-memory-mb", f.cluster.container_memory_mb),
+        ("cluster.coordinator-memory-mb", f.cluster.coordinator_memory_mb),
+        ("cluster.container-vcores", f.cluster.container_vcores.into()),
+    ] {
+        if v == 0 {
+            return Err(invalid(path, key, "must be positive"));
+        }
+    }
+    if let Some(rm) = &f.cluster.rm {
+        if !(rm.starts_with("http://") || rm.starts_with("https://")) {
+            return Err(invalid(path, "cluster.rm", format!("{rm:?} is not an http:// or https:// URL")));
+        }
     }
     if f.job.container_count == 0 {
         return Err(invalid(path, "job.container-count", "must be at least 1"));
@@ -451,6 +503,7 @@ fn resolve(
         stores,
         flat,
         overrides,
+        cluster: f.cluster,
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <job-binary> run job.toml [--config key=value]...          run the job on this machine
-//! <job-binary> container --config job.toml --container-id N  (started by samza-run)
+//! <job-binary> container --config job.toml --container-id N  (started by samza-run or a node manager)
+//! <job-binary> coordinator                                    (started by the resource manager)
 //! ```
 
 use std::path::PathBuf;
@@ -42,8 +43,18 @@ enum Command {
         container_id: u32,
         #[arg(long = "override", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Resolve the config's relative paths against this directory instead
+        /// of the config file's (a cluster container's config is a copy).
+        #[arg(long)]
+        base_dir: Option<PathBuf>,
     },
+    /// Run the job's coordinator on a cluster (started by the resource manager).
+    Coordinator,
 }
+
+/// The coordinator role of a job binary (the cluster scheduler provides it;
+/// `samza::main` passes it in).
+pub type CoordinatorMain = fn(SystemRegistry) -> ExitCode;
 
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
@@ -57,6 +68,15 @@ pub fn main(tasks: TaskRegistry) -> ExitCode {
 
 /// As [`main`], with user-defined system types.
 pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCode {
+    main_with_roles(tasks, systems, None)
+}
+
+/// As [`main_with_systems`], with the coordinator role for clusters.
+pub fn main_with_roles(
+    tasks: TaskRegistry,
+    systems: SystemRegistry,
+    coordinator: Option<CoordinatorMain>,
+) -> ExitCode {
     init_tracing();
     match Cli::parse().command {
         Command::Run { job, overrides } => {
@@ -69,8 +89,15 @@ pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCo
             };
             crate::local::run_local(&job, &overrides, Some(exe))
         }
-        Command::Container { config, container_id, overrides } => {
-            match run_container(&config, container_id, &overrides, tasks, systems) {
+        Command::Coordinator => match coordinator {
+            Some(run) => run(systems),
+            None => {
+                eprintln!("error: this job binary was built without the cluster coordinator");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Container { config, container_id, overrides, base_dir } => {
+            match run_container(&config, base_dir.as_deref(), container_id, &overrides, tasks, systems) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: container {container_id}: {e:#}");
@@ -83,12 +110,25 @@ pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCo
 
 fn run_container(
     config: &std::path::Path,
+    base_dir: Option<&std::path::Path>,
     container_id: u32,
     overrides: &[String],
     tasks: TaskRegistry,
     systems: SystemRegistry,
 ) -> anyhow::Result<()> {
-    let cfg = JobConfig::load(config, overrides)?;
+    let mut cfg = match base_dir {
+        None => JobConfig::load(config, overrides)?,
+        Some(base) => {
+            let text = std::fs::read_to_string(config)
+                .map_err(|e| anyhow::anyhow!("cannot read job config {}: {e}", config.display()))?;
+            JobConfig::parse(&text, &base.join(config.file_name().unwrap_or("job.toml".as_ref())), overrides)?
+        }
+    };
+    // On a cluster, stores live under the node's own state directory, so host
+    // affinity means "the same node".
+    if let Some(dir) = std::env::var_os("SAMZA_NODE_STATE_DIR") {
+        cfg.state_dir = PathBuf::from(dir);
+    }
     if container_id >= cfg.container_count {
         anyhow::bail!("container id {container_id} is not below job.container-count {}", cfg.container_count);
     }

@@ -22,7 +22,16 @@
 //! Then describe the job in `job.toml` (`task.class = "echo"`, `package.binary`
 //! naming this binary) and run `samza-run job.toml`.
 
-pub use samza_container::entry::{main, main_with_systems};
+/// The job binary's entry point: runs the role its command line names
+/// (`run`, `container`, or `coordinator` on a cluster).
+pub fn main(tasks: TaskRegistry) -> std::process::ExitCode {
+    main_with_systems(tasks, systems::SystemRegistry::default())
+}
+
+/// As [`main`], with user-defined system types.
+pub fn main_with_systems(tasks: TaskRegistry, systems: systems::SystemRegistry) -> std::process::ExitCode {
+    samza_container::entry::main_with_roles(tasks, systems, Some(samza_scheduler::coordinator::main))
+}
 pub use samza_container::{config, memory, systems, testing};
 pub use samza_task_api::*;
 

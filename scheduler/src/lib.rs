@@ -1,4 +1,20 @@
-//! The cluster scheduler: resource manager, node managers and job coordinator,
-//! talking HTTP/JSON. The wire types will live in one module of this crate.
-//!
-//! Not built yet: the cluster scheduler issue fills this crate.
+//! The cluster scheduler, in the style of Hadoop YARN: a resource manager
+//! (`samza-rm`), a node manager on every machine (`samza-nm`), and a job
+//! coordinator per application (the ApplicationMaster analogue, run from the
+//! job binary), talking JSON over HTTP with the cluster's bearer token.
+//! `samza-run` submits jobs, shows their status and logs, and starts a local
+//! cluster. The wire types are in [`proto`].
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod coordinator;
+pub mod nm;
+pub mod proto;
+pub mod rm;
+
+/// Logs to stderr, filtered by `SAMZA_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,217 @@
+//! The page-view counter on a local cluster (a resource manager and 3 node
+//! managers, real processes on loopback): kill -9 a node manager and its
+//! containers while events flow; the node is declared lost within the node
+//! timeout, its containers run again on the other nodes (restoring their
+//! stores from the changelog), `samza-run status` shows the restart, and
+//! no count ends below the truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use samza_examples::user_of;
+use samza_log::{Log, StartAt, StreamConfig};
+use samza_scheduler::cli::LocalCluster;
+use samza_scheduler::client::Client;
+use samza_scheduler::proto::*;
+
+const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
+
+fn bin_dir() -> PathBuf {
+    Path::new(COUNTER).parent().unwrap().to_path_buf()
+}
+
+/// Latest value per key of a stream.
+fn latest(log: &Log, stream: &str) -> BTreeMap<String, Vec<u8>> {
+    let s = log.stream(stream).unwrap();
+    let mut out = BTreeMap::new();
+    for p in 0..s.partitions() {
+        let mut r = s.reader(p, StartAt::Oldest).unwrap();
+        loop {
+            let c = r.read(1 << 20).unwrap();
+            if c.is_empty() {
+                break;
+            }
+            for rec in c.records() {
+                let rec = rec.unwrap();
+                out.insert(
+                    String::from_utf8(rec.key.unwrap().to_vec()).unwrap(),
+                    rec.value.unwrap_or_default().to_vec(),
+                );
+            }
+        }
+    }
+    out
+}
+
+struct Cleanup(LocalCluster);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let rm = Client::new(&self.0.rm_url, &self.0.token);
+        if let Ok(apps) = rm.get::<Vec<AppInfo>>("/v1/apps") {
+            for c in apps.iter().flat_map(|a| &a.containers) {
+                if let (Some(pid), false) = (c.pid, c.state.is_done()) {
+                    // SAFETY: a process group this test's cluster started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
+        }
+        self.0.stop();
+    }
+}
+
+#[test]
+fn node_killed_mid_stream_its_containers_restart_elsewhere_and_no_count_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = Log::open(dir.join("log")).unwrap();
+    log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
+    let mut truth: HashMap<String, i64> = HashMap::new();
+    const N: u64 = 40_000;
+    let mut p = log.stream("page-views-by-user").unwrap().producer();
+    for i in 0..N {
+        let user = format!("user-{}", user_of(i, 300));
+        let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
+        p.send(None, Some(user.as_bytes()), Some(v.as_bytes()), i as i64, &[]).unwrap();
+        *truth.entry(user).or_default() += 1;
+    }
+    p.flush().unwrap();
+    std::fs::write(
+        dir.join("job.toml"),
+        format!(
+            r#"[job]
+name = "page-view-counter"
+container-count = 2
+shutdown-timeout-ms = 5000
+[package]
+binary = "{COUNTER}"
+[task]
+class = "count"
+inputs = ["log.page-views-by-user"]
+window-ms = 500
+commit-ms = 200
+[systems.log]
+type = "embedded-log"
+dir = "log"
+[systems.log.streams.page-views-by-user]
+bounded = true
+[systems.log.streams.user-counts]
+partitions = 4
+compacted = true
+[stores.counts]
+engine = "rocksdb"
+changelog = "log.counts-changelog"
+[cluster]
+container-memory-mb = 512
+host-affinity-timeout-ms = 1000
+[params]
+output = "log.user-counts"
+throttle-us = 60000
+"#
+        ),
+    )
+    .unwrap();
+
+    let cluster = Cleanup(LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, 10_000).unwrap());
+    let c = &cluster.0;
+    let rm = Client::new(&c.rm_url, &c.token);
+    let out = Command::new(bin_dir().join("samza-run"))
+        .arg(dir.join("job.toml"))
+        .args(["--rm", &c.rm_url, "--detach"])
+        .env("SAMZA_TOKEN", &c.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let get = || rm.get::<AppInfo>(&format!("/v1/apps/{app}")).unwrap();
+
+    // Wait until both containers count, then kill the node of container 0
+    // (not the coordinator's node, when they differ, to see a pure node loss
+    // of job containers; either way the job must finish).
+    let start = Instant::now();
+    let victim = loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "containers never started: {:#?}", get().events);
+        let info = get();
+        let running: Vec<&ContainerInfo> = info
+            .containers
+            .iter()
+            .filter(|c| c.role != "coordinator" && c.state == ContainerState::Running)
+            .collect();
+        if running.len() == 2 && latest(&log, "counts-changelog").len() > 20 {
+            break running.iter().find(|c| c.role == "0").unwrap().node.clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let info = get();
+    let nm = c.nodes.iter().find(|(n, _)| *n == victim).map(|(_, ch)| ch.id()).unwrap();
+    let killed_at = Instant::now();
+    // SAFETY: the node manager and the containers on it were started by this test's cluster.
+    unsafe {
+        libc::kill(nm as i32, libc::SIGKILL);
+        for x in info.containers.iter().filter(|x| x.node == victim && x.state == ContainerState::Running) {
+            libc::kill(-(x.pid.unwrap() as i32), libc::SIGKILL);
+        }
+    }
+
+    // The node is lost within the timeout (10 s after its last heartbeat, at most 1 s before the kill).
+    let lost = loop {
+        let nodes: Vec<NodeInfo> = rm.get("/v1/nodes").unwrap();
+        if nodes.iter().any(|n| n.node == victim && n.state == NodeState::Lost) {
+            break killed_at.elapsed();
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(15), "node {victim} not declared lost: {nodes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(lost <= Duration::from_millis(11_500), "lost after {lost:?}");
+    let info = loop {
+        let info = get();
+        let replaced = info
+            .containers
+            .iter()
+            .filter(|x| x.role == "0" && x.state == ContainerState::Running && x.node != victim)
+            .count();
+        if replaced == 1 || info.state.is_final() {
+            break info;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(40),
+            "container 0 not restarted: {:#?}",
+            info.events
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        info.containers.iter().any(|x| x.role == "0" && x.node == victim && x.state == ContainerState::Lost),
+        "the killed container is reported LOST: {:#?}",
+        info.containers
+    );
+    let status = Command::new(bin_dir().join("samza-run"))
+        .args(["status", &app, "--rm", &c.rm_url])
+        .env("SAMZA_TOKEN", &c.token)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(text.contains(&format!("node {victim} lost")) && text.contains("LOST"), "{text}");
+    assert!(text.contains("(not its last node"), "the restart is shown with where it went: {text}");
+
+    // The job finishes; every user's stored count is at least the truth.
+    let start = Instant::now();
+    let done = loop {
+        let info = get();
+        if info.state.is_final() {
+            break info;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "job did not finish: {:#?}", info.events);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    let restarts = done.coordinator_state["containers"]["0"]["restarts"].as_u64();
+    let changelog = latest(&log, "counts-changelog");
+    assert_eq!(changelog.len(), truth.len(), "every user counted");
+    for (user, n) in &truth {
+        let stored = i64::from_be_bytes(changelog[user].as_slice().try_into().unwrap());
+        assert!(stored >= *n, "{user}: count {stored} is below the truth {n} (restarts {restarts:?})");
+    }
+}

@@ -1,0 +1,61 @@
+//! `samza-nm`: a node manager (see `samza_scheduler::nm`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use samza_scheduler::nm::{self, NmConfig};
+use samza_scheduler::proto::Resources;
+
+#[derive(Parser)]
+#[command(name = "samza-nm", version, about = "A node manager: launches and watches containers on this node")]
+struct Cli {
+    /// This node's name (unique in the cluster).
+    #[arg(long)]
+    node: String,
+    /// Working directory: packages/, containers/, state/, containers.json.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The resource manager's URL.
+    #[arg(long, env = "SAMZA_RM_URL")]
+    rm: String,
+    /// Address to listen on (port 0 picks one, written to <dir>/nm.url).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    #[arg(long, default_value_t = 8192)]
+    memory_mb: u64,
+    #[arg(long, default_value_t = 8)]
+    vcores: u32,
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+}
+
+fn main() -> ExitCode {
+    samza_scheduler::init_tracing();
+    let cli = Cli::parse();
+    let token = match samza_scheduler::auth::find_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("samza-nm: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = NmConfig {
+        node: cli.node,
+        dir: cli.dir,
+        rm_url: cli.rm.trim_end_matches('/').to_string(),
+        capacity: Resources { memory_mb: cli.memory_mb, vcores: cli.vcores },
+        heartbeat: Duration::from_millis(cli.heartbeat_ms.max(10)),
+        keep_ended: Duration::from_secs(60),
+    };
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    match rt.block_on(nm::serve(cfg, &cli.bind, &token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samza-nm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `samza-rm`: the cluster's resource manager (see `samza_scheduler::rm`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use samza_scheduler::rm::{self, RmConfig};
+
+#[derive(Parser)]
+#[command(name = "samza-rm", version, about = "The cluster's resource manager")]
+struct Cli {
+    /// State directory: token (created at first start, mode 0600), state.json, packages/.
+    #[arg(long, default_value = "samza-data/cluster/rm")]
+    dir: PathBuf,
+    /// Address to listen on (loopback unless told otherwise; port 0 picks one,
+    /// written to <dir>/rm.url).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    bind: String,
+    /// A node without a heartbeat this long is lost.
+    #[arg(long, default_value_t = 10_000)]
+    node_timeout_ms: u64,
+    /// Coordinator attempts before an application fails.
+    #[arg(long, default_value_t = 4)]
+    max_attempts: u32,
+}
+
+fn main() -> ExitCode {
+    samza_scheduler::init_tracing();
+    let cli = Cli::parse();
+    let cfg = RmConfig {
+        dir: cli.dir,
+        node_timeout: Duration::from_millis(cli.node_timeout_ms),
+        max_attempts: cli.max_attempts.max(1),
+        advertised_url: String::new(),
+    };
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    match rt.block_on(rm::serve(cfg, &cli.bind)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samza-rm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

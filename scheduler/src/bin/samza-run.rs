@@ -1,0 +1,109 @@
+//! `samza-run`: runs a job described by job.toml, on this machine or on a
+//! cluster, and operates cluster applications.
+//!
+//! ```text
+//! samza-run job.toml [--config k=v]...          run on this machine (no cluster named)
+//! samza-run job.toml --rm URL [--detach]        submit to a cluster (also when job.toml sets cluster.rm)
+//! samza-run status [APP] [--json]               applications and nodes, or one application
+//! samza-run kill APP
+//! samza-run logs APP [CONTAINER] [--stdout]     a container's log (default: the coordinator's stderr)
+//! samza-run cluster [--nodes 3] [--dir DIR]     a local cluster: a resource manager and N node managers
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use samza_scheduler::cli;
+
+#[derive(Parser)]
+#[command(name = "samza-run", version, about = "Run a stream processing job described by job.toml")]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// The job's configuration file (see docs/config.md).
+    #[arg(required = true)]
+    job: Option<PathBuf>,
+    /// Override a key of job.toml, e.g. --config job.container-count=2 (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Submit to the cluster whose resource manager is at URL.
+    #[arg(long)]
+    rm: Option<String>,
+    /// With a cluster: print the application id and return instead of following it.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Applications and nodes of the cluster, or one application in detail.
+    Status {
+        app: Option<String>,
+        #[arg(long)]
+        rm: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill an application (its containers are stopped).
+    Kill {
+        app: String,
+        #[arg(long)]
+        rm: Option<String>,
+    },
+    /// A container's log, read from its node: CONTAINER is its id or its number in the job.
+    Logs {
+        app: String,
+        container: Option<String>,
+        #[arg(long)]
+        rm: Option<String>,
+        /// stdout instead of stderr (where the framework logs).
+        #[arg(long)]
+        stdout: bool,
+    },
+    /// Start a local cluster (a resource manager and N node managers, each its
+    /// own process) and keep it up until Ctrl-C.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Where the daemons keep their state (default: $SAMZA_CLUSTER_DIR or samza-data/cluster).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    samza_scheduler::init_tracing();
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Some(Cmd::Status { app, rm, json }) => cli::status(rm.as_deref(), app.as_deref(), json),
+        Some(Cmd::Kill { app, rm }) => cli::kill(rm.as_deref(), &app),
+        Some(Cmd::Logs { app, container, rm, stdout }) => {
+            cli::logs(rm.as_deref(), &app, container.as_deref(), stdout)
+        }
+        Some(Cmd::Cluster { nodes, dir }) => {
+            cli::cluster(&dir.unwrap_or_else(samza_scheduler::auth::cluster_dir), nodes)
+        }
+        None => {
+            let job = cli.job.expect("clap requires JOB without a subcommand");
+            let on_cluster = cli.rm.is_some()
+                || samza_container::config::JobConfig::load(&job, &cli.overrides)
+                    .map(|c| c.cluster.rm.is_some())
+                    .unwrap_or(false);
+            if on_cluster {
+                cli::submit(&job, &cli.overrides, cli.rm.as_deref(), cli.detach)
+            } else {
+                return samza_container::local::run_local(&job, &cli.overrides, None);
+            }
+        }
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("samza-run: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

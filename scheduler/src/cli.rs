@@ -1,0 +1,425 @@
+//! `samza-run`'s cluster side: submit a job and follow it, show status, kill,
+//! read container logs, and start a local cluster to try it all.
+//!
+//! The resource manager is `--rm URL`, else `SAMZA_RM_URL`, else the URL a
+//! local cluster wrote to `<cluster-dir>/rm/rm.url` (`SAMZA_CLUSTER_DIR`,
+//! default `samza-data/cluster`). The token: see [`crate::auth::find_token`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use samza_container::config::JobConfig;
+
+use crate::auth;
+use crate::client::Client;
+use crate::proto::*;
+use crate::rm::state_word;
+
+/// The resource manager to talk to (see the module docs).
+pub fn rm_url(explicit: Option<&str>) -> anyhow::Result<String> {
+    if let Some(u) = explicit {
+        return Ok(u.to_string());
+    }
+    if let Ok(u) = std::env::var("SAMZA_RM_URL") {
+        return Ok(u);
+    }
+    let file = auth::cluster_dir().join("rm").join("rm.url");
+    std::fs::read_to_string(&file).map(|s| s.trim().to_string()).map_err(|_| {
+        anyhow::anyhow!(
+            "no resource manager: pass --rm URL, set SAMZA_RM_URL, or start a local cluster (samza-run cluster), \
+             which writes {}",
+            file.display()
+        )
+    })
+}
+
+pub fn client(explicit: Option<&str>) -> anyhow::Result<Client> {
+    Ok(Client::new(&rm_url(explicit)?, &auth::find_token()?))
+}
+
+fn fmt_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}", ms.rem_euclid(1000))
+}
+
+/// Uploads the job's package, submits it, and (unless `detach`) follows it
+/// until it ends: exit 0 when it SUCCEEDED.
+pub fn submit(job: &Path, overrides: &[String], rm: Option<&str>, detach: bool) -> anyhow::Result<ExitCode> {
+    let cfg = JobConfig::load(job, overrides)?;
+    let rm = client(rm.or(cfg.cluster.rm.as_deref()))?;
+    let binary = cfg.binary.clone().ok_or_else(|| {
+        anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
+    })?;
+    let bytes = std::fs::read(&binary).map_err(|e| {
+        anyhow::anyhow!("{}: cannot read package.binary {}: {e}", job.display(), binary.display())
+    })?;
+    let sha = auth::sha256_hex(&bytes);
+    rm.put_bytes(&format!("/v1/packages/{sha}"), bytes)?;
+    let base = job.canonicalize()?.parent().map(Path::to_path_buf).unwrap_or_default();
+    let submitted: Submitted = rm.post(
+        "/v1/apps",
+        &Submit {
+            name: cfg.name.clone(),
+            config: std::fs::read_to_string(job)?,
+            base_dir: base.display().to_string(),
+            overrides: overrides.to_vec(),
+            package_sha256: sha,
+            coordinator: Resources { memory_mb: cfg.cluster.coordinator_memory_mb, vcores: 1 },
+        },
+    )?;
+    println!("{}", submitted.app);
+    eprintln!("samza-run: submitted job {} as {} to {}", cfg.name, submitted.app, rm.base());
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(&rm, &submitted.app)
+}
+
+/// Prints the application's new events until it ends.
+pub fn follow(rm: &Client, app: &str) -> anyhow::Result<ExitCode> {
+    let mut seen = 0;
+    loop {
+        let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+        for e in info.events.iter().skip(seen) {
+            eprintln!("{}  {}", fmt_time(e.time_ms), e.message);
+        }
+        seen = info.events.len();
+        if info.state.is_final() {
+            let reason = info.reason.map(|r| format!(": {r}")).unwrap_or_default();
+            eprintln!("samza-run: {app} {}{reason}", state_word(info.state));
+            return Ok(if info.state == AppState::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> =
+            r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `samza-run status [APP]`: every application, or one in detail.
+pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let rm = client(rm)?;
+    let Some(app) = app else {
+        let apps: Vec<AppInfo> = rm.get("/v1/apps")?;
+        let nodes: Vec<NodeInfo> = rm.get("/v1/nodes")?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": apps, "nodes": nodes}))?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut rows =
+            vec![vec!["APP".into(), "JOB".into(), "STATE".into(), "ATTEMPT".into(), "CONTAINERS".into()]];
+        for a in &apps {
+            let running = a.containers.iter().filter(|c| c.state == ContainerState::Running).count();
+            rows.push(vec![
+                a.app.clone(),
+                a.name.clone(),
+                state_word(a.state),
+                a.attempt.to_string(),
+                format!("{running} running"),
+            ]);
+        }
+        print!("{}", table(&rows));
+        println!();
+        print!("{}", nodes_table(&nodes));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reason = info.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    println!(
+        "{}  job {}  {}{reason}  coordinator attempt {}",
+        info.app,
+        info.name,
+        state_word(info.state),
+        info.attempt
+    );
+    let restarts = |role: &str| {
+        info.coordinator_state
+            .get("containers")
+            .and_then(|c| c.get(role))
+            .and_then(|s| s.get("restarts"))
+            .and_then(|r| r.as_u64())
+            .map_or("-".to_string(), |r| r.to_string())
+    };
+    let mut rows = vec![vec![
+        "CONTAINER".into(),
+        "ROLE".into(),
+        "NODE".into(),
+        "STATE".into(),
+        "PID".into(),
+        "RESTARTS".into(),
+        "EXIT".into(),
+    ]];
+    for c in &info.containers {
+        let exit = match (c.exit_code, &c.reason) {
+            (Some(code), Some(r)) => format!("{code}: {r}"),
+            (Some(code), None) => code.to_string(),
+            (None, Some(r)) => r.clone(),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            c.id.clone(),
+            c.role.clone(),
+            c.node.clone(),
+            state_word(c.state),
+            c.pid.map_or("-".into(), |p| p.to_string()),
+            if c.role == "coordinator" { "-".into() } else { restarts(&c.role) },
+            exit,
+        ]);
+    }
+    print!("\n{}", table(&rows));
+    println!("\nrecent events:");
+    for e in info.events.iter().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+        println!("  {}  {}", fmt_time(e.time_ms), e.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nodes_table(nodes: &[NodeInfo]) -> String {
+    let mut rows = vec![vec![
+        "NODE".into(),
+        "STATE".into(),
+        "MEMORY USED".into(),
+        "VCORES USED".into(),
+        "CONTAINERS".into(),
+        "LAST HEARTBEAT".into(),
+        "URL".into(),
+    ]];
+    for n in nodes {
+        rows.push(vec![
+            n.node.clone(),
+            state_word(n.state),
+            format!("{} / {} MB", n.used.memory_mb, n.capacity.memory_mb),
+            format!("{} / {}", n.used.vcores, n.capacity.vcores),
+            n.containers.to_string(),
+            format!("{:.1} s ago", n.heartbeat_age_ms as f64 / 1000.0),
+            n.url.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+pub fn kill(rm: Option<&str>, app: &str) -> anyhow::Result<ExitCode> {
+    let rm = client(rm)?;
+    let info: AppInfo = rm.post(&format!("/v1/apps/{app}/kill"), &serde_json::json!({}))?;
+    println!("{} {}", info.app, state_word(info.state));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `samza-run logs APP [CONTAINER]`: the container's (default: the
+/// coordinator's latest) stdout or stderr, read from its node.
+pub fn logs(rm: Option<&str>, app: &str, container: Option<&str>, stdout: bool) -> anyhow::Result<ExitCode> {
+    let rm = client(rm)?;
+    let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+    let c = match container {
+        Some(want) => {
+            info.containers.iter().rev().find(|c| c.id == want || c.role == want).ok_or_else(|| {
+                anyhow::anyhow!("{app} has no container {want:?} (see samza-run status {app})")
+            })?
+        }
+        None => info
+            .containers
+            .iter()
+            .rev()
+            .find(|c| c.role == "coordinator")
+            .ok_or_else(|| anyhow::anyhow!("{app} has no container yet"))?,
+    };
+    let nodes: Vec<NodeInfo> = rm.get("/v1/nodes")?;
+    let node = nodes
+        .iter()
+        .find(|n| n.node == c.node)
+        .ok_or_else(|| anyhow::anyhow!("node {} of container {} is not known", c.node, c.id))?;
+    let nm = Client::new(&node.url, &auth::find_token()?);
+    let stream = if stdout { "stdout" } else { "stderr" };
+    let bytes = nm.get_bytes(&format!("/v1/containers/{}/logs/{stream}", c.id)).map_err(|e| {
+        anyhow::anyhow!("cannot read the log of {} from node {} ({}): {e:#}", c.id, c.node, node.url)
+    })?;
+    use std::io::Write;
+    std::io::stdout().write_all(&bytes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A local cluster: one resource manager and `nodes` node managers, each a
+/// process of its own with its own port and directory under `dir`.
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub rm_url: String,
+    pub token: String,
+    pub rm: Child,
+    pub nodes: Vec<(String, Child)>,
+    bin: PathBuf,
+    node_timeout_ms: u64,
+}
+
+fn wait_file(path: &Path, child: &mut Child, what: &str) -> anyhow::Result<String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.trim().is_empty() {
+                return Ok(s.trim().to_string());
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{what} exited ({status}) before it was ready");
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("{what} did not write {} within 30 s", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl LocalCluster {
+    /// Starts the daemons found next to this executable (or in `bin`).
+    pub fn start(bin: &Path, dir: &Path, nodes: u32, node_timeout_ms: u64) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let rm_dir = dir.join("rm");
+        let _ = std::fs::remove_file(rm_dir.join("rm.url"));
+        let mut rm = Command::new(bin.join("samza-rm"))
+            .arg("--dir")
+            .arg(&rm_dir)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--node-timeout-ms")
+            .arg(node_timeout_ms.to_string())
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rm.log"))?)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.join("samza-rm").display()))?;
+        let rm_url = wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
+        let token = auth::read(&rm_dir.join("token"))?;
+        let mut c = LocalCluster {
+            dir,
+            rm_url,
+            token,
+            rm,
+            nodes: Vec::new(),
+            bin: bin.to_path_buf(),
+            node_timeout_ms,
+        };
+        for i in 1..=nodes {
+            c.start_node(&format!("node-{i}"))?;
+        }
+        Ok(c)
+    }
+
+    /// Starts (or restarts) the node manager `name`.
+    pub fn start_node(&mut self, name: &str) -> anyhow::Result<()> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::remove_file(dir.join("nm.url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let mut child = Command::new(self.bin.join("samza-nm"))
+            .arg("--node")
+            .arg(name)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--rm")
+            .arg(&self.rm_url)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .env("SAMZA_TOKEN_FILE", self.dir.join("rm").join("token"))
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.bin.join("samza-nm").display()))?;
+        wait_file(&dir.join("nm.url"), &mut child, "samza-nm")?;
+        self.nodes.retain(|(n, _)| n != name);
+        self.nodes.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Restarts the resource manager on the same directory and port.
+    pub fn restart_rm(&mut self) -> anyhow::Result<()> {
+        let bind = self.rm_url.trim_start_matches("http://").to_string();
+        let rm_dir = self.dir.join("rm");
+        let _ = std::fs::remove_file(rm_dir.join("rm.url"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rm.log"))?;
+        let mut rm = Command::new(self.bin.join("samza-rm"))
+            .arg("--dir")
+            .arg(&rm_dir)
+            .arg("--bind")
+            .arg(&bind)
+            .arg("--node-timeout-ms")
+            .arg(self.node_timeout_ms.to_string())
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
+        self.rm = rm;
+        Ok(())
+    }
+
+    /// SIGTERM to every daemon (containers keep running until their node
+    /// manager... is gone: they are stopped by `stop_containers` first).
+    pub fn stop(&mut self) {
+        for (_, c) in self.nodes.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.rm.kill();
+        let _ = self.rm.wait();
+    }
+}
+
+/// `samza-run cluster`: starts a local cluster and keeps it up until Ctrl-C.
+pub fn cluster(dir: &Path, nodes: u32) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().unwrap_or(Path::new("."));
+    let mut c = LocalCluster::start(bin, dir, nodes, 10_000)?;
+    eprintln!("samza-run: local cluster up: resource manager {} and {nodes} node managers", c.rm_url);
+    eprintln!(
+        "samza-run: token in {}; daemons' logs in {}",
+        c.dir.join("rm/token").display(),
+        c.dir.display()
+    );
+    eprintln!("samza-run: submit with: samza-run JOB.toml --rm {}   (Ctrl-C stops the cluster)", c.rm_url);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut seen = BTreeSet::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(status) = c.rm.try_wait()? {
+            eprintln!(
+                "samza-run: the resource manager exited ({status}); see {}",
+                c.dir.join("rm.log").display()
+            );
+            c.stop();
+            return Ok(ExitCode::FAILURE);
+        }
+        for (name, child) in c.nodes.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                if seen.insert(name.clone()) {
+                    eprintln!("samza-run: node manager {name} exited ({status})");
+                }
+            }
+        }
+    }
+    eprintln!("samza-run: stopping the local cluster");
+    c.stop();
+    Ok(ExitCode::SUCCESS)
+}

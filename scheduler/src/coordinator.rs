@@ -1,0 +1,340 @@
+//! The job coordinator (the ApplicationMaster analogue), run from the job
+//! binary as `<job-binary> coordinator` by a node manager at the resource
+//! manager's request.
+//!
+//! It computes the JobModel from the config and the inputs' partition counts,
+//! asks the resource manager for `job.container-count` containers, starts
+//! each through the node manager it was allocated on, and watches them:
+//!
+//! - a container that exits non-zero is a failure: it is started again,
+//!   preferring its last node (its local state is there) for
+//!   `cluster.host-affinity-timeout-ms`, then any node; after
+//!   `cluster.retry-count` failures within `cluster.retry-window-ms` the job
+//!   is FAILED with the reason;
+//! - a container lost with its node is started elsewhere and does not count
+//!   against the budget;
+//! - a container that exits 0 (bounded input done) is finished; when all are,
+//!   the job SUCCEEDED.
+//!
+//! Its own state (which container runs which job container, failures) is kept
+//! at the resource manager, so a new attempt after this one dies adopts the
+//! running containers instead of restarting them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use samza_container::config::JobConfig;
+use samza_container::job_model::{self, JobModel};
+use samza_container::systems::SystemRegistry;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::proto::*;
+
+/// What the coordinator keeps at the resource manager.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorState {
+    /// Job container number -> its current cluster container.
+    pub containers: BTreeMap<u32, Slot>,
+    /// Times (ms since the epoch) of failures within the retry window.
+    pub failures: VecDeque<i64>,
+    /// The JobModel the containers run: container number -> task names.
+    pub model: BTreeMap<u32, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The cluster container running it (none while one is being asked for).
+    pub container: Option<String>,
+    /// Its last node: where its local state is.
+    pub node: Option<String>,
+    pub node_url: Option<String>,
+    pub done: bool,
+    pub restarts: u32,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set (the node manager sets it)"))
+}
+
+/// The coordinator role's entry point (see `samza::main`).
+pub fn main(systems: SystemRegistry) -> ExitCode {
+    match run(systems) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: coordinator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Computes the JobModel as every container does: from the inputs' partition counts.
+pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Result<JobModel> {
+    let mut counts = Vec::new();
+    for input in &cfg.inputs {
+        let sc = cfg
+            .systems
+            .get(&*input.system)
+            .ok_or_else(|| anyhow::anyhow!("input {input}: system {} is not configured", input.system))?;
+        let admin = systems.get(sc)?.admin(sc)?;
+        let n = if admin.stream_exists(&input.stream)? {
+            admin.partition_metadata(&input.stream)?.len() as u32
+        } else {
+            // Declared streams are created by the containers; use the declared count.
+            cfg.stream(input).partitions.ok_or_else(|| {
+                anyhow::anyhow!("input stream {input} does not exist and declares no partition count")
+            })?
+        };
+        counts.push((input.clone(), n));
+    }
+    Ok(job_model::build(&counts, cfg.grouper, cfg.container_count))
+}
+
+fn run(systems: SystemRegistry) -> anyhow::Result<()> {
+    let token = env("SAMZA_TOKEN")?;
+    let rm = Client::new(&env("SAMZA_RM_URL")?, &token);
+    let app_id = env("SAMZA_APP_ID")?;
+    let attempt: u32 = env("SAMZA_ATTEMPT")?.parse()?;
+    let app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
+    let cfg = JobConfig::parse(&app.config, &Path::new(&app.base_dir).join("job.toml"), &app.overrides)?;
+    let model = compute_model(&cfg, &systems)?;
+    tracing::info!(app = %app_id, attempt, job = %cfg.name, containers = cfg.container_count, "coordinator started");
+
+    let mut st: CoordinatorState = serde_json::from_value(app.coordinator_state.clone()).unwrap_or_default();
+    st.model = model
+        .containers
+        .iter()
+        .map(|(id, tasks)| (*id, tasks.keys().map(|t| t.as_str().to_string()).collect()))
+        .collect();
+    // Adopt what still runs; ask again for the rest.
+    let by_id: BTreeMap<&str, &ContainerInfo> = app.containers.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut asks = Vec::new();
+    for n in 0..cfg.container_count {
+        let slot = st.containers.entry(n).or_default();
+        if slot.done {
+            continue;
+        }
+        let current = slot.container.as_deref().and_then(|c| by_id.get(c));
+        match current {
+            Some(c) if c.state == ContainerState::Running => {
+                tracing::info!(container = n, id = %c.id, node = %c.node, "adopted a running container");
+            }
+            Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => slot.done = true,
+            other => {
+                if let Some(c) = other {
+                    if c.state == ContainerState::Exited {
+                        st.failures.push_back(now_ms());
+                    }
+                }
+                slot.container = None;
+                asks.push(n);
+            }
+        }
+    }
+    let mut co = Coordinator { rm, token, app: app_id, attempt, cfg, st, saved: None };
+    let mut pending: Vec<Ask> = asks.into_iter().map(|n| co.ask(n)).collect();
+    let mut release = Vec::new();
+    loop {
+        co.save()?;
+        if co.st.containers.values().all(|s| s.done) {
+            co.finish(AppState::Succeeded, None)?;
+            return Ok(());
+        }
+        let req = Allocate {
+            attempt: co.attempt,
+            asks: std::mem::take(&mut pending),
+            release: std::mem::take(&mut release),
+        };
+        let path = format!("/v1/apps/{}/allocate", co.app);
+        let reply: AllocateReply = retrying("allocate", || co.rm.post(&path, &req))?;
+        for a in reply.allocated {
+            let n: u32 = a.role.parse()?;
+            let slot = co.st.containers.entry(n).or_default();
+            if slot.container.is_some() || slot.done {
+                release.push(a.container);
+                continue;
+            }
+            slot.container = Some(a.container.clone());
+            slot.node = Some(a.node.clone());
+            slot.node_url = Some(a.node_url.clone());
+            if let Err(e) = co.launch(n, &a) {
+                tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
+                co.st.containers.get_mut(&n).unwrap().container = None;
+                release.push(a.container);
+                if let Some(reason) = co.failed(n, &format!("cannot start it on {}: {e:#}", a.node)) {
+                    co.finish(AppState::Failed, Some(reason))?;
+                    return Ok(());
+                }
+                pending.push(co.ask(n));
+            }
+        }
+        for c in reply.completed {
+            let Some((&n, _)) = co.st.containers.iter().find(|(_, s)| s.container.as_deref() == Some(&c.id))
+            else {
+                continue;
+            };
+            let slot = co.st.containers.get_mut(&n).unwrap();
+            slot.container = None;
+            match (c.state, c.exit_code) {
+                (ContainerState::Exited, Some(0)) => {
+                    tracing::info!(container = n, id = %c.id, "finished");
+                    slot.done = true;
+                }
+                (ContainerState::Lost, _) => {
+                    tracing::warn!(container = n, id = %c.id, node = %c.node, "lost with its node; starting it elsewhere");
+                    slot.restarts += 1;
+                    pending.push(co.ask(n));
+                }
+                _ => {
+                    let mut why = match (c.exit_code, &c.reason) {
+                        (Some(code), Some(r)) => format!("exit code {code}: {r}"),
+                        (Some(code), None) => format!("exit code {code}"),
+                        (None, Some(r)) => r.clone(),
+                        (None, None) => format!("{:?}", c.state),
+                    };
+                    let node_url = co.st.containers[&n].node_url.clone();
+                    if let Some(line) = node_url.and_then(|u| co.last_error_line(&u, &c.id)) {
+                        why = format!("{why}; its log ends: {line}");
+                    }
+                    tracing::warn!(container = n, id = %c.id, node = %c.node, "failed: {why}");
+                    if let Some(reason) = co.failed(n, &format!("{} on {}: {why}", c.id, c.node)) {
+                        co.finish(AppState::Failed, Some(reason))?;
+                        return Ok(());
+                    }
+                    co.st.containers.get_mut(&n).unwrap().restarts += 1;
+                    pending.push(co.ask(n));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Coordinator {
+    rm: Client,
+    token: String,
+    app: String,
+    attempt: u32,
+    cfg: JobConfig,
+    st: CoordinatorState,
+    saved: Option<CoordinatorState>,
+}
+
+impl Coordinator {
+    fn ask(&self, n: u32) -> Ask {
+        let last = self.st.containers.get(&n).and_then(|s| s.node.clone());
+        Ask {
+            role: n.to_string(),
+            resources: Resources {
+                memory_mb: self.cfg.cluster.container_memory_mb,
+                vcores: self.cfg.cluster.container_vcores,
+            },
+            // The resource manager skips the wait when this node is not running.
+            preferred_node: last,
+            relax_after_ms: self.cfg.cluster.host_affinity_timeout_ms,
+        }
+    }
+
+    /// Counts a failure of container `n`; `Some(reason)` when the budget is spent.
+    fn failed(&mut self, n: u32, why: &str) -> Option<String> {
+        let now = now_ms();
+        let window = self.cfg.cluster.retry_window_ms as i64;
+        self.st.failures.push_back(now);
+        while self.st.failures.front().is_some_and(|t| now - t > window) {
+            self.st.failures.pop_front();
+        }
+        let count = self.st.failures.len() as u32;
+        (count > self.cfg.cluster.retry_count).then(|| {
+            format!(
+                "{count} container failures within {} s (budget {}); last: container {n}: {why}",
+                window / 1000,
+                self.cfg.cluster.retry_count
+            )
+        })
+    }
+
+    fn launch(&self, n: u32, a: &Allocation) -> anyhow::Result<()> {
+        let app: AppInfo = self.rm.get(&format!("/v1/apps/{}", self.app))?;
+        let mut args = vec![
+            "container".to_string(),
+            "--config".into(),
+            "job.toml".into(),
+            "--container-id".into(),
+            n.to_string(),
+            "--base-dir".into(),
+            app.base_dir.clone(),
+        ];
+        for o in &app.overrides {
+            args.push("--override".into());
+            args.push(o.clone());
+        }
+        let launch = Launch {
+            container: a.container.clone(),
+            app: self.app.clone(),
+            package_sha256: app.package_sha256.clone(),
+            args,
+            env: BTreeMap::new(),
+            files: BTreeMap::from([("job.toml".to_string(), app.config.clone())]),
+            resources: a.resources,
+            stop_grace_ms: self.cfg.shutdown_timeout_ms,
+        };
+        let nm = Client::new(&a.node_url, &self.token);
+        let _: NodeContainer = nm.post("/v1/containers", &launch)?;
+        tracing::info!(container = n, id = %a.container, node = %a.node, "started");
+        Ok(())
+    }
+
+    /// The last line of a container's stderr that says "error", for the reason of a failure.
+    fn last_error_line(&self, node_url: &str, container: &str) -> Option<String> {
+        let nm = Client::new(node_url, &self.token);
+        let log = nm.get_bytes(&format!("/v1/containers/{container}/logs/stderr?tail=8192")).ok()?;
+        let text = String::from_utf8_lossy(&log);
+        let line = text.lines().rev().find(|l| l.contains("error"))?;
+        Some(line.trim().chars().take(500).collect())
+    }
+
+    fn save(&mut self) -> anyhow::Result<()> {
+        if self.saved.as_ref() != Some(&self.st) {
+            let path = format!("/v1/apps/{}/coordinator-state", self.app);
+            retrying("save state", || self.rm.put(&path, &self.st))?;
+            self.saved = Some(self.st.clone());
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, state: AppState, reason: Option<String>) -> anyhow::Result<()> {
+        self.save()?;
+        tracing::info!(app = %self.app, ?state, ?reason, "job finished");
+        let path = format!("/v1/apps/{}/finish", self.app);
+        let body = Finish { state, reason };
+        let _: AppInfo = retrying("finish", || self.rm.post(&path, &body))?;
+        Ok(())
+    }
+}
+
+/// Retries calls to the resource manager while it is unreachable (it may be
+/// restarting: its state survives), for up to 10 minutes; answers that refuse
+/// the request (another attempt is current, the application ended) are final.
+fn retrying<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if crate::client::HttpError::is_refusal(&e) || start.elapsed() > Duration::from_secs(600) {
+                    return Err(e);
+                }
+                tracing::warn!("{what}: {e:#}; retrying in {delay:?}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The node manager (`samza-nm`): launches and watches containers on one node.
+//!
+//! It registers with the resource manager and heartbeats its containers'
+//! states; it runs only application packages downloaded from the resource
+//! manager into its cache (`<dir>/packages/<sha256>`) and checked against
+//! their SHA-256. Each container gets a working directory
+//! (`<dir>/containers/<id>/`) with its `stdout` and `stderr`, an environment
+//! naming it (`SAMZA_CONTAINER_ID`, `SAMZA_APP_ID`, `SAMZA_RM_URL`,
+//! `SAMZA_TOKEN`, `SAMZA_NODE`, `SAMZA_NODE_STATE_DIR`), its own process
+//! group, and a memory limit: a container whose resident memory exceeds its
+//! size is killed and reported with that reason. Stop is SIGTERM, then
+//! SIGKILL after the grace period. The container table is kept in
+//! `<dir>/containers.json`, so a restarted node manager re-adopts the
+//! containers still alive (same pid and start time) and reports the others.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, error, is_sha256, safe_name};
+use crate::proto::*;
+
+#[derive(Clone, Debug)]
+pub struct NmConfig {
+    pub node: String,
+    pub dir: PathBuf,
+    pub rm_url: String,
+    pub capacity: Resources,
+    pub heartbeat: Duration,
+    /// How long ended containers are still reported (the resource manager
+    /// records them at the first report).
+    pub keep_ended: Duration,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Ctr {
+    info: NodeContainer,
+    /// Kernel start time of the process (clock ticks since boot), to tell a
+    /// re-adopted process from a new one with the same pid.
+    start_ticks: Option<u64>,
+    stop_requested: bool,
+    #[serde(skip)]
+    ended_at: Option<Instant>,
+}
+
+pub struct Nm {
+    cfg: NmConfig,
+    url: String,
+    token: Arc<str>,
+    containers: Mutex<BTreeMap<String, Ctr>>,
+    http: reqwest::Client,
+    downloads: tokio::sync::Mutex<()>,
+}
+
+fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn resident_mb(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    Some(pages * page / (1 << 20))
+}
+
+fn signal_group(pid: u32, sig: i32) {
+    // SAFETY: kill with a negative pid signals that process group; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), sig);
+    }
+}
+
+impl Nm {
+    pub fn new(cfg: NmConfig, url: String, token: &str) -> anyhow::Result<Arc<Nm>> {
+        for d in ["packages", "containers", "state"] {
+            std::fs::create_dir_all(cfg.dir.join(d))?;
+        }
+        let nm = Arc::new(Nm {
+            cfg,
+            url,
+            token: token.into(),
+            containers: Mutex::new(BTreeMap::new()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
+            downloads: tokio::sync::Mutex::new(()),
+        });
+        nm.readopt()?;
+        Ok(nm)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Ctr>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table_path(&self) -> PathBuf {
+        self.cfg.dir.join("containers.json")
+    }
+
+    fn persist(&self, table: &BTreeMap<String, Ctr>) {
+        let r = serde_json::to_vec(table)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::rm::write_atomic(&self.table_path(), &b));
+        if let Err(e) = r {
+            tracing::error!("cannot persist the container table in {}: {e}", self.table_path().display());
+        }
+    }
+
+    /// After a restart: containers still alive are watched again; the others
+    /// ended while nobody watched.
+    fn readopt(self: &Arc<Self>) -> anyhow::Result<()> {
+        let table: BTreeMap<String, Ctr> = match std::fs::read(self.table_path()) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut mine = self.lock();
+        for (id, mut c) in table {
+            if c.info.state == ContainerState::Running {
+                let alive = c
+                    .info
+                    .pid
+                    .is_some_and(|pid| proc_start_ticks(pid) == c.start_ticks && c.start_ticks.is_some());
+                if alive {
+                    tracing::info!(container = %id, pid = ?c.info.pid, "re-adopted a running container");
+                    let nm = self.clone();
+                    let (id2, pid) = (id.clone(), c.info.pid.unwrap());
+                    tokio::spawn(async move { nm.watch_adopted(id2, pid).await });
+                } else {
+                    c.info.state = ContainerState::Exited;
+                    c.info.reason = Some("ended while the node manager was down (exit code unknown)".into());
+                    c.ended_at = Some(Instant::now());
+                }
+            } else {
+                c.ended_at = Some(Instant::now());
+            }
+            mine.insert(id, c);
+        }
+        self.persist(&mine);
+        Ok(())
+    }
+
+    fn reports(&self) -> Vec<NodeContainer> {
+        let mut mine = self.lock();
+        let keep = self.cfg.keep_ended;
+        let before = mine.len();
+        mine.retain(|_, c| c.ended_at.is_none_or(|t| t.elapsed() < keep));
+        if mine.len() != before {
+            self.persist(&mine);
+        }
+        mine.values().map(|c| c.info.clone()).collect()
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/containers", post(launch).get(list))
+            .route("/v1/containers/{id}/stop", post(stop))
+            .route("/v1/containers/{id}/logs/{stream}", get(logs))
+            .with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+    }
+
+    /// Registers, then heartbeats forever; registers again when the resource
+    /// manager does not know this node (it restarted, or declared it lost).
+    pub async fn run_heartbeats(self: Arc<Self>) {
+        let mut registered = false;
+        let mut tick = tokio::time::interval(self.cfg.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let containers = self.reports();
+            let r = if registered {
+                let hb = NodeHeartbeat { containers };
+                self.post::<_, HeartbeatReply>(&format!("/v1/nodes/{}/heartbeat", self.cfg.node), &hb).await
+            } else {
+                let reg = RegisterNode {
+                    node: self.cfg.node.clone(),
+                    url: self.url.clone(),
+                    capacity: self.cfg.capacity,
+                    containers,
+                };
+                self.post::<_, HeartbeatReply>("/v1/nodes", &reg).await
+            };
+            match r {
+                Ok(reply) => {
+                    if !registered && reply.known {
+                        tracing::info!(node = %self.cfg.node, rm = %self.cfg.rm_url, "registered");
+                    }
+                    registered = reply.known;
+                    for id in reply.stop {
+                        tracing::info!(container = %id, "the resource manager asks to stop it");
+                        self.stop_container(&id, None);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("heartbeat to {} failed: {e:#}", self.cfg.rm_url);
+                    registered = false;
+                }
+            }
+        }
+    }
+
+    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.cfg.rm_url))
+            .bearer_auth(&*self.token)
+            .timeout(Duration::from_secs(5))
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            anyhow::bail!("{path}: {status}: {}", r.text().await.unwrap_or_default());
+        }
+        Ok(r.json().await?)
+    }
+
+    /// The package binary, from the cache or downloaded and checked.
+    async fn package(&self, sha: &str) -> Result<PathBuf, String> {
+        let path = self.cfg.dir.join("packages").join(sha);
+        let _one_at_a_time = self.downloads.lock().await;
+        if path.is_file() {
+            return Ok(path);
+        }
+        let url = format!("{}/v1/packages/{sha}", self.cfg.rm_url);
+        let r = self
+            .http
+            .get(&url)
+            .bearer_auth(&*self.token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("GET {url}: {}", r.status()));
+        }
+        let bytes = r.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let got = auth::sha256_hex(&bytes);
+        if got != sha {
+            return Err(format!(
+                "package hash mismatch: expected {sha}, downloaded bytes hash to {got}; not run"
+            ));
+        }
+        let tmp = path.with_extension("download");
+        let r = (|| -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
+            std::fs::rename(&tmp, &path)
+        })();
+        r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    async fn start(self: &Arc<Self>, l: Launch) -> Result<NodeContainer, (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        if !safe_name(&l.container) || !safe_name(&l.app) {
+            return Err(bad(format!("invalid container or application id {:?} / {:?}", l.container, l.app)));
+        }
+        if !is_sha256(&l.package_sha256) {
+            return Err(bad(format!("{:?} is not a lowercase hex SHA-256", l.package_sha256)));
+        }
+        if let Some(f) = l.files.keys().find(|f| !safe_name(f)) {
+            return Err(bad(format!("invalid file name {f:?}: no directories, no leading '.'")));
+        }
+        if self.lock().contains_key(&l.container) {
+            return Err((StatusCode::CONFLICT, format!("container {} exists already", l.container)));
+        }
+        let binary = self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
+        let work = self.cfg.dir.join("containers").join(&l.container);
+        let io = |e: std::io::Error| {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()))
+        };
+        std::fs::create_dir_all(&work).map_err(io)?;
+        for (name, text) in &l.files {
+            std::fs::write(work.join(name), text).map_err(io)?;
+        }
+        let stdout = std::fs::File::create(work.join("stdout")).map_err(io)?;
+        let stderr = std::fs::File::create(work.join("stderr")).map_err(io)?;
+        let mut cmd = tokio::process::Command::new(&binary);
+        cmd.args(&l.args)
+            .current_dir(&work)
+            .envs(&l.env)
+            .env("SAMZA_CONTAINER_ID", &l.container)
+            .env("SAMZA_APP_ID", &l.app)
+            .env("SAMZA_RM_URL", &self.cfg.rm_url)
+            .env("SAMZA_TOKEN", &*self.token)
+            .env("SAMZA_NODE", &self.cfg.node)
+            .env("SAMZA_NODE_STATE_DIR", self.cfg.dir.join("state"))
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start {}: {e}", binary.display()))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let info = NodeContainer {
+            id: l.container.clone(),
+            app: l.app.clone(),
+            state: ContainerState::Running,
+            pid: Some(pid),
+            exit_code: None,
+            reason: None,
+            resources: l.resources,
+        };
+        {
+            let mut mine = self.lock();
+            let c = Ctr {
+                info: info.clone(),
+                start_ticks: proc_start_ticks(pid),
+                stop_requested: false,
+                ended_at: None,
+            };
+            mine.insert(l.container.clone(), c);
+            self.persist(&mine);
+        }
+        tracing::info!(container = %l.container, app = %l.app, pid, "container started");
+        let nm = self.clone();
+        let id = l.container.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let (code, why) = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(c), _) => (Some(c), None),
+                        (None, Some(sig)) => (None, Some(format!("killed by signal {sig}"))),
+                        _ => (None, None),
+                    }
+                }
+                Err(e) => (None, Some(format!("cannot wait for it: {e}"))),
+            };
+            nm.ended(&id, code, why);
+        });
+        let nm = self.clone();
+        let id = l.container.clone();
+        tokio::spawn(async move { nm.watch_memory(id, pid, l.resources.memory_mb).await });
+        Ok(info)
+    }
+
+    fn ended(&self, id: &str, code: Option<i32>, why: Option<String>) {
+        let mut mine = self.lock();
+        if let Some(c) = mine.get_mut(id) {
+            if c.info.state.is_done() {
+                return;
+            }
+            c.info.state = ContainerState::Exited;
+            c.info.exit_code = code;
+            // A reason set earlier (memory limit, stop request) explains the signal.
+            if c.info.reason.is_none() {
+                c.info.reason = why;
+            }
+            c.ended_at = Some(Instant::now());
+            tracing::info!(container = id, ?code, reason = ?c.info.reason, "container ended");
+        }
+        self.persist(&mine);
+    }
+
+    async fn watch_adopted(self: Arc<Self>, id: String, pid: u32) {
+        let start = proc_start_ticks(pid);
+        let limit = self.lock().get(&id).map_or(0, |c| c.info.resources.memory_mb);
+        let nm = self.clone();
+        let id2 = id.clone();
+        tokio::spawn(async move { nm.watch_memory(id2, pid, limit).await });
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if proc_start_ticks(pid) != start {
+                self.ended(
+                    &id,
+                    None,
+                    Some("ended after the node manager restarted (exit code unknown)".into()),
+                );
+                return;
+            }
+        }
+    }
+
+    async fn watch_memory(self: Arc<Self>, id: String, pid: u32, limit_mb: u64) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let running = self.lock().get(&id).is_some_and(|c| c.info.state == ContainerState::Running);
+            if !running {
+                return;
+            }
+            let Some(rss) = resident_mb(pid) else { continue };
+            if limit_mb > 0 && rss > limit_mb {
+                let mut mine = self.lock();
+                if let Some(c) = mine.get_mut(&id) {
+                    c.info.reason = Some(format!(
+                        "killed by the node manager: resident memory {rss} MB exceeds the container's {limit_mb} MB"
+                    ));
+                }
+                drop(mine);
+                tracing::warn!(container = %id, rss, limit_mb, "over its memory limit; killing");
+                signal_group(pid, libc::SIGKILL);
+                return;
+            }
+        }
+    }
+
+    /// SIGTERM now, SIGKILL after the grace period if still running.
+    fn stop_container(self: &Arc<Self>, id: &str, grace: Option<Duration>) -> bool {
+        let pid = {
+            let mut mine = self.lock();
+            let Some(c) = mine.get_mut(id) else { return false };
+            if c.info.state != ContainerState::Running {
+                return true;
+            }
+            if !c.stop_requested {
+                c.stop_requested = true;
+                if c.info.reason.is_none() {
+                    c.info.reason = Some("stopped on request".into());
+                }
+            }
+            c.info.pid
+        };
+        let Some(pid) = pid else { return true };
+        signal_group(pid, libc::SIGTERM);
+        let grace = grace.unwrap_or(Duration::from_secs(10));
+        let nm = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still = nm.lock().get(&id).is_some_and(|c| c.info.state == ContainerState::Running);
+            if still {
+                tracing::warn!(container = %id, "still running after the grace period; SIGKILL");
+                signal_group(pid, libc::SIGKILL);
+            }
+        });
+        true
+    }
+}
+
+type Shared = State<Arc<Nm>>;
+
+async fn launch(State(nm): Shared, Json(l): Json<Launch>) -> Response {
+    match nm.start(l).await {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err((status, message)) => {
+            tracing::warn!("launch refused: {message}");
+            error(status, message)
+        }
+    }
+}
+
+async fn list(State(nm): Shared) -> Response {
+    Json(nm.lock().values().map(|c| c.info.clone()).collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Deserialize)]
+struct StopQuery {
+    grace_ms: Option<u64>,
+}
+
+async fn stop(State(nm): Shared, UrlPath(id): UrlPath<String>, Query(q): Query<StopQuery>) -> Response {
+    if nm.stop_container(&id, q.grace_ms.map(Duration::from_millis)) {
+        Json(serde_json::json!({"stopping": id})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no container {id:?} on this node"))
+    }
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    /// Only the last this many bytes (default 1 MiB).
+    tail: Option<u64>,
+}
+
+async fn logs(
+    State(nm): Shared,
+    UrlPath((id, stream)): UrlPath<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    if !safe_name(&id) || !matches!(stream.as_str(), "stdout" | "stderr") {
+        return error(StatusCode::BAD_REQUEST, "logs are /v1/containers/<id>/logs/stdout or .../stderr");
+    }
+    let path = nm.cfg.dir.join("containers").join(&id).join(&stream);
+    let tail = q.tail.unwrap_or(1 << 20);
+    let r = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(tail)))?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)?;
+        Ok(out)
+    })
+    .await;
+    match r {
+        Ok(Ok(b)) => b.into_response(),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            error(StatusCode::NOT_FOUND, format!("no {stream} for container {id:?} on this node"))
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Runs a node manager until the process ends; writes its URL to `<dir>/nm.url`.
+pub async fn serve(cfg: NmConfig, bind: &str, token: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::fs::create_dir_all(&cfg.dir)?;
+    let nm = Nm::new(cfg.clone(), url.clone(), token)?;
+    crate::rm::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;
+    tracing::info!(node = %cfg.node, %url, rm = %cfg.rm_url, "node manager listening");
+    tokio::spawn(nm.clone().run_heartbeats());
+    axum::serve(listener, nm.router()).await?;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! What the resource manager, node managers, job coordinators and `samza-run`
+//! say to each other: JSON over HTTP, every request with the cluster's bearer
+//! token. Paths are under `/v1`.
+//!
+//! Resource manager: `POST /v1/nodes` (register), `POST /v1/nodes/{node}/heartbeat`,
+//! `GET /v1/nodes`, `PUT /v1/packages/{sha256}` (upload), `GET /v1/packages/{sha256}`,
+//! `POST /v1/apps` (submit), `GET /v1/apps`, `GET /v1/apps/{app}`, `POST /v1/apps/{app}/kill`,
+//! and for coordinators `POST /v1/apps/{app}/allocate`, `PUT /v1/apps/{app}/coordinator-state`,
+//! `POST /v1/apps/{app}/finish`. Node manager: `POST /v1/containers` (launch),
+//! `GET /v1/containers`, `POST /v1/containers/{id}/stop`, `GET /v1/containers/{id}/logs/{stdout|stderr}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Memory and cores: a node's capacity or a container's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_mb: u64,
+    pub vcores: u32,
+}
+
+impl Resources {
+    pub fn fits_in(&self, free: &Resources) -> bool {
+        self.memory_mb <= free.memory_mb && self.vcores <= free.vcores
+    }
+}
+
+/// A container's state as the cluster sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerState {
+    /// Given to a coordinator, not yet started on its node.
+    Allocated,
+    Running,
+    /// The process ended; see the exit code and reason.
+    Exited,
+    /// Its node was lost: not a failure of the container.
+    Lost,
+    /// Stopped on request (application killed or finished, or released).
+    Killed,
+}
+
+impl ContainerState {
+    pub fn is_done(self) -> bool {
+        matches!(self, ContainerState::Exited | ContainerState::Lost | ContainerState::Killed)
+    }
+}
+
+/// A container as a node manager reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeContainer {
+    pub id: String,
+    pub app: String,
+    pub state: ContainerState,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub node: String,
+    /// Where the node manager's API listens.
+    pub url: String,
+    pub capacity: Resources,
+    /// Containers it runs (or ran) already: after a restart of either side.
+    pub containers: Vec<NodeContainer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeHeartbeat {
+    pub containers: Vec<NodeContainer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// `false`: the resource manager does not know this node (it lost it, or
+    /// restarted without it); the node must register again.
+    pub known: bool,
+    /// Containers the node must stop (released, their application ended, or
+    /// unknown to the resource manager).
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeState {
+    Running,
+    /// No heartbeat within the node timeout; its containers were reported lost.
+    Lost,
+    /// Known from before a resource manager restart, not registered again yet.
+    Recovering,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: String,
+    pub url: String,
+    pub state: NodeState,
+    pub capacity: Resources,
+    pub used: Resources,
+    /// Milliseconds since the last heartbeat.
+    pub heartbeat_age_ms: u64,
+    pub containers: usize,
+}
+
+/// What a node manager starts: the application's package binary with `args`,
+/// in a fresh working directory holding `files`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Launch {
+    pub container: String,
+    pub app: String,
+    pub package_sha256: String,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// File name (no directories) -> contents, written into the working directory.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    pub resources: Resources,
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_grace_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Submit {
+    pub name: String,
+    /// job.toml as written.
+    pub config: String,
+    /// Directory the config's relative paths resolve against (where job.toml was).
+    pub base_dir: String,
+    pub overrides: Vec<String>,
+    pub package_sha256: String,
+    pub coordinator: Resources,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Submitted {
+    pub app: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AppState {
+    /// Waiting for room for its coordinator.
+    Accepted,
+    Running,
+    Succeeded,
+    Failed,
+    Killed,
+}
+
+impl AppState {
+    pub fn is_final(self) -> bool {
+        matches!(self, AppState::Succeeded | AppState::Failed | AppState::Killed)
+    }
+}
+
+/// Something that happened to an application, for `samza-run status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    pub message: String,
+}
+
+/// A container of an application, as the resource manager records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub node: String,
+    pub state: ContainerState,
+    pub resources: Resources,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// `coordinator` for the coordinator; a container's number in the job otherwise.
+    pub role: String,
+    /// Coordinator attempt that allocated it.
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub app: String,
+    pub name: String,
+    pub state: AppState,
+    pub reason: Option<String>,
+    pub attempt: u32,
+    pub package_sha256: String,
+    pub config: String,
+    pub base_dir: String,
+    pub overrides: Vec<String>,
+    pub coordinator: Resources,
+    pub containers: Vec<ContainerInfo>,
+    pub events: Vec<Event>,
+    /// Opaque state the coordinator keeps here, so its next attempt can adopt
+    /// running containers.
+    pub coordinator_state: serde_json::Value,
+    pub submitted_ms: i64,
+}
+
+/// A coordinator's request for a container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ask {
+    /// The job's container number this is for (becomes the container's role).
+    pub role: String,
+    pub resources: Resources,
+    /// Prefer this node (the container's last, where its state is) ...
+    pub preferred_node: Option<String>,
+    /// ... for this long, then take any node with room.
+    pub relax_after_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Allocate {
+    pub attempt: u32,
+    /// New requests (kept by the resource manager until satisfied).
+    pub asks: Vec<Ask>,
+    /// Containers the coordinator gives back (the resource manager stops them).
+    pub release: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Allocation {
+    pub container: String,
+    pub role: String,
+    pub node: String,
+    pub node_url: String,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AllocateReply {
+    pub allocated: Vec<Allocation>,
+    /// Containers of the application that ended since the last reply.
+    pub completed: Vec<ContainerInfo>,
+    /// Nodes that are running now, by name.
+    pub live_nodes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finish {
+    pub state: AppState,
+    pub reason: Option<String>,
+}
+
+/// An error body: `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

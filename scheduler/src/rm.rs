@@ -1,0 +1,899 @@
+//! The resource manager (`samza-rm`): nodes, applications, containers.
+//!
+//! Nodes register with their capacity and heartbeat; a node silent for the
+//! node timeout is lost and its containers are reported lost to their
+//! coordinators (a state of their own, not a failure). An application is a
+//! job config plus a package (its job binary, stored by SHA-256); the
+//! resource manager starts its coordinator as the application's first
+//! container and hands the coordinator containers it asks for (preferred node
+//! first, any node after the ask's relax time). It never restarts a
+//! container on its own: coordinators decide (DESIGN.md invariant 5). The
+//! coordinator itself gets a new attempt when it dies.
+//!
+//! Its state (applications, their containers and events, known nodes) is a
+//! JSON file written atomically on every change, so a restarted resource
+//! manager recovers its applications; node managers register again with the
+//! containers they still run, and nothing is killed by the restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, error, is_sha256, safe_name};
+use crate::proto::*;
+
+/// Settings of a resource manager.
+#[derive(Clone, Debug)]
+pub struct RmConfig {
+    pub dir: PathBuf,
+    /// A node without a heartbeat this long is lost.
+    pub node_timeout: Duration,
+    /// Coordinator attempts before the application fails.
+    pub max_attempts: u32,
+    /// The URL containers use to reach this resource manager.
+    pub advertised_url: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Persisted {
+    next_app: u64,
+    next_container: u64,
+    apps: BTreeMap<String, App>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct App {
+    info: AppInfo,
+    pending: Vec<Pending>,
+    /// Ended containers the coordinator has not been told about yet.
+    undelivered: Vec<ContainerInfo>,
+    /// Containers to stop (released, or their application ended).
+    stopping: Vec<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Pending {
+    ask: Ask,
+    since_ms: i64,
+}
+
+struct Node {
+    url: String,
+    capacity: Resources,
+    state: NodeState,
+    last_heartbeat: Instant,
+}
+
+struct Inner {
+    p: Persisted,
+    nodes: BTreeMap<String, Node>,
+    /// Container id -> application id.
+    owner: BTreeMap<String, String>,
+    dirty: bool,
+    max_attempts: u32,
+}
+
+pub struct Rm {
+    cfg: RmConfig,
+    token: Arc<str>,
+    inner: Mutex<Inner>,
+    http: reqwest::Client,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn push_event(app: &mut App, message: String) {
+    tracing::info!(app = %app.info.app, "{message}");
+    app.info.events.push(Event { time_ms: now_ms(), message });
+    let n = app.info.events.len();
+    if n > 500 {
+        app.info.events.drain(..n - 500);
+    }
+}
+
+fn describe(c: &ContainerInfo) -> String {
+    let who =
+        if c.role == "coordinator" { "coordinator".to_string() } else { format!("container {}", c.role) };
+    format!("{who} ({}) on {}", c.id, c.node)
+}
+
+impl Inner {
+    fn used(&self, node: &str) -> Resources {
+        let mut used = Resources::default();
+        for app in self.p.apps.values() {
+            for c in &app.info.containers {
+                if c.node == node && !c.state.is_done() {
+                    used.memory_mb += c.resources.memory_mb;
+                    used.vcores += c.resources.vcores;
+                }
+            }
+        }
+        used
+    }
+
+    fn free(&self, node: &str) -> Resources {
+        let n = &self.nodes[node];
+        let used = self.used(node);
+        Resources {
+            memory_mb: n.capacity.memory_mb.saturating_sub(used.memory_mb),
+            vcores: n.capacity.vcores.saturating_sub(used.vcores),
+        }
+    }
+
+    /// A running node with room for `r`: `preferred` if it has room, else the
+    /// one with the most free memory (when `any` is allowed).
+    fn place(&self, r: &Resources, preferred: Option<&str>, any: bool) -> Option<String> {
+        if let Some(p) = preferred {
+            if self.nodes.get(p).is_some_and(|n| n.state == NodeState::Running) && r.fits_in(&self.free(p)) {
+                return Some(p.to_string());
+            }
+        }
+        if !any {
+            return None;
+        }
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Running)
+            .map(|(id, _)| (id, self.free(id)))
+            .filter(|(_, free)| r.fits_in(free))
+            .max_by_key(|(id, free)| (free.memory_mb, std::cmp::Reverse((*id).clone())))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn new_container(&mut self, app: &str, node: &str, role: &str, resources: Resources) -> ContainerInfo {
+        self.p.next_container += 1;
+        let id = format!("{app}-c{}", self.p.next_container);
+        let a = self.p.apps.get_mut(app).expect("app exists");
+        let c = ContainerInfo {
+            id: id.clone(),
+            node: node.to_string(),
+            state: ContainerState::Allocated,
+            resources,
+            pid: None,
+            exit_code: None,
+            reason: None,
+            role: role.to_string(),
+            attempt: a.info.attempt,
+        };
+        a.info.containers.push(c.clone());
+        self.owner.insert(id, app.to_string());
+        self.dirty = true;
+        c
+    }
+
+    /// Applies a container's new state; returns what ended, for its coordinator.
+    fn update_container(&mut self, id: &str, report: &NodeContainer) {
+        let Some(app_id) = self.owner.get(id).cloned() else { return };
+        let app = self.p.apps.get_mut(&app_id).expect("owner map matches apps");
+        let stopping = app.stopping.iter().any(|s| s == id);
+        let Some(c) = app.info.containers.iter_mut().find(|c| c.id == id) else { return };
+        if c.state.is_done() {
+            return;
+        }
+        let mut state = report.state;
+        if state == ContainerState::Exited && stopping {
+            state = ContainerState::Killed;
+        }
+        if c.state == state && c.pid == report.pid {
+            return;
+        }
+        c.state = state;
+        c.pid = report.pid;
+        c.exit_code = report.exit_code;
+        c.reason = report.reason.clone();
+        let done = c.clone();
+        self.dirty = true;
+        if state.is_done() {
+            app.stopping.retain(|s| s != id);
+            let how = match (state, done.exit_code) {
+                (ContainerState::Killed, _) => "stopped".to_string(),
+                (_, Some(code)) => format!("exited with code {code}"),
+                _ => "exited".to_string(),
+            };
+            let reason = done.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            push_event(app, format!("{} {how}{reason}", describe(&done)));
+            self.container_ended(&app_id, done);
+        }
+    }
+
+    /// After a container of `app` ended: tell its coordinator, or, for the
+    /// coordinator, start the next attempt or end the application.
+    fn container_ended(&mut self, app_id: &str, c: ContainerInfo) {
+        let app = self.p.apps.get_mut(app_id).expect("app exists");
+        if c.role != "coordinator" {
+            if !app.info.state.is_final() {
+                app.undelivered.push(c);
+            }
+            return;
+        }
+        if app.info.state.is_final() || c.attempt != app.info.attempt {
+            return;
+        }
+        // The coordinator died before finishing the application.
+        let why = match (c.state, c.exit_code, &c.reason) {
+            (ContainerState::Lost, _, _) => format!("its node {} was lost", c.node),
+            (_, Some(code), Some(r)) => format!("exit code {code}: {r}"),
+            (_, Some(code), None) => format!("exit code {code}"),
+            (_, None, Some(r)) => r.clone(),
+            _ => "ended".to_string(),
+        };
+        if app.info.attempt >= self.max_attempts {
+            app.info.state = AppState::Failed;
+            app.info.reason = Some(format!("the coordinator failed {} times; last: {why}", app.info.attempt));
+            let msg = format!("application FAILED: {}", app.info.reason.clone().unwrap());
+            push_event(app, msg);
+            self.stop_all(app_id);
+            return;
+        }
+        app.info.attempt += 1;
+        app.info.state = AppState::Accepted;
+        // Containers allocated to the dead attempt but never started are gone.
+        let attempt = app.info.attempt;
+        for x in app.info.containers.iter_mut() {
+            if x.state == ContainerState::Allocated && x.attempt < attempt {
+                x.state = ContainerState::Killed;
+                x.reason = Some("allocated to a coordinator attempt that ended".into());
+            }
+        }
+        app.pending.clear();
+        push_event(app, format!("coordinator attempt {} starts (the last one ended: {why})", attempt));
+        self.dirty = true;
+    }
+
+    /// Asks the nodes to stop every live container of `app`.
+    fn stop_all(&mut self, app_id: &str) {
+        let app = self.p.apps.get_mut(app_id).expect("app exists");
+        let mut stopping = Vec::new();
+        for c in app.info.containers.iter_mut() {
+            match c.state {
+                ContainerState::Allocated => {
+                    c.state = ContainerState::Killed;
+                    c.reason = Some("application ended before it started".into());
+                }
+                ContainerState::Running => stopping.push(c.id.clone()),
+                _ => {}
+            }
+        }
+        for s in stopping {
+            if !app.stopping.contains(&s) {
+                app.stopping.push(s);
+            }
+        }
+        app.pending.clear();
+        app.undelivered.clear();
+        self.dirty = true;
+    }
+
+    fn node_lost(&mut self, node: &str, why: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.state = NodeState::Lost;
+        }
+        tracing::warn!(node, "node lost: {why}");
+        let ids: Vec<(String, String)> = self
+            .p
+            .apps
+            .iter()
+            .flat_map(|(a, app)| {
+                app.info
+                    .containers
+                    .iter()
+                    .filter(|c| c.node == node && !c.state.is_done())
+                    .map(move |c| (a.clone(), c.id.clone()))
+            })
+            .collect();
+        let mut told = std::collections::BTreeSet::new();
+        for (app_id, id) in ids {
+            if told.insert(app_id.clone()) {
+                let app = self.p.apps.get_mut(&app_id).unwrap();
+                push_event(app, format!("node {node} lost: {why}"));
+            }
+            let lost = NodeContainer {
+                id: id.clone(),
+                app: app_id.clone(),
+                state: ContainerState::Lost,
+                pid: None,
+                exit_code: None,
+                reason: Some(format!("node {node} lost")),
+                resources: Resources::default(),
+            };
+            self.update_container(&id, &lost);
+        }
+        self.dirty = true;
+    }
+}
+
+impl Rm {
+    /// Loads (or starts) the state in `cfg.dir` and the token in `<dir>/token`.
+    pub fn open(cfg: RmConfig) -> anyhow::Result<Arc<Rm>> {
+        std::fs::create_dir_all(cfg.dir.join("packages"))?;
+        let token = auth::load_or_create(&cfg.dir.join("token"))?;
+        let path = cfg.dir.join("state.json");
+        let p: Persisted = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("cannot read resource manager state {}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        // Nodes are not persisted (they register again within a heartbeat);
+        // those with live containers wait for that as RECOVERING, and are
+        // lost, with their containers, if they do not come back in time.
+        let nodes = p
+            .apps
+            .values()
+            .flat_map(|a| &a.info.containers)
+            .filter(|c| !c.state.is_done())
+            .map(|c| {
+                let node = Node {
+                    url: String::new(),
+                    capacity: Resources::default(),
+                    state: NodeState::Recovering,
+                    last_heartbeat: Instant::now(),
+                };
+                (c.node.clone(), node)
+            })
+            .collect();
+        let owner = p
+            .apps
+            .iter()
+            .flat_map(|(a, app)| app.info.containers.iter().map(move |c| (c.id.clone(), a.clone())))
+            .collect();
+        if !p.apps.is_empty() {
+            tracing::info!(apps = p.apps.len(), "recovered state");
+        }
+        let max_attempts = cfg.max_attempts;
+        Ok(Arc::new(Rm {
+            cfg,
+            token: token.into(),
+            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts }),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        }))
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the state when it changed (atomically: temp file, fsync, rename).
+    fn save(&self, inner: &mut Inner) -> anyhow::Result<()> {
+        if !inner.dirty {
+            return Ok(());
+        }
+        let path = self.cfg.dir.join("state.json");
+        let tmp = self.cfg.dir.join("state.json.tmp");
+        let bytes = serde_json::to_vec(&inner.p)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        inner.dirty = false;
+        Ok(())
+    }
+
+    fn save_or_log(&self, inner: &mut Inner) {
+        if let Err(e) = self.save(inner) {
+            tracing::error!("cannot persist resource manager state in {}: {e:#}", self.cfg.dir.display());
+        }
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        let api = Router::new()
+            .route("/v1/nodes", post(register).get(list_nodes))
+            .route("/v1/nodes/{node}/heartbeat", post(heartbeat))
+            .route("/v1/packages/{sha}", put(upload).get(download))
+            .route("/v1/apps", post(submit).get(list_apps))
+            .route("/v1/apps/{app}", get(app_info))
+            .route("/v1/apps/{app}/kill", post(kill))
+            .route("/v1/apps/{app}/allocate", post(allocate))
+            .route("/v1/apps/{app}/coordinator-state", put(coordinator_state))
+            .route("/v1/apps/{app}/finish", post(finish))
+            .layer(DefaultBodyLimit::max(2 << 30))
+            .with_state(self.clone());
+        api.layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+    }
+
+    /// Background duties: lost nodes, coordinators to place.
+    pub async fn run_duties(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let launches = {
+                let mut inner = self.lock();
+                let timeout = self.cfg.node_timeout;
+                let silent: Vec<(String, Duration)> = inner
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.state != NodeState::Lost && n.last_heartbeat.elapsed() >= timeout)
+                    .map(|(id, n)| (id.clone(), n.last_heartbeat.elapsed()))
+                    .collect();
+                for (node, age) in silent {
+                    inner.node_lost(&node, &format!("no heartbeat for {:.1} s", age.as_secs_f64()));
+                }
+                let launches = self.place_coordinators(&mut inner);
+                self.save_or_log(&mut inner);
+                launches
+            };
+            for (node_url, launch) in launches {
+                let rm = self.clone();
+                tokio::spawn(async move { rm.launch_coordinator(node_url, launch).await });
+            }
+        }
+    }
+
+    /// Allocates a container for every accepted application's coordinator.
+    fn place_coordinators(&self, inner: &mut Inner) -> Vec<(String, Launch)> {
+        let waiting: Vec<String> =
+            inner
+                .p
+                .apps
+                .iter()
+                .filter(|(_, a)| {
+                    a.info.state == AppState::Accepted
+                        && !a.info.containers.iter().any(|c| {
+                            c.role == "coordinator" && c.attempt == a.info.attempt && !c.state.is_done()
+                        })
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+        let mut out = Vec::new();
+        for app_id in waiting {
+            let resources = inner.p.apps[&app_id].info.coordinator;
+            let Some(node) = inner.place(&resources, None, true) else { continue };
+            let c = inner.new_container(&app_id, &node, "coordinator", resources);
+            let app = inner.p.apps.get_mut(&app_id).unwrap();
+            app.info.state = AppState::Running;
+            let attempt = app.info.attempt;
+            push_event(app, format!("coordinator attempt {attempt} placed: {}", describe(&c)));
+            let env = BTreeMap::from([
+                ("SAMZA_APP_ID".to_string(), app_id.clone()),
+                ("SAMZA_ATTEMPT".to_string(), attempt.to_string()),
+            ]);
+            let launch = Launch {
+                container: c.id.clone(),
+                app: app_id.clone(),
+                package_sha256: app.info.package_sha256.clone(),
+                args: vec!["coordinator".into()],
+                env,
+                files: BTreeMap::new(),
+                resources,
+                stop_grace_ms: 10_000,
+            };
+            out.push((inner.nodes[&node].url.clone(), launch));
+        }
+        out
+    }
+
+    async fn launch_coordinator(&self, node_url: String, launch: Launch) {
+        let r = self
+            .http
+            .post(format!("{node_url}/v1/containers"))
+            .bearer_auth(&*self.token)
+            .json(&launch)
+            .send()
+            .await;
+        let failure = match r {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                let msg = serde_json::from_str::<ErrorBody>(&body).map(|e| e.error).unwrap_or(body);
+                format!("node refused the launch: {status}: {msg}")
+            }
+            Err(e) => format!("cannot reach the node: {e}"),
+        };
+        let mut inner = self.lock();
+        let report = NodeContainer {
+            id: launch.container.clone(),
+            app: launch.app.clone(),
+            state: ContainerState::Exited,
+            pid: None,
+            exit_code: None,
+            reason: Some(failure),
+            resources: launch.resources,
+        };
+        inner.update_container(&launch.container, &report);
+        self.save_or_log(&mut inner);
+    }
+}
+
+type Shared = State<Arc<Rm>>;
+
+fn json_err(status: StatusCode, e: impl std::fmt::Display) -> Response {
+    error(status, e.to_string())
+}
+
+async fn register(State(rm): Shared, Json(req): Json<RegisterNode>) -> Response {
+    if !safe_name(&req.node) {
+        return json_err(StatusCode::BAD_REQUEST, format!("invalid node name {:?}", req.node));
+    }
+    let mut inner = rm.lock();
+    let was = inner.nodes.get(&req.node).map(|n| n.state);
+    inner.nodes.insert(
+        req.node.clone(),
+        Node {
+            url: req.url.clone(),
+            capacity: req.capacity,
+            state: NodeState::Running,
+            last_heartbeat: Instant::now(),
+        },
+    );
+    tracing::info!(node = %req.node, url = %req.url, ?was, containers = req.containers.len(), "node registered");
+    // Containers this node no longer has ended while nobody watched.
+    let reported: std::collections::BTreeSet<&str> = req.containers.iter().map(|c| c.id.as_str()).collect();
+    let vanished: Vec<(String, String)> = inner
+        .p
+        .apps
+        .iter()
+        .flat_map(|(a, app)| {
+            app.info
+                .containers
+                .iter()
+                .filter(|c| c.node == req.node && c.state == ContainerState::Running)
+                .filter(|c| !reported.contains(c.id.as_str()))
+                .map(move |c| (a.clone(), c.id.clone()))
+        })
+        .collect();
+    for (app, id) in vanished {
+        let gone = NodeContainer {
+            id: id.clone(),
+            app,
+            state: ContainerState::Exited,
+            pid: None,
+            exit_code: None,
+            reason: Some(format!("no longer on node {} when it registered again", req.node)),
+            resources: Resources::default(),
+        };
+        inner.update_container(&id, &gone);
+    }
+    let reply = node_update(&mut inner, &req.node, &req.containers);
+    rm.save_or_log(&mut inner);
+    Json(reply).into_response()
+}
+
+/// Applies a node's container reports; returns the containers it must stop.
+fn node_update(inner: &mut Inner, node: &str, containers: &[NodeContainer]) -> HeartbeatReply {
+    let mut stop = Vec::new();
+    for c in containers {
+        let known = inner.owner.get(&c.id).cloned();
+        let Some(app_id) = known else {
+            if !c.state.is_done() {
+                stop.push(c.id.clone());
+            }
+            continue;
+        };
+        inner.update_container(&c.id, c);
+        let app = &inner.p.apps[&app_id];
+        let mine = app.info.containers.iter().find(|x| x.id == c.id);
+        let unwanted = app.stopping.contains(&c.id)
+            || mine.is_some_and(|x| x.state.is_done() || x.node != node)
+            || app.info.state.is_final();
+        if unwanted && !c.state.is_done() {
+            stop.push(c.id.clone());
+        }
+    }
+    HeartbeatReply { known: true, stop }
+}
+
+async fn heartbeat(
+    State(rm): Shared,
+    UrlPath(node): UrlPath<String>,
+    Json(hb): Json<NodeHeartbeat>,
+) -> Response {
+    let mut inner = rm.lock();
+    match inner.nodes.get_mut(&node) {
+        Some(n) if n.state == NodeState::Running => n.last_heartbeat = Instant::now(),
+        // Lost, recovering after a restart, or never seen: register first.
+        _ => return Json(HeartbeatReply { known: false, stop: vec![] }).into_response(),
+    }
+    let reply = node_update(&mut inner, &node, &hb.containers);
+    rm.save_or_log(&mut inner);
+    Json(reply).into_response()
+}
+
+async fn list_nodes(State(rm): Shared) -> Response {
+    let inner = rm.lock();
+    let nodes: Vec<NodeInfo> = inner
+        .nodes
+        .iter()
+        .map(|(id, n)| NodeInfo {
+            node: id.clone(),
+            url: n.url.clone(),
+            state: n.state,
+            capacity: n.capacity,
+            used: inner.used(id),
+            heartbeat_age_ms: n.last_heartbeat.elapsed().as_millis() as u64,
+            containers: inner
+                .p
+                .apps
+                .values()
+                .flat_map(|a| &a.info.containers)
+                .filter(|c| &c.node == id && !c.state.is_done())
+                .count(),
+        })
+        .collect();
+    Json(nodes).into_response()
+}
+
+async fn upload(State(rm): Shared, UrlPath(sha): UrlPath<String>, body: Bytes) -> Response {
+    if !is_sha256(&sha) {
+        return json_err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a lowercase hex SHA-256"));
+    }
+    let got = auth::sha256_hex(&body);
+    if got != sha {
+        return json_err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "package hash mismatch: the URL says {sha}, the {} bytes uploaded hash to {got}",
+                body.len()
+            ),
+        );
+    }
+    let dir = rm.cfg.dir.join("packages");
+    let path = dir.join(&sha);
+    if path.is_file() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let tmp = dir.join(format!("{sha}.upload-{}", std::process::id()));
+    let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::write(&tmp, &body)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => StatusCode::CREATED.into_response(),
+        Ok(Err(e)) => json_err(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store package: {e}")),
+        Err(e) => json_err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn download(State(rm): Shared, UrlPath(sha): UrlPath<String>) -> Response {
+    if !is_sha256(&sha) {
+        return json_err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a lowercase hex SHA-256"));
+    }
+    match tokio::fs::read(rm.cfg.dir.join("packages").join(&sha)).await {
+        Ok(b) => b.into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            json_err(StatusCode::NOT_FOUND, format!("no package {sha}"))
+        }
+        Err(e) => json_err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response {
+    if !safe_name(&s.name) {
+        return json_err(StatusCode::BAD_REQUEST, format!("invalid job name {:?}", s.name));
+    }
+    if !is_sha256(&s.package_sha256) || !rm.cfg.dir.join("packages").join(&s.package_sha256).is_file() {
+        return json_err(
+            StatusCode::BAD_REQUEST,
+            format!("package {} is not uploaded (PUT /v1/packages/<sha256> first)", s.package_sha256),
+        );
+    }
+    if s.coordinator.memory_mb == 0 {
+        return json_err(StatusCode::BAD_REQUEST, "coordinator memory must be positive");
+    }
+    let mut inner = rm.lock();
+    inner.p.next_app += 1;
+    let id = format!("app-{:04}", inner.p.next_app);
+    let mut app = App {
+        info: AppInfo {
+            app: id.clone(),
+            name: s.name.clone(),
+            state: AppState::Accepted,
+            reason: None,
+            attempt: 1,
+            package_sha256: s.package_sha256,
+            config: s.config,
+            base_dir: s.base_dir,
+            overrides: s.overrides,
+            coordinator: s.coordinator,
+            containers: vec![],
+            events: vec![],
+            coordinator_state: serde_json::Value::Null,
+            submitted_ms: now_ms(),
+        },
+        pending: vec![],
+        undelivered: vec![],
+        stopping: vec![],
+    };
+    push_event(&mut app, format!("submitted job {}", s.name));
+    inner.p.apps.insert(id.clone(), app);
+    inner.dirty = true;
+    let launches = rm.place_coordinators(&mut inner);
+    rm.save_or_log(&mut inner);
+    drop(inner);
+    for (url, launch) in launches {
+        let rm = rm.clone();
+        tokio::spawn(async move { rm.launch_coordinator(url, launch).await });
+    }
+    (StatusCode::CREATED, Json(Submitted { app: id })).into_response()
+}
+
+async fn list_apps(State(rm): Shared) -> Response {
+    let inner = rm.lock();
+    let apps: Vec<AppInfo> = inner.p.apps.values().map(|a| a.info.clone()).collect();
+    Json(apps).into_response()
+}
+
+fn with_app<T>(rm: &Rm, app: &str, f: impl FnOnce(&mut Inner) -> Result<T, Response>) -> Response
+where
+    T: Serialize,
+{
+    let mut inner = rm.lock();
+    if !inner.p.apps.contains_key(app) {
+        return json_err(StatusCode::NOT_FOUND, format!("no application {app:?}"));
+    }
+    let r = f(&mut inner);
+    rm.save_or_log(&mut inner);
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn app_info(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
+    with_app(&rm, &app, |inner| Ok(inner.p.apps[&app].info.clone()))
+}
+
+async fn kill(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
+    with_app(&rm, &app, |inner| {
+        let a = inner.p.apps.get_mut(&app).unwrap();
+        if !a.info.state.is_final() {
+            a.info.state = AppState::Killed;
+            a.info.reason = Some("killed on request".into());
+            push_event(a, "application KILLED on request".into());
+            inner.stop_all(&app);
+        }
+        Ok(inner.p.apps[&app].info.clone())
+    })
+}
+
+async fn allocate(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(req): Json<Allocate>) -> Response {
+    with_app(&rm, &app, |inner| {
+        let a = inner.p.apps.get_mut(&app).unwrap();
+        if a.info.state.is_final() {
+            return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));
+        }
+        if req.attempt != a.info.attempt {
+            return Err(json_err(
+                StatusCode::CONFLICT,
+                format!("coordinator attempt {} is not the current one ({})", req.attempt, a.info.attempt),
+            ));
+        }
+        let now = now_ms();
+        for ask in req.asks {
+            a.pending.push(Pending { ask, since_ms: now });
+        }
+        for id in req.release {
+            if let Some(c) = a.info.containers.iter_mut().find(|c| c.id == id && !c.state.is_done()) {
+                if c.state == ContainerState::Allocated {
+                    c.state = ContainerState::Killed;
+                    c.reason = Some("released by the coordinator".into());
+                } else if !a.stopping.contains(&id) {
+                    a.stopping.push(id);
+                }
+            }
+        }
+        inner.dirty = true;
+        // Place what can be placed.
+        let pending = std::mem::take(&mut inner.p.apps.get_mut(&app).unwrap().pending);
+        let mut keep = Vec::new();
+        let mut allocated = Vec::new();
+        for p in pending {
+            let preferred_alive = p
+                .ask
+                .preferred_node
+                .as_deref()
+                .is_some_and(|n| inner.nodes.get(n).is_some_and(|n| n.state == NodeState::Running));
+            let relaxed = !preferred_alive || now - p.since_ms >= p.ask.relax_after_ms as i64;
+            match inner.place(&p.ask.resources, p.ask.preferred_node.as_deref(), relaxed) {
+                Some(node) => {
+                    let c = inner.new_container(&app, &node, &p.ask.role, p.ask.resources);
+                    allocated.push(Allocation {
+                        container: c.id.clone(),
+                        role: c.role.clone(),
+                        node: node.clone(),
+                        node_url: inner.nodes[&node].url.clone(),
+                        resources: c.resources,
+                    });
+                    let a = inner.p.apps.get_mut(&app).unwrap();
+                    let how = match &p.ask.preferred_node {
+                        Some(n) if *n == node => " (its last node)".to_string(),
+                        Some(n) => format!(" (not its last node {n})"),
+                        None => String::new(),
+                    };
+                    push_event(a, format!("container {} allocated: {} on {node}{how}", c.role, c.id));
+                }
+                None => keep.push(p),
+            }
+        }
+        let live_nodes = inner
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let a = inner.p.apps.get_mut(&app).unwrap();
+        a.pending = keep;
+        let completed = std::mem::take(&mut a.undelivered);
+        Ok(AllocateReply { allocated, completed, live_nodes })
+    })
+}
+
+async fn coordinator_state(
+    State(rm): Shared,
+    UrlPath(app): UrlPath<String>,
+    Json(v): Json<serde_json::Value>,
+) -> Response {
+    with_app(&rm, &app, |inner| {
+        inner.p.apps.get_mut(&app).unwrap().info.coordinator_state = v;
+        inner.dirty = true;
+        Ok(serde_json::json!({}))
+    })
+}
+
+async fn finish(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(f): Json<Finish>) -> Response {
+    with_app(&rm, &app, |inner| {
+        if !f.state.is_final() {
+            return Err(json_err(StatusCode::BAD_REQUEST, format!("{:?} is not a final state", f.state)));
+        }
+        let a = inner.p.apps.get_mut(&app).unwrap();
+        if !a.info.state.is_final() {
+            a.info.state = f.state;
+            a.info.reason = f.reason.clone();
+            let why = f.reason.map(|r| format!(": {r}")).unwrap_or_default();
+            push_event(a, format!("application {}{why}", state_word(f.state)));
+            inner.stop_all(&app);
+        }
+        Ok(inner.p.apps[&app].info.clone())
+    })
+}
+
+/// `SUCCEEDED`, `FAILED`, ... as on the wire.
+pub fn state_word<T: Serialize>(state: T) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Runs a resource manager until the process ends: binds `bind`, writes the
+/// bound URL to `<dir>/rm.url`.
+pub async fn serve(mut cfg: RmConfig, bind: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    if cfg.advertised_url.is_empty() {
+        cfg.advertised_url = url.clone();
+    }
+    let dir = cfg.dir.clone();
+    let rm = Rm::open(cfg)?;
+    write_atomic(&dir.join("rm.url"), url.as_bytes())?;
+    tracing::info!(%url, dir = %dir.display(), "resource manager listening");
+    tokio::spawn(rm.clone().run_duties());
+    axum::serve(listener, rm.router()).await?;
+    Ok(())
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

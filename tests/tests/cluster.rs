@@ -1,0 +1,347 @@
+//! The cluster scheduler with real processes on loopback: a resource manager
+//! and node managers (`samza-rm`, `samza-nm`), jobs submitted with
+//! `samza-run`, and SIGKILL for the coordinator, the resource manager and
+//! crashing containers; plus the token and package checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
+use samza_scheduler::cli::LocalCluster;
+use samza_scheduler::client::Client;
+use samza_scheduler::proto::*;
+
+const JOB: &str = env!("CARGO_BIN_EXE_test-job");
+
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(JOB).parent().unwrap().to_path_buf();
+    for b in ["samza-rm", "samza-nm", "samza-run"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} is missing in {}: build with `cargo build --workspace`",
+            dir.display()
+        );
+    }
+    dir
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    log: Log,
+    cluster: LocalCluster,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // Stop what this test started: containers first (by pid), then daemons.
+        if let Ok(apps) = self.rm().get::<Vec<AppInfo>>("/v1/apps") {
+            for c in apps.iter().flat_map(|a| &a.containers) {
+                if let (Some(pid), false) = (c.pid, c.state.is_done()) {
+                    // SAFETY: signals a process group this test's cluster started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
+        }
+        self.cluster.stop();
+    }
+}
+
+impl Setup {
+    fn new(nodes: u32) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().join("log")).unwrap();
+        let cluster = LocalCluster::start(&bin_dir(), &dir.path().join("cluster"), nodes, 10_000).unwrap();
+        Setup { dir, log, cluster }
+    }
+
+    fn rm(&self) -> Client {
+        Client::new(&self.cluster.rm_url, &self.cluster.token)
+    }
+
+    /// Input `in`: 2 partitions of `per_partition` messages `p<P>-<i>`.
+    fn input(&self, per_partition: u64) {
+        let input = self.log.create_stream("in", &StreamConfig::with_partitions(2)).unwrap();
+        for p in 0..2 {
+            let mut w = input.writer(p).unwrap();
+            let mut b = BatchBuilder::new();
+            for i in 0..per_partition {
+                b.push(Some(format!("k{i}").as_bytes()), Some(format!("p{p}-{i}").as_bytes()), 0, &[]);
+                if b.len() == 1000 {
+                    w.append(&mut b).unwrap();
+                    b.clear();
+                }
+            }
+            w.append(&mut b).unwrap();
+        }
+    }
+
+    /// A copy job over the bounded input, written as `job.toml`.
+    fn job(&self, class: &str, extra: &str) -> PathBuf {
+        let toml = format!(
+            r#"
+[job]
+name = "copy-job"
+container-count = 2
+shutdown-timeout-ms = 5000
+
+[package]
+binary = "{JOB}"
+
+[task]
+class = "{class}"
+inputs = ["log.in"]
+commit-ms = 200
+
+[systems.log]
+type = "embedded-log"
+dir = "log"
+
+[systems.log.streams.in]
+bounded = true
+
+[systems.log.streams.out]
+partitions = 2
+
+[cluster]
+container-memory-mb = 512
+host-affinity-timeout-ms = 1000
+{extra}
+"#
+        );
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    fn submit(&self, job: &Path) -> String {
+        let out = Command::new(bin_dir().join("samza-run"))
+            .arg(job)
+            .args(["--rm", &self.cluster.rm_url, "--detach"])
+            .env("SAMZA_TOKEN", &self.cluster.token)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "submit failed");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn app(&self, app: &str) -> AppInfo {
+        self.rm().get(&format!("/v1/apps/{app}")).unwrap()
+    }
+
+    fn wait(
+        &self,
+        app: &str,
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&AppInfo) -> bool,
+    ) -> AppInfo {
+        let start = Instant::now();
+        loop {
+            if let Ok(info) = self.rm().get::<AppInfo>(&format!("/v1/apps/{app}")) {
+                if ok(&info) {
+                    return info;
+                }
+                if start.elapsed() > timeout {
+                    panic!(
+                        "timed out waiting for {what}; application now: {}",
+                        serde_json::to_string_pretty(&info).unwrap()
+                    );
+                }
+            } else if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}; the resource manager does not answer");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn out_count(&self) -> u64 {
+        let s = self.log.stream("out").unwrap();
+        (0..s.partitions())
+            .map(|p| {
+                let mut r = s.reader(p, StartAt::Oldest).unwrap();
+                let mut n = 0;
+                loop {
+                    let c = r.read(1 << 20).unwrap();
+                    if c.is_empty() {
+                        return n;
+                    }
+                    n += c.records().count() as u64;
+                }
+            })
+            .sum()
+    }
+
+    fn status_text(&self, app: &str) -> String {
+        let out = Command::new(bin_dir().join("samza-run"))
+            .args(["status", app, "--rm", &self.cluster.rm_url])
+            .env("SAMZA_TOKEN", &self.cluster.token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "samza-run status: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn running_job_containers(info: &AppInfo) -> Vec<&ContainerInfo> {
+    info.containers.iter().filter(|c| c.role != "coordinator" && c.state == ContainerState::Running).collect()
+}
+
+fn coordinator(info: &AppInfo) -> Option<&ContainerInfo> {
+    info.containers.iter().rev().find(|c| c.role == "coordinator" && c.attempt == info.attempt)
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[test]
+fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_keep_running() {
+    let s = Setup::new(3);
+    s.input(30_000);
+    let job = s.job("copy", "");
+    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 500000\n").unwrap();
+    let app = s.submit(&job);
+    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
+        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+    });
+    let before: Vec<(String, u32)> =
+        running_job_containers(&info).iter().map(|c| (c.id.clone(), c.pid.unwrap())).collect();
+    let am = coordinator(&info).unwrap();
+    assert_eq!(info.attempt, 1);
+    // SAFETY: the coordinator is a process of this test's cluster.
+    unsafe { libc::kill(am.pid.unwrap() as i32, libc::SIGKILL) };
+
+    let info = s.wait(&app, "a second coordinator attempt running", Duration::from_secs(30), |i| {
+        i.attempt == 2 && coordinator(i).is_some_and(|c| c.state == ContainerState::Running)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let info2 = s.app(&app);
+    let after: Vec<(String, u32)> =
+        running_job_containers(&info2).iter().map(|c| (c.id.clone(), c.pid.unwrap())).collect();
+    assert_eq!(after, before, "the new attempt adopted the running containers: {:#?}", info.events);
+    assert!(before.iter().all(|(_, pid)| alive(*pid)));
+
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    assert_eq!(s.out_count(), 60_000, "every input message copied exactly once");
+    let text = s.status_text(&app);
+    assert!(text.contains("SUCCEEDED") && text.contains("coordinator attempt 2"), "{text}");
+}
+
+#[test]
+fn a_restarted_resource_manager_recovers_applications_and_nodes_and_kills_nothing() {
+    let mut s = Setup::new(2);
+    s.input(30_000);
+    let job = s.job("copy", "");
+    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 500000\n").unwrap();
+    let app = s.submit(&job);
+    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
+        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+    });
+    let pids: Vec<u32> = info
+        .containers
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.pid.unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "coordinator and two containers");
+
+    let _ = s.cluster.rm.kill();
+    let _ = s.cluster.rm.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    s.cluster.restart_rm().unwrap();
+
+    let start = Instant::now();
+    loop {
+        let nodes: Vec<NodeInfo> = s.rm().get("/v1/nodes").unwrap();
+        if nodes.len() == 2 && nodes.iter().all(|n| n.state == NodeState::Running) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "nodes did not register again: {nodes:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info = s.app(&app);
+    assert_eq!(info.state, AppState::Running);
+    assert_eq!(info.attempt, 1, "the coordinator kept running through the restart");
+    for pid in &pids {
+        assert!(alive(*pid), "pid {pid} survived the resource manager restart");
+    }
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    assert_eq!(s.out_count(), 60_000);
+}
+
+#[test]
+fn a_container_that_crashes_on_every_start_spends_the_budget_and_fails_the_job() {
+    let s = Setup::new(2);
+    s.input(100);
+    let job = s.job("fail", "retry-count = 2\n\n[params]\nfail-on = \"p0-5\"\n");
+    let app = s.submit(&job);
+    let done = s.wait(&app, "FAILED", Duration::from_secs(90), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Failed, "{:#?}", done.events);
+    let reason = done.reason.clone().unwrap();
+    assert!(reason.contains("3 container failures within 300 s (budget 2)"), "{reason}");
+    assert!(reason.contains("refusing message"), "the container's error is in the reason: {reason}");
+    let failed_starts =
+        done.containers.iter().filter(|c| c.role != "coordinator" && c.exit_code == Some(1)).count();
+    assert_eq!(failed_starts, 3, "three starts of the failing container");
+    let text = s.status_text(&app);
+    assert!(text.contains("FAILED") && text.contains("budget 2"), "{text}");
+    // `samza-run` following the job exits non-zero with the reason.
+    let out = Command::new(bin_dir().join("samza-run"))
+        .args(["logs", &app, "0", "--rm", &s.cluster.rm_url])
+        .env("SAMZA_TOKEN", &s.cluster.token)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refusing message"), "logs: {out:?}");
+}
+
+#[test]
+fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
+    let s = Setup::new(1);
+    let http = reqwest::blocking::Client::new();
+    let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
+    for url in [
+        format!("{}/v1/apps", s.cluster.rm_url),
+        format!("{}/v1/nodes", s.cluster.rm_url),
+        format!("{nm_url}/v1/containers"),
+    ] {
+        let r = http.get(&url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{url} without a token");
+        let r = http.get(&url).bearer_auth("wrong").send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{url} with a wrong token");
+        let r = http.get(&url).bearer_auth(&s.cluster.token).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{url} with the token");
+    }
+    let rm = s.rm();
+    // Uploads are checked against the hash they claim.
+    let e = rm
+        .put_bytes(&format!("/v1/packages/{}", "ab".repeat(32)), b"#!/bin/sh\necho hi\n".to_vec())
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("package hash mismatch"), "{e:#}");
+    // A package corrupted at rest is refused by the node before it runs.
+    let script = b"#!/bin/sh\ntouch ran\n".to_vec();
+    let sha = samza_scheduler::auth::sha256_hex(&script);
+    std::fs::write(s.cluster.dir.join("rm/packages").join(&sha), b"#!/bin/sh\ntouch pwned\n").unwrap();
+    let nm = Client::new(&nm_url, &s.cluster.token);
+    let launch = Launch {
+        container: "x-c1".into(),
+        app: "x".into(),
+        package_sha256: sha,
+        args: vec![],
+        env: Default::default(),
+        files: Default::default(),
+        resources: Resources { memory_mb: 64, vcores: 1 },
+        stop_grace_ms: 1000,
+    };
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+    assert!(format!("{e:#}").contains("package hash mismatch"), "{e:#}");
+    assert!(!s.cluster.dir.join("node-1/containers/x-c1/pwned").exists());
+    // Names cannot leave their directory.
+    let evil = Launch { container: "../../x".into(), ..launch };
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &evil).unwrap_err();
+    assert!(format!("{e:#}").contains("invalid container"), "{e:#}");
+}

@@ -108,7 +108,7 @@ container-memory-mb = 512
 host-affinity-timeout-ms = 1000
 [params]
 output = "log.user-counts"
-throttle-us = 60000
+throttle-us = 500000
 "#
         ),
     )

@@ -57,7 +57,10 @@ pub fn submit(job: &Path, overrides: &[String], rm: Option<&str>, detach: bool) 
         anyhow::anyhow!("{}: cannot read package.binary {}: {e}", job.display(), binary.display())
     })?;
     let sha = auth::sha256_hex(&bytes);
-    rm.put_bytes(&format!("/v1/packages/{sha}"), bytes)?;
+    let package = format!("/v1/packages/{sha}");
+    if !rm.exists(&package)? {
+        rm.put_bytes(&package, bytes)?;
+    }
     let base = job.canonicalize()?.parent().map(Path::to_path_buf).unwrap_or_default();
     let submitted: Submitted = rm.post(
         "/v1/apps",
@@ -267,6 +270,7 @@ pub struct LocalCluster {
     pub nodes: Vec<(String, Child)>,
     bin: PathBuf,
     node_timeout_ms: u64,
+    heartbeat_ms: u64,
 }
 
 fn wait_file(path: &Path, child: &mut Child, what: &str) -> anyhow::Result<String> {
@@ -290,6 +294,17 @@ fn wait_file(path: &Path, child: &mut Child, what: &str) -> anyhow::Result<Strin
 impl LocalCluster {
     /// Starts the daemons found next to this executable (or in `bin`).
     pub fn start(bin: &Path, dir: &Path, nodes: u32, node_timeout_ms: u64) -> anyhow::Result<LocalCluster> {
+        Self::start_with(bin, dir, nodes, node_timeout_ms, 1000)
+    }
+
+    /// As [`LocalCluster::start`], with the node managers' heartbeat interval.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        nodes: u32,
+        node_timeout_ms: u64,
+        heartbeat_ms: u64,
+    ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let rm_dir = dir.join("rm");
@@ -315,6 +330,7 @@ impl LocalCluster {
             nodes: Vec::new(),
             bin: bin.to_path_buf(),
             node_timeout_ms,
+            heartbeat_ms,
         };
         for i in 1..=nodes {
             c.start_node(&format!("node-{i}"))?;
@@ -340,6 +356,8 @@ impl LocalCluster {
             .arg(&self.rm_url)
             .arg("--bind")
             .arg("127.0.0.1:0")
+            .arg("--heartbeat-ms")
+            .arg(self.heartbeat_ms.to_string())
             .env("SAMZA_TOKEN_FILE", self.dir.join("rm").join("token"))
             .stdin(Stdio::null())
             .stderr(log)

@@ -110,6 +110,20 @@ impl Client {
         self.check("PUT", path, r).map(drop)
     }
 
+    /// Whether `path` exists (HEAD answers 200).
+    pub fn exists(&self, path: &str) -> anyhow::Result<bool> {
+        let r = self
+            .http
+            .head(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| anyhow::anyhow!("HEAD {}{path}: {e}", self.base))?;
+        match r.status().as_u16() {
+            404 => Ok(false),
+            _ => self.check("HEAD", path, r).map(|_| true),
+        }
+    }
+
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
         let r = self
             .http

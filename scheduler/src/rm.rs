@@ -131,6 +131,17 @@ impl Inner {
         }
     }
 
+    /// Memory and cores in use on every node, in one pass over the containers.
+    fn used_all(&self) -> BTreeMap<&str, Resources> {
+        let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
+        for c in self.p.apps.values().flat_map(|a| &a.info.containers).filter(|c| !c.state.is_done()) {
+            let u = used.entry(c.node.as_str()).or_default();
+            u.memory_mb += c.resources.memory_mb;
+            u.vcores += c.resources.vcores;
+        }
+        used
+    }
+
     /// A running node with room for `r`: `preferred` if it has room, else the
     /// one with the most free memory (when `any` is allowed).
     fn place(&self, r: &Resources, preferred: Option<&str>, any: bool) -> Option<String> {
@@ -142,10 +153,18 @@ impl Inner {
         if !any {
             return None;
         }
+        let used = self.used_all();
         self.nodes
             .iter()
             .filter(|(_, n)| n.state == NodeState::Running)
-            .map(|(id, _)| (id, self.free(id)))
+            .map(|(id, n)| {
+                let u = used.get(id.as_str()).copied().unwrap_or_default();
+                let free = Resources {
+                    memory_mb: n.capacity.memory_mb.saturating_sub(u.memory_mb),
+                    vcores: n.capacity.vcores.saturating_sub(u.vcores),
+                };
+                (id, free)
+            })
             .filter(|(_, free)| r.fits_in(free))
             .max_by_key(|(id, free)| (free.memory_mb, std::cmp::Reverse((*id).clone())))
             .map(|(id, _)| id.clone())
@@ -664,11 +683,16 @@ async fn upload(State(rm): Shared, UrlPath(sha): UrlPath<String>, body: Bytes) -
     }
 }
 
-async fn download(State(rm): Shared, UrlPath(sha): UrlPath<String>) -> Response {
+async fn download(State(rm): Shared, method: axum::http::Method, UrlPath(sha): UrlPath<String>) -> Response {
     if !is_sha256(&sha) {
         return json_err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a lowercase hex SHA-256"));
     }
-    match tokio::fs::read(rm.cfg.dir.join("packages").join(&sha)).await {
+    let path = rm.cfg.dir.join("packages").join(&sha);
+    if method == axum::http::Method::HEAD {
+        // Lets a client skip uploading a package the resource manager has.
+        return if path.is_file() { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response();
+    }
+    match tokio::fs::read(path).await {
         Ok(b) => b.into_response(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             json_err(StatusCode::NOT_FOUND, format!("no package {sha}"))

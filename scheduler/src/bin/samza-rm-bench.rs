@@ -168,7 +168,8 @@ async fn main() -> anyhow::Result<()> {
             asks: vec![Ask {
                 role: (n % 16).to_string(),
                 resources: Resources { memory_mb: 1024, vcores: 1 },
-                preferred_node: Some(format!("sim-{:05}", n as usize % nodes)),
+                // Half the asks prefer a node (host affinity), half take any.
+                preferred_node: (n % 2 == 0).then(|| format!("sim-{:05}", n as usize % nodes)),
                 relax_after_ms: 0,
             }],
             release: std::mem::take(&mut release),

@@ -1,0 +1,198 @@
+//! Benchmark of the cluster scheduler on a local cluster (a `samza-rm` and
+//! 3 `samza-nm` processes); prints figures, asserts nothing.
+//!
+//! 1. Submit -> first message processed: `samza-run job.toml --detach` of the
+//!    pass-through job until its first output record, cold (no node has the
+//!    package) and warm (a resubmission: the nodes have it cached).
+//! 2. Node kill -> every affected partition processing again elsewhere: with
+//!    input flowing, SIGKILL a node manager and its containers; the time until
+//!    the output of each partition the dead node ran grows again. With the
+//!    defaults (heartbeat 1 s, node lost after 10 s) and tuned (`--tuned`:
+//!    heartbeat 250 ms, lost after 1.5 s).
+//!
+//! ```text
+//! cargo build --release --workspace
+//! target/release/cluster-bench [--tuned]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use samza_log::{Log, StreamConfig};
+use samza_scheduler::cli::LocalCluster;
+use samza_scheduler::client::Client;
+use samza_scheduler::proto::*;
+
+fn end_offsets(log: &Log, stream: &str) -> Vec<u64> {
+    match log.stream(stream) {
+        Ok(s) => (0..s.partitions()).map(|p| s.partition_info(p).map(|i| i.upcoming).unwrap_or(0)).collect(),
+        Err(_) => vec![],
+    }
+}
+
+fn submit(bin: &Path, job: &Path, c: &LocalCluster) -> anyhow::Result<String> {
+    let out = Command::new(bin.join("samza-run"))
+        .arg(job)
+        .args(["--rm", &c.rm_url, "--detach"])
+        .env("SAMZA_TOKEN", &c.token)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+fn wait_output(log: &Log, stream: &str, start: Instant) -> anyhow::Result<Duration> {
+    loop {
+        if end_offsets(log, stream).iter().sum::<u64>() > 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "no output within 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let tuned = std::env::args().any(|a| a == "--tuned");
+    let (heartbeat_ms, timeout_ms) = if tuned { (250, 1500) } else { (1000, 10_000) };
+    let bin = std::env::current_exe()?.parent().unwrap().to_path_buf();
+    let dir = PathBuf::from("target/cluster-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    let log = Log::open(dir.join("log"))?;
+    log.create_stream("in", &StreamConfig::with_partitions(4))?;
+    println!("# cluster benchmark: 3 nodes, heartbeat {heartbeat_ms} ms, node lost after {timeout_ms} ms");
+    let mut cluster = LocalCluster::start_with(&bin, &dir.join("cluster"), 3, timeout_ms, heartbeat_ms)?;
+
+    // Input keeps flowing: 4 partitions, about 4000 messages/s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let s = log.stream("in")?;
+            let mut p = s.producer();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..40 {
+                    let k = format!("k{i}");
+                    p.send(Some((i % 4) as u32), Some(k.as_bytes()), Some(b"v"), i as i64, &[])?;
+                    i += 1;
+                }
+                p.flush()?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        })
+    };
+
+    let job = |name: &str, out: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"[job]
+name = "{name}"
+container-count = 2
+shutdown-timeout-ms = 2000
+[package]
+binary = "{}"
+[task]
+class = "pass-through"
+inputs = ["log.in"]
+commit-ms = 100
+[systems.log]
+type = "embedded-log"
+dir = "log"
+[systems.log.streams.{out}]
+partitions = 4
+[cluster]
+container-memory-mb = 1024
+host-affinity-timeout-ms = 0
+[params]
+output = "log.{out}"
+"#,
+                bin.join("pass-through").display()
+            ),
+        )?;
+        Ok(path)
+    };
+
+    // 1. Submit -> first message, cold then warm.
+    let t = Instant::now();
+    let cold = submit(&bin, &job("cold", "out-cold")?, &cluster)?;
+    let first_cold = wait_output(&log, "out-cold", t)?;
+    let rm = Client::new(&cluster.rm_url, &cluster.token);
+    let _: AppInfo = rm.post(&format!("/v1/apps/{cold}/kill"), &serde_json::json!({}))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let app = submit(&bin, &job("warm", "out")?, &cluster)?;
+    let first_warm = wait_output(&log, "out", t)?;
+    println!(
+        "submit -> first message processed: {:.2} s cold (package uploaded, hashed and fetched by the nodes), {:.2} s warm (resubmission)",
+        first_cold.as_secs_f64(),
+        first_warm.as_secs_f64()
+    );
+
+    // 2. Kill the node running container 0, with its containers.
+    std::thread::sleep(Duration::from_secs(3));
+    let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+    let victim = info
+        .containers
+        .iter()
+        .find(|c| c.role == "0" && c.state == ContainerState::Running)
+        .map(|c| c.node.clone())
+        .ok_or_else(|| anyhow::anyhow!("container 0 is not running"))?;
+    let roles: Vec<String> = info
+        .containers
+        .iter()
+        .filter(|c| c.node == victim && c.state == ContainerState::Running && c.role != "coordinator")
+        .map(|c| c.role.clone())
+        .collect();
+    // Partitions of the killed containers: tasks are dealt round-robin over containers.
+    let affected: Vec<usize> = (0..4).filter(|p| roles.contains(&((p % 2) as u32).to_string())).collect();
+    let nm_pid = cluster.nodes.iter().find(|(n, _)| *n == victim).map(|(_, c)| c.id()).unwrap();
+    let before = end_offsets(&log, "out");
+    let killed = Instant::now();
+    // SAFETY: the node manager and containers this benchmark's cluster started.
+    unsafe {
+        libc::kill(nm_pid as i32, libc::SIGKILL);
+        for c in info.containers.iter().filter(|c| c.node == victim && c.state == ContainerState::Running) {
+            libc::kill(-(c.pid.unwrap() as i32), libc::SIGKILL);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let stalled = end_offsets(&log, "out");
+    let mut resumed = vec![None; 4];
+    while affected.iter().any(|p| resumed[*p].is_none()) {
+        let now = end_offsets(&log, "out");
+        for p in &affected {
+            if resumed[*p].is_none() && now[*p] > stalled[*p].max(before[*p]) {
+                resumed[*p] = Some(killed.elapsed());
+            }
+        }
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(120),
+            "partitions {affected:?} did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let worst = affected.iter().filter_map(|p| resumed[*p]).max().unwrap();
+    println!(
+        "node kill -> every affected partition ({affected:?}, on {victim}) processing again elsewhere: {:.2} s",
+        worst.as_secs_f64()
+    );
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap()?;
+    let info: AppInfo = rm.post(&format!("/v1/apps/{app}/kill"), &serde_json::json!({}))?;
+    std::thread::sleep(Duration::from_secs(3));
+    for c in info.containers.iter().filter(|c| !c.state.is_done()) {
+        if let Some(pid) = c.pid {
+            // SAFETY: a container this benchmark's cluster started.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+    }
+    cluster.stop();
+    Ok(())
+}

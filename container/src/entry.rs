@@ -97,13 +97,21 @@ pub fn main_with_roles(
             }
         },
         Command::Container { config, container_id, overrides, base_dir } => {
-            match run_container(&config, base_dir.as_deref(), container_id, &overrides, tasks, systems) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: container {container_id}: {e:#}");
-                    ExitCode::FAILURE
-                }
+            let code =
+                match run_container(&config, base_dir.as_deref(), container_id, &overrides, tasks, systems) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: container {container_id}: {e:#}");
+                        1
+                    }
+                };
+            // On a cluster, the exit code also goes to a file in the working
+            // directory: a node manager that restarted meanwhile is not this
+            // process's parent and reads it there.
+            if std::env::var_os("SAMZA_CONTAINER_ID").is_some() {
+                let _ = std::fs::write("exit-code", code.to_string());
             }
+            ExitCode::from(code)
         }
     }
 }

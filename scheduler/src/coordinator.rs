@@ -163,6 +163,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             slot.container = Some(a.container.clone());
             slot.node = Some(a.node.clone());
             slot.node_url = Some(a.node_url.clone());
+            // Recorded before it starts: a next attempt must know every
+            // container that may be running, to adopt it.
+            co.save()?;
             if let Err(e) = co.launch(n, &a) {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
                 co.st.containers.get_mut(&n).unwrap().container = None;

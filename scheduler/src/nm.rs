@@ -62,9 +62,13 @@ pub struct Nm {
 
 fn proc_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22, counted after the parenthesised command name.
+    // Fields after the parenthesised command name: state (3rd) ... start time (22nd).
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None; // exited, not reaped yet (its parent is not us)
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn resident_mb(pid: u32) -> Option<u64> {
@@ -381,11 +385,17 @@ impl Nm {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if proc_start_ticks(pid) != start {
-                self.ended(
-                    &id,
-                    None,
-                    Some("ended after the node manager restarted (exit code unknown)".into()),
-                );
+                // Not our child: its exit code is in the file the job binary
+                // leaves in its working directory, when it exited on its own.
+                let file = self.cfg.dir.join("containers").join(&id).join("exit-code");
+                match std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                    Some(code) => self.ended(&id, Some(code), None),
+                    None => self.ended(
+                        &id,
+                        None,
+                        Some("ended after the node manager restarted, without an exit code (killed?)".into()),
+                    ),
+                }
                 return;
             }
         }

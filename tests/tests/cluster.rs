@@ -345,3 +345,64 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
     let e = nm.post::<_, NodeContainer>("/v1/containers", &evil).unwrap_err();
     assert!(format!("{e:#}").contains("invalid container"), "{e:#}");
 }
+
+#[test]
+fn a_restarted_node_manager_readopts_its_running_containers() {
+    let mut s = Setup::new(1);
+    s.input(30_000);
+    let job = s.job("copy", "");
+    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 400000\n").unwrap();
+    let app = s.submit(&job);
+    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
+        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+    });
+    let before: Vec<(String, u32)> = info
+        .containers
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| (c.id.clone(), c.pid.unwrap()))
+        .collect();
+    // kill -9 the node manager alone; its containers keep running.
+    let (_, nm) = s.cluster.nodes.iter_mut().find(|(n, _)| n == "node-1").unwrap();
+    nm.kill().unwrap();
+    nm.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(before.iter().all(|(_, pid)| alive(*pid)));
+    s.cluster.start_node("node-1").unwrap();
+    let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
+    let listed: Vec<NodeContainer> = Client::new(&nm_url, &s.cluster.token).get("/v1/containers").unwrap();
+    for (id, pid) in &before {
+        let c =
+            listed.iter().find(|c| &c.id == id).unwrap_or_else(|| panic!("{id} not re-adopted: {listed:?}"));
+        assert_eq!((c.state, c.pid), (ContainerState::Running, Some(*pid)), "{id}");
+    }
+    // The job finishes; exits of re-adopted containers are read from their
+    // exit-code files, so they count as finished, not failed.
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    assert_eq!(done.attempt, 1);
+    let job_containers: Vec<&ContainerInfo> =
+        done.containers.iter().filter(|c| c.role != "coordinator").collect();
+    assert_eq!(job_containers.len(), 2, "no container was restarted: {:#?}", done.events);
+    assert!(job_containers.iter().all(|c| c.exit_code == Some(0)), "{job_containers:#?}");
+    assert_eq!(s.out_count(), 60_000);
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_killed_with_the_reason() {
+    let s = Setup::new(1);
+    s.input(30_000);
+    let job = s.job("copy", "retry-count = 0\n\n[params]\nsleep-us = 200000\n");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("container-memory-mb = 512", "container-memory-mb = 1");
+    std::fs::write(&job, text).unwrap();
+    let app = s.submit(&job);
+    let done = s.wait(&app, "FAILED", Duration::from_secs(60), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Failed, "{:#?}", done.events);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.contains("resident memory") && reason.contains("exceeds the container's 1 MB"),
+        "{reason}"
+    );
+}

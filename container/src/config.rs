@@ -78,6 +78,9 @@ pub struct ClusterConfig {
     /// How long a restarted container waits for room on its last node
     /// (host affinity: its local state is there) before taking any node.
     pub host_affinity_timeout_ms: u64,
+    /// A container that has not sent its coordinator a heartbeat (every
+    /// second) for this long is hung: it is stopped and counts as a failure.
+    pub container_heartbeat_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -90,6 +93,7 @@ impl Default for ClusterConfig {
             retry_count: 8,
             retry_window_ms: 300_000,
             host_affinity_timeout_ms: 5_000,
+            container_heartbeat_timeout_ms: 30_000,
         }
     }
 }

@@ -52,9 +52,18 @@ enum Command {
     Coordinator,
 }
 
-/// The coordinator role of a job binary (the cluster scheduler provides it;
+/// Run by a container before it starts: on a cluster, fetches the JobModel
+/// from the job's coordinator and starts heartbeats to it; `None` elsewhere.
+pub type JoinCluster = fn(u32) -> anyhow::Result<Option<crate::job_model::JobModel>>;
+
+/// What a job binary does on a cluster (the cluster scheduler provides it;
 /// `samza::main` passes it in).
-pub type CoordinatorMain = fn(SystemRegistry) -> ExitCode;
+#[derive(Clone, Copy)]
+pub struct ClusterRoles {
+    /// `<job-binary> coordinator`.
+    pub coordinator: fn(SystemRegistry) -> ExitCode,
+    pub join: JoinCluster,
+}
 
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
@@ -75,7 +84,7 @@ pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCo
 pub fn main_with_roles(
     tasks: TaskRegistry,
     systems: SystemRegistry,
-    coordinator: Option<CoordinatorMain>,
+    cluster: Option<ClusterRoles>,
 ) -> ExitCode {
     init_tracing();
     match Cli::parse().command {
@@ -89,22 +98,30 @@ pub fn main_with_roles(
             };
             crate::local::run_local(&job, &overrides, Some(exe))
         }
-        Command::Coordinator => match coordinator {
-            Some(run) => run(systems),
+        Command::Coordinator => match cluster {
+            Some(roles) => (roles.coordinator)(systems),
             None => {
                 eprintln!("error: this job binary was built without the cluster coordinator");
                 ExitCode::FAILURE
             }
         },
         Command::Container { config, container_id, overrides, base_dir } => {
-            let code =
-                match run_container(&config, base_dir.as_deref(), container_id, &overrides, tasks, systems) {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("error: container {container_id}: {e:#}");
-                        1
-                    }
-                };
+            let join = cluster.map(|c| c.join);
+            let code = match run_container(
+                &config,
+                base_dir.as_deref(),
+                container_id,
+                &overrides,
+                tasks,
+                systems,
+                join,
+            ) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: container {container_id}: {e:#}");
+                    1
+                }
+            };
             // On a cluster, the exit code also goes to a file in the working
             // directory: a node manager that restarted meanwhile is not this
             // process's parent and reads it there.
@@ -123,6 +140,7 @@ fn run_container(
     overrides: &[String],
     tasks: TaskRegistry,
     systems: SystemRegistry,
+    join: Option<JoinCluster>,
 ) -> anyhow::Result<()> {
     let mut cfg = match base_dir {
         None => JobConfig::load(config, overrides)?,
@@ -145,6 +163,10 @@ fn run_container(
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
     let status_path = std::env::var_os("SAMZA_STATUS_FILE").map(PathBuf::from);
+    let model = match join {
+        Some(join) => join(container_id)?,
+        None => None,
+    };
     run_loop::run(ContainerSpec {
         config: Arc::new(cfg),
         container_id,
@@ -152,6 +174,7 @@ fn run_container(
         systems,
         shutdown,
         status_path,
+        model,
     })?;
     Ok(())
 }

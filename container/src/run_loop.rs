@@ -72,6 +72,9 @@ pub struct ContainerSpec {
     pub shutdown: Arc<AtomicBool>,
     /// Where to write the container's progress once a second, for `samza-run`.
     pub status_path: Option<PathBuf>,
+    /// The JobModel served by the job's coordinator on a cluster; without
+    /// one the container computes it (the same way) from the inputs.
+    pub model: Option<job_model::JobModel>,
 }
 
 struct SspState {
@@ -167,7 +170,10 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         input_meta.insert(input.clone(), meta);
     }
     let counts: Vec<_> = cfg.inputs.iter().map(|i| (i.clone(), input_meta[i].len() as u32)).collect();
-    let model = job_model::build(&counts, cfg.grouper, cfg.container_count);
+    let model = match &spec.model {
+        Some(m) => m.clone(),
+        None => job_model::build(&counts, cfg.grouper, cfg.container_count),
+    };
     let my_tasks = model.containers.get(&spec.container_id).cloned().unwrap_or_default();
     if my_tasks.is_empty() {
         tracing::warn!(container = spec.container_id, "the job model gives this container no task");

@@ -117,6 +117,7 @@ impl TestRunner {
                 systems: systems.clone(),
                 shutdown: Arc::new(AtomicBool::new(false)),
                 status_path: None,
+                model: None,
             })?;
             if o != Outcome::NoTasks {
                 outcome = o;

@@ -281,6 +281,7 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
         systems,
         shutdown: Arc::new(AtomicBool::new(false)),
         status_path: None,
+        model: None,
     })
     .unwrap();
     let events = events.lock().unwrap();

@@ -30,7 +30,11 @@ pub fn main(tasks: TaskRegistry) -> std::process::ExitCode {
 
 /// As [`main`], with user-defined system types.
 pub fn main_with_systems(tasks: TaskRegistry, systems: systems::SystemRegistry) -> std::process::ExitCode {
-    samza_container::entry::main_with_roles(tasks, systems, Some(samza_scheduler::coordinator::main))
+    let roles = samza_container::entry::ClusterRoles {
+        coordinator: samza_scheduler::coordinator::main,
+        join: samza_scheduler::coordinator::join,
+    };
+    samza_container::entry::main_with_roles(tasks, systems, Some(roles))
 }
 pub use samza_container::{config, memory, systems, testing};
 pub use samza_task_api::*;

@@ -23,7 +23,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use samza_container::config::JobConfig;
 use samza_container::job_model::{self, JobModel};
@@ -42,6 +43,8 @@ pub struct CoordinatorState {
     pub failures: VecDeque<i64>,
     /// The JobModel the containers run: container number -> task names.
     pub model: BTreeMap<u32, Vec<String>>,
+    /// Where the current attempt serves the JobModel and takes heartbeats.
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -106,7 +109,11 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let model = compute_model(&cfg, &systems)?;
     tracing::info!(app = %app_id, attempt, job = %cfg.name, containers = cfg.container_count, "coordinator started");
 
+    let served = Arc::new(Served { model: model.clone(), heartbeats: Mutex::new(BTreeMap::new()) });
+    let url = serve(served.clone(), &token)?;
+    tracing::info!(%url, "serving the JobModel and container heartbeats");
     let mut st: CoordinatorState = serde_json::from_value(app.coordinator_state.clone()).unwrap_or_default();
+    st.url = Some(url);
     st.model = model
         .containers
         .iter()
@@ -115,6 +122,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     // Adopt what still runs; ask again for the rest.
     let by_id: BTreeMap<&str, &ContainerInfo> = app.containers.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut asks = Vec::new();
+    let mut adopted = Vec::new();
     for n in 0..cfg.container_count {
         let slot = st.containers.entry(n).or_default();
         if slot.done {
@@ -124,6 +132,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         match current {
             Some(c) if c.state == ContainerState::Running => {
                 tracing::info!(container = n, id = %c.id, node = %c.node, "adopted a running container");
+                adopted.push((n, c.id.clone()));
             }
             Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => slot.done = true,
             other => {
@@ -137,7 +146,20 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             }
         }
     }
-    let mut co = Coordinator { rm, token, app: app_id, attempt, cfg, st, saved: None };
+    let mut co = Coordinator {
+        rm,
+        token,
+        served,
+        started: BTreeMap::new(),
+        app: app_id,
+        attempt,
+        cfg,
+        st,
+        saved: None,
+    };
+    for (n, id) in adopted {
+        co.started.insert(n, (id, Instant::now()));
+    }
     let mut pending: Vec<Ask> = asks.into_iter().map(|n| co.ask(n)).collect();
     let mut release = Vec::new();
     loop {
@@ -166,6 +188,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             // Recorded before it starts: a next attempt must know every
             // container that may be running, to adopt it.
             co.save()?;
+            co.started.insert(n, (a.container.clone(), Instant::now()));
             if let Err(e) = co.launch(n, &a) {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
                 co.st.containers.get_mut(&n).unwrap().container = None;
@@ -215,13 +238,151 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                 }
             }
         }
+        // Hung containers: alive as far as their node knows, silent to us.
+        let timeout = Duration::from_millis(co.cfg.cluster.container_heartbeat_timeout_ms);
+        let hung: Vec<(u32, String, Duration)> = co
+            .st
+            .containers
+            .iter()
+            .filter_map(|(n, slot)| {
+                let id = slot.container.clone()?;
+                let (sid, since) = co.started.get(n)?;
+                if *sid != id {
+                    return None;
+                }
+                let last = co.served.last_heartbeat(*n, &id).map_or(*since, |h| h.max(*since));
+                (last.elapsed() >= timeout).then(|| (*n, id, last.elapsed()))
+            })
+            .collect();
+        for (n, id, silent) in hung {
+            let why = format!("{id}: no heartbeat for {:.1} s; stopped as hung", silent.as_secs_f64());
+            tracing::warn!(container = n, "{why}");
+            release.push(id);
+            let slot = co.st.containers.get_mut(&n).unwrap();
+            slot.container = None;
+            co.started.remove(&n);
+            if let Some(reason) = co.failed(n, &why) {
+                co.finish(AppState::Failed, Some(reason))?;
+                return Ok(());
+            }
+            co.st.containers.get_mut(&n).unwrap().restarts += 1;
+            pending.push(co.ask(n));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What the coordinator serves: the JobModel, and the containers' heartbeats.
+struct Served {
+    model: JobModel,
+    /// Job container number -> (cluster container id, last heartbeat).
+    heartbeats: Mutex<BTreeMap<u32, (String, Instant)>>,
+}
+
+impl Served {
+    fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
+        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        hb.get(&n).filter(|(c, _)| c == id).map(|(_, t)| *t)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContainerHeartbeat {
+    container: String,
+}
+
+/// Serves `GET /v1/model` and `POST /v1/containers/{n}/heartbeat` (with the
+/// cluster token) on a thread of its own; returns the URL.
+fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::routing::{get, post};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let token: Arc<str> = token.into();
+    let router = axum::Router::new()
+        .route("/v1/model", get(|State(s): State<Arc<Served>>| async move { axum::Json(s.model.clone()) }))
+        .route(
+            "/v1/containers/{n}/heartbeat",
+            post(
+                |State(s): State<Arc<Served>>,
+                 UrlPath(n): UrlPath<u32>,
+                 axum::Json(hb): axum::Json<ContainerHeartbeat>| async move {
+                    let mut map = s.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+                    map.insert(n, (hb.container, Instant::now()));
+                    axum::Json(serde_json::json!({}))
+                },
+            ),
+        )
+        .with_state(served)
+        .layer(axum::middleware::from_fn_with_state(token, crate::auth::require_token));
+    std::thread::Builder::new().name("coordinator-http".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("coordinator HTTP server stopped: {e}");
+            }
+        });
+    })?;
+    Ok(url)
+}
+
+/// A container's side (see `samza_container::entry::ClusterRoles::join`): on
+/// a cluster, the JobModel from the current coordinator, whose address is in
+/// the application's state at the resource manager, and a thread that sends
+/// it a heartbeat every second (finding the coordinator again after it moved).
+pub fn join(container: u32) -> anyhow::Result<Option<JobModel>> {
+    let (Ok(app), Ok(rm_url), Ok(token), Ok(id)) = (
+        std::env::var("SAMZA_APP_ID"),
+        std::env::var("SAMZA_RM_URL"),
+        std::env::var("SAMZA_TOKEN"),
+        std::env::var("SAMZA_CONTAINER_ID"),
+    ) else {
+        return Ok(None);
+    };
+    let rm = Client::new(&rm_url, &token);
+    let find = move || -> anyhow::Result<Client> {
+        let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+        let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
+        let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
+        Ok(Client::new(&url, &token))
+    };
+    let start = Instant::now();
+    let (coordinator, model) = loop {
+        match find().and_then(|c| c.get::<JobModel>("/v1/model").map(|m| (c, m))) {
+            Ok(x) => break x,
+            Err(e) if start.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!("cannot get the JobModel from the coordinator yet: {e:#}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.context("cannot get the JobModel from the job's coordinator")),
+        }
+    };
+    tracing::info!(container, url = coordinator.base(), "JobModel from the coordinator");
+    std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+        let mut coordinator = Some(coordinator);
+        let body = ContainerHeartbeat { container: id };
+        loop {
+            let ok = coordinator.as_ref().is_some_and(|c| {
+                c.post::<_, serde_json::Value>(&format!("/v1/containers/{container}/heartbeat"), &body)
+                    .is_ok()
+            });
+            if !ok {
+                coordinator = find().ok();
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })?;
+    Ok(Some(model))
 }
 
 struct Coordinator {
     rm: Client,
     token: String,
+    served: Arc<Served>,
+    /// Job container number -> (cluster container, when it was started or adopted).
+    started: BTreeMap<u32, (String, Instant)>,
     app: String,
     attempt: u32,
     cfg: JobConfig,

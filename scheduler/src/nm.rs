@@ -47,6 +47,9 @@ struct Ctr {
     /// re-adopted process from a new one with the same pid.
     start_ticks: Option<u64>,
     stop_requested: bool,
+    /// SIGKILL this long after SIGTERM.
+    #[serde(default)]
+    stop_grace_ms: u64,
     #[serde(skip)]
     ended_at: Option<Instant>,
 }
@@ -329,6 +332,7 @@ impl Nm {
                 info: info.clone(),
                 start_ticks: proc_start_ticks(pid),
                 stop_requested: false,
+                stop_grace_ms: l.stop_grace_ms,
                 ended_at: None,
             };
             mine.insert(l.container.clone(), c);
@@ -438,11 +442,14 @@ impl Nm {
                     c.info.reason = Some("stopped on request".into());
                 }
             }
-            c.info.pid
+            (c.info.pid, c.stop_grace_ms)
         };
-        let Some(pid) = pid else { return true };
+        let (Some(pid), default_grace) = pid else { return true };
         signal_group(pid, libc::SIGTERM);
-        let grace = grace.unwrap_or(Duration::from_secs(10));
+        // A stopped (SIGSTOP) process handles SIGTERM only once continued.
+        signal_group(pid, libc::SIGCONT);
+        let grace =
+            grace.unwrap_or(Duration::from_millis(if default_grace > 0 { default_grace } else { 10_000 }));
         let nm = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {

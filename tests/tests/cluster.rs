@@ -406,3 +406,37 @@ fn a_container_over_its_memory_limit_is_killed_with_the_reason() {
         "{reason}"
     );
 }
+
+#[test]
+fn containers_get_the_job_model_from_the_coordinator_and_a_hung_one_is_replaced() {
+    let s = Setup::new(2);
+    s.input(30_000);
+    let job = s.job("copy", "container-heartbeat-timeout-ms = 3000\n\n[params]\nsleep-us = 300000\n");
+    let app = s.submit(&job);
+    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
+        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+    });
+    let hung = running_job_containers(&info).into_iter().find(|c| c.role == "0").unwrap().clone();
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: a container process of this test's cluster; stopped, not killed.
+    unsafe { libc::kill(hung.pid.unwrap() as i32, libc::SIGSTOP) };
+    let info = s.wait(&app, "container 0 replaced", Duration::from_secs(30), |i| {
+        i.containers.iter().any(|c| c.role == "0" && c.id != hung.id && c.state == ContainerState::Running)
+    });
+    let old = info.containers.iter().find(|c| c.id == hung.id).unwrap();
+    assert!(matches!(old.state, ContainerState::Killed | ContainerState::Running), "{old:?}");
+    assert_eq!(info.coordinator_state["containers"]["0"]["restarts"], 1, "{:#?}", info.coordinator_state);
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    s.wait(&app, "the hung container stopped", Duration::from_secs(15), |i| {
+        i.containers.iter().any(|c| c.id == hung.id && c.state == ContainerState::Killed)
+    });
+    assert!(s.out_count() >= 60_000, "at least once");
+    let out = Command::new(bin_dir().join("samza-run"))
+        .args(["logs", &app, "1", "--rm", &s.cluster.rm_url])
+        .env("SAMZA_TOKEN", &s.cluster.token)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("JobModel from the coordinator"), "{log}");
+}

@@ -175,6 +175,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         };
         let path = format!("/v1/apps/{}/allocate", co.app);
         let reply: AllocateReply = retrying("allocate", || co.rm.post(&path, &req))?;
+        let mut to_start = Vec::new();
         for a in reply.allocated {
             let n: u32 = a.role.parse()?;
             let slot = co.st.containers.entry(n).or_default();
@@ -185,11 +186,28 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             slot.container = Some(a.container.clone());
             slot.node = Some(a.node.clone());
             slot.node_url = Some(a.node_url.clone());
-            // Recorded before it starts: a next attempt must know every
-            // container that may be running, to adopt it.
-            co.save()?;
             co.started.insert(n, (a.container.clone(), Instant::now()));
-            if let Err(e) = co.launch(n, &a) {
+            to_start.push((n, a));
+        }
+        // Recorded before they start: a next attempt must know every
+        // container that may be running, to adopt it.
+        co.save()?;
+        // Started in parallel: a node fetches the package on its first launch.
+        let results: Vec<(u32, Allocation, anyhow::Result<()>)> = std::thread::scope(|scope| {
+            let co = &co;
+            let handles: Vec<_> = to_start
+                .into_iter()
+                .map(|(n, a)| {
+                    scope.spawn(move || {
+                        let r = co.launch(n, &a);
+                        (n, a, r)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("launch thread")).collect()
+        });
+        for (n, a, r) in results {
+            if let Err(e) = r {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
                 co.st.containers.get_mut(&n).unwrap().container = None;
                 release.push(a.container);

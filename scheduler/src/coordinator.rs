@@ -286,7 +286,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             co.st.containers.get_mut(&n).unwrap().restarts += 1;
             pending.push(co.ask(n));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -430,17 +430,19 @@ impl Rm {
 
     /// Background duties: lost nodes, coordinators to place.
     pub async fn run_duties(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             let launches = {
                 let mut inner = self.lock();
                 let timeout = self.cfg.node_timeout;
+                let now = Instant::now();
                 let silent: Vec<(String, Duration)> = inner
                     .nodes
                     .iter()
-                    .filter(|(_, n)| n.state != NodeState::Lost && n.last_heartbeat.elapsed() >= timeout)
-                    .map(|(id, n)| (id.clone(), n.last_heartbeat.elapsed()))
+                    .map(|(id, n)| (id, n, now.saturating_duration_since(n.last_heartbeat)))
+                    .filter(|(_, n, age)| n.state != NodeState::Lost && *age >= timeout)
+                    .map(|(id, _, age)| (id.clone(), age))
                     .collect();
                 for (node, age) in silent {
                     inner.node_lost(&node, &format!("no heartbeat for {:.1} s", age.as_secs_f64()));

@@ -440,3 +440,37 @@ fn containers_get_the_job_model_from_the_coordinator_and_a_hung_one_is_replaced(
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("JobModel from the coordinator"), "{log}");
 }
+
+#[test]
+fn samza_run_kill_stops_the_application_and_its_containers() {
+    let s = Setup::new(2);
+    s.input(30_000);
+    let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
+    let app = s.submit(&job);
+    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
+        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+    });
+    let pids: Vec<u32> = info
+        .containers
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.pid.unwrap())
+        .collect();
+    let out = Command::new(bin_dir().join("samza-run"))
+        .args(["kill", &app, "--rm", &s.cluster.rm_url])
+        .env("SAMZA_TOKEN", &s.cluster.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{app} KILLED"));
+    let done = s.wait(&app, "every container stopped", Duration::from_secs(30), |i| {
+        i.containers.iter().all(|c| c.state.is_done())
+    });
+    assert_eq!(done.state, AppState::Killed);
+    assert!(done.containers.iter().all(|c| c.state == ContainerState::Killed), "{:#?}", done.containers);
+    let start = Instant::now();
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "processes still alive after the kill");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

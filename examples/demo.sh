@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building (release)..."
-cargo build --release -q -p samza-log -p samza-container -p samza-examples
+cargo build --release -q --workspace
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release"
 export SAMZA_LOG_DIR="$PWD/samza-data/log"

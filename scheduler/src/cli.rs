@@ -437,7 +437,25 @@ pub fn cluster(dir: &Path, nodes: u32) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    eprintln!("samza-run: stopping the local cluster");
+    eprintln!("samza-run: stopping the local cluster (and killing its running applications)");
+    let rm = Client::new(&c.rm_url, &c.token);
+    if let Ok(apps) = rm.get::<Vec<AppInfo>>("/v1/apps") {
+        for a in apps.iter().filter(|a| !a.state.is_final()) {
+            let _ = rm.post::<_, AppInfo>(&format!("/v1/apps/{}/kill", a.app), &serde_json::json!({}));
+        }
+        // The node managers stop the containers at their next heartbeat.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            let live = rm
+                .get::<Vec<AppInfo>>("/v1/apps")
+                .map(|apps| apps.iter().flat_map(|a| &a.containers).any(|c| !c.state.is_done()))
+                .unwrap_or(false);
+            if !live {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     c.stop();
     Ok(ExitCode::SUCCESS)
 }

@@ -5,13 +5,16 @@
 //! stores from the changelog), `samza-run status` shows the restart, and
 //! no count ends below the truth.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::latest;
 use samza_examples::user_of;
-use samza_log::{Log, StartAt, StreamConfig};
+use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
@@ -20,46 +23,6 @@ const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
 
 fn bin_dir() -> PathBuf {
     Path::new(COUNTER).parent().unwrap().to_path_buf()
-}
-
-/// Latest value per key of a stream.
-fn latest(log: &Log, stream: &str) -> BTreeMap<String, Vec<u8>> {
-    let s = log.stream(stream).unwrap();
-    let mut out = BTreeMap::new();
-    for p in 0..s.partitions() {
-        let mut r = s.reader(p, StartAt::Oldest).unwrap();
-        loop {
-            let c = r.read(1 << 20).unwrap();
-            if c.is_empty() {
-                break;
-            }
-            for rec in c.records() {
-                let rec = rec.unwrap();
-                out.insert(
-                    String::from_utf8(rec.key.unwrap().to_vec()).unwrap(),
-                    rec.value.unwrap_or_default().to_vec(),
-                );
-            }
-        }
-    }
-    out
-}
-
-struct Cleanup(LocalCluster);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let rm = Client::new(&self.0.rm_url, &self.0.token);
-        if let Ok(apps) = rm.get::<Vec<AppInfo>>("/v1/apps") {
-            for c in apps.iter().flat_map(|a| &a.containers) {
-                if let (Some(pid), false) = (c.pid, c.state.is_done()) {
-                    // SAFETY: a process group this test's cluster started.
-                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-                }
-            }
-        }
-        self.0.stop();
-    }
 }
 
 #[test]
@@ -114,8 +77,8 @@ throttle-us = 500000
     )
     .unwrap();
 
-    let cluster = Cleanup(LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, 10_000).unwrap());
-    let c = &cluster.0;
+    // Dropped before `tmp`: stops its containers and daemons first.
+    let c = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, 10_000).unwrap();
     let rm = Client::new(&c.rm_url, &c.token);
     let out = Command::new(bin_dir().join("samza-run"))
         .arg(dir.join("job.toml"))

@@ -4,13 +4,16 @@
 //! changelog (never below the truth, exact where nothing failed); a further
 //! run on the same directories replays only the changelog tail.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::latest;
 use samza_examples::user_of;
-use samza_log::{Log, StartAt, StreamConfig};
+use samza_log::{Log, StreamConfig};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
 
@@ -36,27 +39,6 @@ fn status(dir: &Path, c: u32) -> Option<serde_json::Value> {
         &std::fs::read(dir.join(format!("state/page-view-counter/container-{c}.status.json"))).ok()?,
     )
     .ok()
-}
-
-/// Latest value per key of a stream.
-fn latest(log: &Log, stream: &str) -> BTreeMap<String, Vec<u8>> {
-    let s = log.stream(stream).unwrap();
-    let mut out = BTreeMap::new();
-    for p in 0..s.partitions() {
-        let mut r = s.reader(p, StartAt::Oldest).unwrap();
-        loop {
-            let c = r.read(1 << 20).unwrap();
-            if c.is_empty() {
-                break;
-            }
-            for rec in c.records() {
-                let rec = rec.unwrap();
-                let k = String::from_utf8(rec.key.unwrap().to_vec()).unwrap();
-                out.insert(k, rec.value.unwrap_or_default().to_vec());
-            }
-        }
-    }
-    out
 }
 
 fn run(dir: &Path, overrides: &[&str]) -> Child {

@@ -307,21 +307,8 @@ impl LocalCluster {
     ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let rm_dir = dir.join("rm");
-        let _ = std::fs::remove_file(rm_dir.join("rm.url"));
-        let mut rm = Command::new(bin.join("samza-rm"))
-            .arg("--dir")
-            .arg(&rm_dir)
-            .arg("--bind")
-            .arg("127.0.0.1:0")
-            .arg("--node-timeout-ms")
-            .arg(node_timeout_ms.to_string())
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("rm.log"))?)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.join("samza-rm").display()))?;
-        let rm_url = wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
-        let token = auth::read(&rm_dir.join("token"))?;
+        let (rm, rm_url) = spawn_rm(bin, &dir, "127.0.0.1:0", node_timeout_ms)?;
+        let token = auth::read(&dir.join("rm").join("token"))?;
         let mut c = LocalCluster {
             dir,
             rm_url,
@@ -372,27 +359,23 @@ impl LocalCluster {
     /// Restarts the resource manager on the same directory and port.
     pub fn restart_rm(&mut self) -> anyhow::Result<()> {
         let bind = self.rm_url.trim_start_matches("http://").to_string();
-        let rm_dir = self.dir.join("rm");
-        let _ = std::fs::remove_file(rm_dir.join("rm.url"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rm.log"))?;
-        let mut rm = Command::new(self.bin.join("samza-rm"))
-            .arg("--dir")
-            .arg(&rm_dir)
-            .arg("--bind")
-            .arg(&bind)
-            .arg("--node-timeout-ms")
-            .arg(self.node_timeout_ms.to_string())
-            .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
-        self.rm = rm;
+        (self.rm, _) = spawn_rm(&self.bin, &self.dir, &bind, self.node_timeout_ms)?;
         Ok(())
     }
 
-    /// SIGTERM to every daemon (containers keep running until their node
-    /// manager... is gone: they are stopped by `stop_containers` first).
+    /// Ends everything the cluster started: SIGKILL to every container the
+    /// resource manager knows alive (its process group), then the daemons.
+    /// Stop applications first (kill) for a clean stop; also run on drop.
     pub fn stop(&mut self) {
+        let rm = Client::new(&self.rm_url, &self.token);
+        if let Ok(apps) = rm.get::<Vec<AppInfo>>("/v1/apps") {
+            for c in apps.iter().flat_map(|a| &a.containers).filter(|c| !c.state.is_done()) {
+                if let Some(pid) = c.pid {
+                    // SAFETY: kill has no memory effects; the group is a container this cluster started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
+        }
         for (_, c) in self.nodes.iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
@@ -400,6 +383,33 @@ impl LocalCluster {
         let _ = self.rm.kill();
         let _ = self.rm.wait();
     }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `samza-rm` on `bind` with its state in `<dir>/rm` and its log
+/// appended to `<dir>/rm.log`; returns it and its URL once it listens.
+fn spawn_rm(bin: &Path, dir: &Path, bind: &str, node_timeout_ms: u64) -> anyhow::Result<(Child, String)> {
+    let rm_dir = dir.join("rm");
+    let _ = std::fs::remove_file(rm_dir.join("rm.url"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rm.log"))?;
+    let mut rm = Command::new(bin.join("samza-rm"))
+        .arg("--dir")
+        .arg(&rm_dir)
+        .arg("--bind")
+        .arg(bind)
+        .arg("--node-timeout-ms")
+        .arg(node_timeout_ms.to_string())
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.join("samza-rm").display()))?;
+    let url = wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
+    Ok((rm, url))
 }
 
 /// `samza-run cluster`: starts a local cluster and keeps it up until Ctrl-C.

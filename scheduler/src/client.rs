@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::blocking::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -45,16 +46,16 @@ impl Client {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn check(
+    /// Sends `method path` with the token, `build` adding the body; any
+    /// answer but a success is an error naming the endpoint.
+    fn send(
         &self,
-        what: &str,
+        method: reqwest::Method,
         path: &str,
-        r: reqwest::blocking::Response,
-    ) -> anyhow::Result<reqwest::blocking::Response> {
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> anyhow::Result<Response> {
+        let req = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let r = build(req).send().map_err(|e| anyhow::anyhow!("{method} {}{path}: {e}", self.base))?;
         let status = r.status();
         if status.is_success() {
             return Ok(r);
@@ -63,76 +64,37 @@ impl Client {
         let message = serde_json::from_str::<ErrorBody>(&body).map(|e| e.error).unwrap_or(body);
         Err(HttpError {
             status: status.as_u16(),
-            message: format!("{what} {}{path}: {status}: {message}", self.base),
+            message: format!("{method} {}{path}: {status}: {message}", self.base),
         }
         .into())
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| anyhow::anyhow!("GET {}{path}: {e}", self.base))?;
-        Ok(self.check("GET", path, r)?.json()?)
+        Ok(self.send(reqwest::Method::GET, path, |r| r)?.json()?)
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| anyhow::anyhow!("GET {}{path}: {e}", self.base))?;
-        Ok(self.check("GET", path, r)?.bytes()?.to_vec())
+        Ok(self.send(reqwest::Method::GET, path, |r| r)?.bytes()?.to_vec())
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .map_err(|e| anyhow::anyhow!("POST {}{path}: {e}", self.base))?;
-        Ok(self.check("POST", path, r)?.json()?)
+        Ok(self.send(reqwest::Method::POST, path, |r| r.json(body))?.json()?)
     }
 
     pub fn put<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
-        let r = self
-            .http
-            .put(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .map_err(|e| anyhow::anyhow!("PUT {}{path}: {e}", self.base))?;
-        self.check("PUT", path, r).map(drop)
+        self.send(reqwest::Method::PUT, path, |r| r.json(body)).map(drop)
     }
 
-    /// Whether `path` exists (HEAD answers 200).
+    /// Whether `path` exists (HEAD answers 200, not 404).
     pub fn exists(&self, path: &str) -> anyhow::Result<bool> {
-        let r = self
-            .http
-            .head(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .map_err(|e| anyhow::anyhow!("HEAD {}{path}: {e}", self.base))?;
-        match r.status().as_u16() {
-            404 => Ok(false),
-            _ => self.check("HEAD", path, r).map(|_| true),
+        match self.send(reqwest::Method::HEAD, path, |r| r) {
+            Ok(_) => Ok(true),
+            Err(e) if e.downcast_ref::<HttpError>().is_some_and(|h| h.status == 404) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
-        let r = self
-            .http
-            .put(self.url(path))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(600))
-            .body(body)
-            .send()
-            .map_err(|e| anyhow::anyhow!("PUT {}{path}: {e}", self.base))?;
-        self.check("PUT", path, r).map(drop)
+        self.send(reqwest::Method::PUT, path, |r| r.timeout(Duration::from_secs(600)).body(body)).map(drop)
     }
 }

@@ -152,6 +152,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         served,
         started: BTreeMap::new(),
         app: app_id,
+        record: app,
         attempt,
         cfg,
         st,
@@ -209,13 +210,13 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         for (n, a, r) in results {
             if let Err(e) = r {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
-                co.st.containers.get_mut(&n).unwrap().container = None;
                 release.push(a.container);
-                if let Some(reason) = co.failed(n, &format!("cannot start it on {}: {e:#}", a.node)) {
+                if let Some(reason) =
+                    co.retry(n, &format!("cannot start it on {}: {e:#}", a.node), &mut pending)
+                {
                     co.finish(AppState::Failed, Some(reason))?;
                     return Ok(());
                 }
-                pending.push(co.ask(n));
             }
         }
         for c in reply.completed {
@@ -247,12 +248,11 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                         why = format!("{why}; its log ends: {line}");
                     }
                     tracing::warn!(container = n, id = %c.id, node = %c.node, "failed: {why}");
-                    if let Some(reason) = co.failed(n, &format!("{} on {}: {why}", c.id, c.node)) {
+                    if let Some(reason) = co.retry(n, &format!("{} on {}: {why}", c.id, c.node), &mut pending)
+                    {
                         co.finish(AppState::Failed, Some(reason))?;
                         return Ok(());
                     }
-                    co.st.containers.get_mut(&n).unwrap().restarts += 1;
-                    pending.push(co.ask(n));
                 }
             }
         }
@@ -276,15 +276,11 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             let why = format!("{id}: no heartbeat for {:.1} s; stopped as hung", silent.as_secs_f64());
             tracing::warn!(container = n, "{why}");
             release.push(id);
-            let slot = co.st.containers.get_mut(&n).unwrap();
-            slot.container = None;
             co.started.remove(&n);
-            if let Some(reason) = co.failed(n, &why) {
+            if let Some(reason) = co.retry(n, &why, &mut pending) {
                 co.finish(AppState::Failed, Some(reason))?;
                 return Ok(());
             }
-            co.st.containers.get_mut(&n).unwrap().restarts += 1;
-            pending.push(co.ask(n));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -402,6 +398,9 @@ struct Coordinator {
     /// Job container number -> (cluster container, when it was started or adopted).
     started: BTreeMap<u32, (String, Instant)>,
     app: String,
+    /// The application as fetched at start: its config, package and paths,
+    /// which never change (its container list does; it is not read from here).
+    record: AppInfo,
     attempt: u32,
     cfg: JobConfig,
     st: CoordinatorState,
@@ -423,6 +422,19 @@ impl Coordinator {
         }
     }
 
+    /// After a failure of container `n`: counts it and asks for the container
+    /// again; `Some(reason)` instead when the budget is spent (the job fails).
+    fn retry(&mut self, n: u32, why: &str, pending: &mut Vec<Ask>) -> Option<String> {
+        if let Some(reason) = self.failed(n, why) {
+            return Some(reason);
+        }
+        let slot = self.st.containers.get_mut(&n).expect("a slot per job container");
+        slot.container = None;
+        slot.restarts += 1;
+        pending.push(self.ask(n));
+        None
+    }
+
     /// Counts a failure of container `n`; `Some(reason)` when the budget is spent.
     fn failed(&mut self, n: u32, why: &str) -> Option<String> {
         let now = now_ms();
@@ -442,7 +454,7 @@ impl Coordinator {
     }
 
     fn launch(&self, n: u32, a: &Allocation) -> anyhow::Result<()> {
-        let app: AppInfo = self.rm.get(&format!("/v1/apps/{}", self.app))?;
+        let app = &self.record;
         let mut args = vec![
             "container".to_string(),
             "--config".into(),

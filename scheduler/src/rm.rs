@@ -109,35 +109,15 @@ fn describe(c: &ContainerInfo) -> String {
 }
 
 impl Inner {
-    fn used(&self, node: &str) -> Resources {
-        let mut used = Resources::default();
-        for app in self.p.apps.values() {
-            for c in &app.info.containers {
-                if c.node == node && !c.state.is_done() {
-                    used.memory_mb += c.resources.memory_mb;
-                    used.vcores += c.resources.vcores;
-                }
-            }
-        }
-        used
-    }
-
-    fn free(&self, node: &str) -> Resources {
-        let n = &self.nodes[node];
-        let used = self.used(node);
-        Resources {
-            memory_mb: n.capacity.memory_mb.saturating_sub(used.memory_mb),
-            vcores: n.capacity.vcores.saturating_sub(used.vcores),
-        }
-    }
-
-    /// Memory and cores in use on every node, in one pass over the containers.
-    fn used_all(&self) -> BTreeMap<&str, Resources> {
-        let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
+    /// Per node: memory and cores in use and the number of live containers,
+    /// in one pass over the containers.
+    fn usage(&self) -> BTreeMap<&str, (Resources, usize)> {
+        let mut used: BTreeMap<&str, (Resources, usize)> = BTreeMap::new();
         for c in self.p.apps.values().flat_map(|a| &a.info.containers).filter(|c| !c.state.is_done()) {
-            let u = used.entry(c.node.as_str()).or_default();
+            let (u, n) = used.entry(c.node.as_str()).or_default();
             u.memory_mb += c.resources.memory_mb;
             u.vcores += c.resources.vcores;
+            *n += 1;
         }
         used
     }
@@ -145,26 +125,27 @@ impl Inner {
     /// A running node with room for `r`: `preferred` if it has room, else the
     /// one with the most free memory (when `any` is allowed).
     fn place(&self, r: &Resources, preferred: Option<&str>, any: bool) -> Option<String> {
+        let used = self.usage();
+        let free = |id: &str, n: &Node| {
+            let u = used.get(id).map(|(u, _)| *u).unwrap_or_default();
+            Resources {
+                memory_mb: n.capacity.memory_mb.saturating_sub(u.memory_mb),
+                vcores: n.capacity.vcores.saturating_sub(u.vcores),
+            }
+        };
+        let running = |n: &&Node| n.state == NodeState::Running;
         if let Some(p) = preferred {
-            if self.nodes.get(p).is_some_and(|n| n.state == NodeState::Running) && r.fits_in(&self.free(p)) {
+            if self.nodes.get(p).filter(running).is_some_and(|n| r.fits_in(&free(p, n))) {
                 return Some(p.to_string());
             }
         }
         if !any {
             return None;
         }
-        let used = self.used_all();
         self.nodes
             .iter()
-            .filter(|(_, n)| n.state == NodeState::Running)
-            .map(|(id, n)| {
-                let u = used.get(id.as_str()).copied().unwrap_or_default();
-                let free = Resources {
-                    memory_mb: n.capacity.memory_mb.saturating_sub(u.memory_mb),
-                    vcores: n.capacity.vcores.saturating_sub(u.vcores),
-                };
-                (id, free)
-            })
+            .filter(|(_, n)| running(n))
+            .map(|(id, n)| (id, free(id, n)))
             .filter(|(_, free)| r.fits_in(free))
             .max_by_key(|(id, free)| (free.memory_mb, std::cmp::Reverse((*id).clone())))
             .map(|(id, _)| id.clone())
@@ -224,6 +205,22 @@ impl Inner {
             push_event(app, format!("{} {how}{reason}", describe(&done)));
             self.container_ended(&app_id, done);
         }
+    }
+
+    /// Ends a container for a reason its node did not report (node lost,
+    /// launch failed, gone after a restart), as if its node had.
+    fn end_container(&mut self, id: &str, state: ContainerState, reason: String) {
+        let Some(app) = self.owner.get(id).cloned() else { return };
+        let report = NodeContainer {
+            id: id.to_string(),
+            app,
+            state,
+            pid: None,
+            exit_code: None,
+            reason: Some(reason),
+            resources: Resources::default(),
+        };
+        self.update_container(id, &report);
     }
 
     /// After a container of `app` ended: tell its coordinator, or, for the
@@ -317,16 +314,7 @@ impl Inner {
                 let app = self.p.apps.get_mut(&app_id).unwrap();
                 push_event(app, format!("node {node} lost: {why}"));
             }
-            let lost = NodeContainer {
-                id: id.clone(),
-                app: app_id.clone(),
-                state: ContainerState::Lost,
-                pid: None,
-                exit_code: None,
-                reason: Some(format!("node {node} lost")),
-                resources: Resources::default(),
-            };
-            self.update_container(&id, &lost);
+            self.end_container(&id, ContainerState::Lost, format!("node {node} lost"));
         }
         self.dirty = true;
     }
@@ -520,16 +508,7 @@ impl Rm {
             Err(e) => format!("cannot reach the node: {e}"),
         };
         let mut inner = self.lock();
-        let report = NodeContainer {
-            id: launch.container.clone(),
-            app: launch.app.clone(),
-            state: ContainerState::Exited,
-            pid: None,
-            exit_code: None,
-            reason: Some(failure),
-            resources: launch.resources,
-        };
-        inner.update_container(&launch.container, &report);
+        inner.end_container(&launch.container, ContainerState::Exited, failure);
         self.save_or_log(&mut inner);
     }
 }
@@ -558,30 +537,18 @@ async fn register(State(rm): Shared, Json(req): Json<RegisterNode>) -> Response 
     tracing::info!(node = %req.node, url = %req.url, ?was, containers = req.containers.len(), "node registered");
     // Containers this node no longer has ended while nobody watched.
     let reported: std::collections::BTreeSet<&str> = req.containers.iter().map(|c| c.id.as_str()).collect();
-    let vanished: Vec<(String, String)> = inner
+    let vanished: Vec<String> = inner
         .p
         .apps
-        .iter()
-        .flat_map(|(a, app)| {
-            app.info
-                .containers
-                .iter()
-                .filter(|c| c.node == req.node && c.state == ContainerState::Running)
-                .filter(|c| !reported.contains(c.id.as_str()))
-                .map(move |c| (a.clone(), c.id.clone()))
-        })
+        .values()
+        .flat_map(|a| &a.info.containers)
+        .filter(|c| c.node == req.node && c.state == ContainerState::Running)
+        .filter(|c| !reported.contains(c.id.as_str()))
+        .map(|c| c.id.clone())
         .collect();
-    for (app, id) in vanished {
-        let gone = NodeContainer {
-            id: id.clone(),
-            app,
-            state: ContainerState::Exited,
-            pid: None,
-            exit_code: None,
-            reason: Some(format!("no longer on node {} when it registered again", req.node)),
-            resources: Resources::default(),
-        };
-        inner.update_container(&id, &gone);
+    for id in vanished {
+        let why = format!("no longer on node {} when it registered again", req.node);
+        inner.end_container(&id, ContainerState::Exited, why);
     }
     let reply = node_update(&mut inner, &req.node, &req.containers);
     rm.save_or_log(&mut inner);
@@ -630,23 +597,21 @@ async fn heartbeat(
 
 async fn list_nodes(State(rm): Shared) -> Response {
     let inner = rm.lock();
+    let usage = inner.usage();
     let nodes: Vec<NodeInfo> = inner
         .nodes
         .iter()
-        .map(|(id, n)| NodeInfo {
-            node: id.clone(),
-            url: n.url.clone(),
-            state: n.state,
-            capacity: n.capacity,
-            used: inner.used(id),
-            heartbeat_age_ms: n.last_heartbeat.elapsed().as_millis() as u64,
-            containers: inner
-                .p
-                .apps
-                .values()
-                .flat_map(|a| &a.info.containers)
-                .filter(|c| &c.node == id && !c.state.is_done())
-                .count(),
+        .map(|(id, n)| {
+            let (used, containers) = usage.get(id.as_str()).copied().unwrap_or_default();
+            NodeInfo {
+                node: id.clone(),
+                url: n.url.clone(),
+                state: n.state,
+                capacity: n.capacity,
+                used,
+                heartbeat_age_ms: n.last_heartbeat.elapsed().as_millis() as u64,
+                containers,
+            }
         })
         .collect();
     Json(nodes).into_response()

@@ -4,7 +4,7 @@
 //! crashing containers; plus the token and package checks.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
@@ -26,25 +26,12 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Fields drop in order: the cluster (its containers, then daemons) before
+/// the directory they use.
 struct Setup {
-    dir: tempfile::TempDir,
-    log: Log,
     cluster: LocalCluster,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        // Stop what this test started: containers first (by pid), then daemons.
-        if let Ok(apps) = self.rm().get::<Vec<AppInfo>>("/v1/apps") {
-            for c in apps.iter().flat_map(|a| &a.containers) {
-                if let (Some(pid), false) = (c.pid, c.state.is_done()) {
-                    // SAFETY: signals a process group this test's cluster started.
-                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-                }
-            }
-        }
-        self.cluster.stop();
-    }
+    log: Log,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -52,7 +39,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path().join("log")).unwrap();
         let cluster = LocalCluster::start(&bin_dir(), &dir.path().join("cluster"), nodes, 10_000).unwrap();
-        Setup { dir, log, cluster }
+        Setup { cluster, log, dir }
     }
 
     fn rm(&self) -> Client {
@@ -114,16 +101,28 @@ host-affinity-timeout-ms = 1000
         path
     }
 
-    fn submit(&self, job: &Path) -> String {
-        let out = Command::new(bin_dir().join("samza-run"))
-            .arg(job)
-            .args(["--rm", &self.cluster.rm_url, "--detach"])
+    /// `samza-run ARGS... --rm <this cluster>` with its token.
+    fn samza_run(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("samza-run"))
+            .args(args)
+            .args(["--rm", &self.cluster.rm_url])
             .env("SAMZA_TOKEN", &self.cluster.token)
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .output()
-            .unwrap();
-        assert!(out.status.success(), "submit failed");
+            .unwrap()
+    }
+
+    fn submit(&self, job: &Path) -> String {
+        let out = self.samza_run(&[job.to_str().unwrap(), "--detach"]);
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Waits until both job containers run with their pids known.
+    fn wait_running(&self, app: &str) -> AppInfo {
+        self.wait(app, "2 running containers", Duration::from_secs(60), |i| {
+            running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+        })
     }
 
     fn app(&self, app: &str) -> AppInfo {
@@ -174,11 +173,7 @@ host-affinity-timeout-ms = 1000
     }
 
     fn status_text(&self, app: &str) -> String {
-        let out = Command::new(bin_dir().join("samza-run"))
-            .args(["status", app, "--rm", &self.cluster.rm_url])
-            .env("SAMZA_TOKEN", &self.cluster.token)
-            .output()
-            .unwrap();
+        let out = self.samza_run(&["status", app]);
         assert!(out.status.success(), "samza-run status: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -201,12 +196,9 @@ fn alive(pid: u32) -> bool {
 fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_keep_running() {
     let s = Setup::new(3);
     s.input(30_000);
-    let job = s.job("copy", "");
-    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 500000\n").unwrap();
+    let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
     let app = s.submit(&job);
-    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
-        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
-    });
+    let info = s.wait_running(&app);
     let before: Vec<(String, u32)> =
         running_job_containers(&info).iter().map(|c| (c.id.clone(), c.pid.unwrap())).collect();
     let am = coordinator(&info).unwrap();
@@ -235,12 +227,9 @@ fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_ke
 fn a_restarted_resource_manager_recovers_applications_and_nodes_and_kills_nothing() {
     let mut s = Setup::new(2);
     s.input(30_000);
-    let job = s.job("copy", "");
-    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 500000\n").unwrap();
+    let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
     let app = s.submit(&job);
-    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
-        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
-    });
+    let info = s.wait_running(&app);
     let pids: Vec<u32> = info
         .containers
         .iter()
@@ -291,11 +280,7 @@ fn a_container_that_crashes_on_every_start_spends_the_budget_and_fails_the_job()
     let text = s.status_text(&app);
     assert!(text.contains("FAILED") && text.contains("budget 2"), "{text}");
     // `samza-run` following the job exits non-zero with the reason.
-    let out = Command::new(bin_dir().join("samza-run"))
-        .args(["logs", &app, "0", "--rm", &s.cluster.rm_url])
-        .env("SAMZA_TOKEN", &s.cluster.token)
-        .output()
-        .unwrap();
+    let out = s.samza_run(&["logs", &app, "0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("refusing message"), "logs: {out:?}");
 }
 
@@ -350,12 +335,9 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
 fn a_restarted_node_manager_readopts_its_running_containers() {
     let mut s = Setup::new(1);
     s.input(30_000);
-    let job = s.job("copy", "");
-    std::fs::write(&job, std::fs::read_to_string(&job).unwrap() + "[params]\nsleep-us = 400000\n").unwrap();
+    let job = s.job("copy", "\n[params]\nsleep-us = 400000\n");
     let app = s.submit(&job);
-    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
-        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
-    });
+    let info = s.wait_running(&app);
     let before: Vec<(String, u32)> = info
         .containers
         .iter()
@@ -413,9 +395,7 @@ fn containers_get_the_job_model_from_the_coordinator_and_a_hung_one_is_replaced(
     s.input(30_000);
     let job = s.job("copy", "container-heartbeat-timeout-ms = 3000\n\n[params]\nsleep-us = 300000\n");
     let app = s.submit(&job);
-    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
-        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
-    });
+    let info = s.wait_running(&app);
     let hung = running_job_containers(&info).into_iter().find(|c| c.role == "0").unwrap().clone();
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: a container process of this test's cluster; stopped, not killed.
@@ -432,11 +412,7 @@ fn containers_get_the_job_model_from_the_coordinator_and_a_hung_one_is_replaced(
         i.containers.iter().any(|c| c.id == hung.id && c.state == ContainerState::Killed)
     });
     assert!(s.out_count() >= 60_000, "at least once");
-    let out = Command::new(bin_dir().join("samza-run"))
-        .args(["logs", &app, "1", "--rm", &s.cluster.rm_url])
-        .env("SAMZA_TOKEN", &s.cluster.token)
-        .output()
-        .unwrap();
+    let out = s.samza_run(&["logs", &app, "1"]);
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("JobModel from the coordinator"), "{log}");
 }
@@ -447,20 +423,14 @@ fn samza_run_kill_stops_the_application_and_its_containers() {
     s.input(30_000);
     let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
     let app = s.submit(&job);
-    let info = s.wait(&app, "2 running containers", Duration::from_secs(60), |i| {
-        running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
-    });
+    let info = s.wait_running(&app);
     let pids: Vec<u32> = info
         .containers
         .iter()
         .filter(|c| c.state == ContainerState::Running)
         .map(|c| c.pid.unwrap())
         .collect();
-    let out = Command::new(bin_dir().join("samza-run"))
-        .args(["kill", &app, "--rm", &s.cluster.rm_url])
-        .env("SAMZA_TOKEN", &s.cluster.token)
-        .output()
-        .unwrap();
+    let out = s.samza_run(&["kill", &app]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{app} KILLED"));
     let done = s.wait(&app, "every container stopped", Duration::from_secs(30), |i| {

@@ -102,7 +102,10 @@ throttle-us = 500000
             .iter()
             .filter(|c| c.role != "coordinator" && c.state == ContainerState::Running)
             .collect();
-        if running.len() == 2 && latest(&log, "counts-changelog").len() > 20 {
+        if running.len() == 2
+            && log.stream("counts-changelog").is_ok()
+            && latest(&log, "counts-changelog").len() > 20
+        {
             break running.iter().find(|c| c.role == "0").unwrap().node.clone();
         }
         std::thread::sleep(Duration::from_millis(100));

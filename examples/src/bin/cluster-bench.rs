@@ -26,6 +26,10 @@ use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 fn end_offsets(log: &Log, stream: &str) -> Vec<u64> {
     match log.stream(stream) {
         Ok(s) => (0..s.partitions()).map(|p| s.partition_info(p).map(|i| i.upcoming).unwrap_or(0)).collect(),
@@ -155,6 +159,7 @@ output = "log.{out}"
     let nm_pid = cluster.nodes.iter().find(|(n, _)| *n == victim).map(|(_, c)| c.id()).unwrap();
     let before = end_offsets(&log, "out");
     let killed = Instant::now();
+    let killed_ms = now_ms();
     // SAFETY: the node manager and containers this benchmark's cluster started.
     unsafe {
         libc::kill(nm_pid as i32, libc::SIGKILL);
@@ -183,6 +188,15 @@ output = "log.{out}"
         "node kill -> every affected partition ({affected:?}, on {victim}) processing again elsewhere: {:.2} s",
         worst.as_secs_f64()
     );
+    // Split at the moment the resource manager declared the node lost.
+    let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+    if let Some(lost) = info.events.iter().find(|e| e.message.starts_with(&format!("node {victim} lost"))) {
+        let to_lost = (lost.time_ms - killed_ms) as f64 / 1000.0;
+        println!(
+            "  of which kill -> node declared lost {to_lost:.2} s, lost -> processing again {:.2} s",
+            worst.as_secs_f64() - to_lost
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap()?;
     let info: AppInfo = rm.post(&format!("/v1/apps/{app}/kill"), &serde_json::json!({}))?;

@@ -52,9 +52,18 @@ enum Command {
     Coordinator,
 }
 
+/// What a container tells its job's coordinator in every heartbeat.
+#[derive(Clone)]
+pub struct ContainerEndpoint {
+    /// The container's HTTP server (metrics), when it runs one.
+    pub url: Option<String>,
+    pub metrics: samza_task_api::MetricsRegistry,
+}
+
 /// Run by a container before it starts: on a cluster, fetches the JobModel
-/// from the job's coordinator and starts heartbeats to it; `None` elsewhere.
-pub type JoinCluster = fn(u32) -> anyhow::Result<Option<crate::job_model::JobModel>>;
+/// from the job's coordinator and starts heartbeats to it (with the
+/// container's address and metrics); `None` elsewhere.
+pub type JoinCluster = fn(u32, ContainerEndpoint) -> anyhow::Result<Option<crate::job_model::JobModel>>;
 
 /// What a job binary does on a cluster (the cluster scheduler provides it;
 /// `samza::main` passes it in).
@@ -169,8 +178,30 @@ fn run_container(
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
     let status_path = std::env::var_os("SAMZA_STATUS_FILE").map(PathBuf::from);
+    // With a token from its launcher (a node manager, or samza-run on this
+    // machine), the container serves its metrics over HTTP on loopback.
+    let metrics = samza_task_api::MetricsRegistry::new();
+    let url = match std::env::var("SAMZA_TOKEN") {
+        Ok(token) if !token.is_empty() => {
+            let labels = vec![
+                ("job".to_string(), cfg.name.clone()),
+                ("container".to_string(), container_id.to_string()),
+            ];
+            let router = crate::http::metrics_routes(metrics.clone(), labels);
+            let bind = std::env::var("SAMZA_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+            let url = crate::http::serve(&format!("{bind}:0"), &token, router, "container-http")
+                .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
+            tracing::info!(%url, "serving metrics");
+            Some(url)
+        }
+        _ => None,
+    };
+    if let (Some(path), Some(url)) = (&status_path, &url) {
+        // Found by samza-run before the first status is written.
+        let _ = std::fs::write(path.with_extension("url"), url);
+    }
     let model = match join {
-        Some(join) => join(container_id)?,
+        Some(join) => join(container_id, ContainerEndpoint { url, metrics: metrics.clone() })?,
         None => None,
     };
     run_loop::run(ContainerSpec {
@@ -181,6 +212,7 @@ fn run_container(
         shutdown,
         status_path,
         model,
+        metrics,
     })?;
     Ok(())
 }

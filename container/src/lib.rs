@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod entry;
+pub mod http;
 pub mod job_model;
 pub mod local;
 pub mod memory;

@@ -39,6 +39,19 @@ pub fn run_local(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> E
     }
 }
 
+/// A fresh random token for this run, written to `path` with mode 0600.
+fn local_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 24];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = std::fs::remove_file(path);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let binary = binary.or_else(|| cfg.binary.clone()).ok_or_else(|| {
@@ -58,6 +71,8 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
         signal_hook::flag::register(sig, stop.clone())?;
     }
 
+    // The containers serve their metrics on loopback behind this run's token.
+    let token = local_token(&job_dir.join("token"))?;
     let mut running = Vec::new();
     for id in 0..cfg.container_count {
         let log = job_dir.join(format!("container-{id}.log"));
@@ -70,6 +85,7 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
             cmd.arg("--override").arg(o);
         }
         cmd.env("SAMZA_STATUS_FILE", &status)
+            .env("SAMZA_TOKEN", &token)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -75,6 +75,9 @@ pub struct ContainerSpec {
     /// The JobModel served by the job's coordinator on a cluster; without
     /// one the container computes it (the same way) from the inputs.
     pub model: Option<job_model::JobModel>,
+    /// The container's metrics (served over HTTP and sent in heartbeats by
+    /// whoever created it); the run loop and the tasks update it.
+    pub metrics: MetricsRegistry,
 }
 
 struct SspState {
@@ -89,6 +92,11 @@ struct SspState {
     key_serde: Option<SerdeName>,
     msg_serde: Option<SerdeName>,
     queue: VecDeque<IncomingMessageEnvelope>,
+    /// Messages processed, counted here and published once a second.
+    processed: u64,
+    m_processed: samza_task_api::Counter,
+    m_lag: samza_task_api::Gauge,
+    m_offset: samza_task_api::Gauge,
 }
 
 impl SspState {
@@ -216,7 +224,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         ))
     })?;
     let flat = Arc::new(cfg.flat.clone());
-    let metrics = MetricsRegistry::new();
+    let metrics = spec.metrics.clone();
     let mut tasks: Vec<TaskInstance> = Vec::new();
     let mut ssps: Vec<SspState> = Vec::new();
     let mut consumers: BTreeMap<String, Box<dyn SystemConsumer>> = BTreeMap::new();
@@ -251,6 +259,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             };
             sys(consumer.register(ssp, start), || format!("cannot read {ssp} from offset {start}"))?;
             ids.push(ssps.len());
+            let ssp_name = ssp.to_string();
+            let labels = [("task", name.as_str()), ("ssp", ssp_name.as_str())];
             ssps.push(SspState {
                 ssp: Arc::new(ssp.clone()),
                 task: t,
@@ -261,6 +271,10 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
                 key_serde: sc.key_serde,
                 msg_serde: sc.msg_serde,
                 queue: VecDeque::new(),
+                processed: 0,
+                m_processed: metrics.counter_with("ssp.processed", &labels),
+                m_lag: metrics.gauge_with("ssp.lag", &labels),
+                m_offset: metrics.gauge_with("ssp.next-offset", &labels),
             });
         }
         let mut task = factory(&flat).map_err(|e| ContainerError::Task {
@@ -326,7 +340,11 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         cp_stream,
         index: HashMap::new(),
         poll_buf: Vec::new(),
-        processed: metrics.counter("container.processed"),
+        processed: 0,
+        m_processed: metrics.counter("container.processed"),
+        m_process: metrics.timer("container.process"),
+        m_commit: metrics.timer("container.commit"),
+        m_window: metrics.timer("container.window"),
         status_path: spec.status_path,
         last_status: Instant::now(),
         commit_requested,
@@ -342,12 +360,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     lp.commit(WriteBack::All)?;
     lp.close()?;
     lp.write_status(true);
-    tracing::info!(
-        container = spec.container_id,
-        ?outcome,
-        processed = lp.processed.get(),
-        "container stopped"
-    );
+    tracing::info!(container = spec.container_id, ?outcome, processed = lp.processed, "container stopped");
     Ok(outcome)
 }
 
@@ -373,7 +386,13 @@ struct Loop {
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
     index: HashMap<usize, usize>,
     poll_buf: Vec<IncomingMessageEnvelope>,
-    processed: samza_task_api::Counter,
+    /// Messages processed (published to `m_processed` once a second).
+    processed: u64,
+    m_processed: samza_task_api::Counter,
+    /// Per message, the mean of each run of messages from one partition.
+    m_process: samza_task_api::Timer,
+    m_commit: samza_task_api::Timer,
+    m_window: samza_task_api::Timer,
     status_path: Option<PathBuf>,
     last_status: Instant,
     /// Set by stores whose dirty entries reached their write batch size.
@@ -479,14 +498,20 @@ impl Loop {
                 continue;
             };
             let mut stop = None;
+            let started = Instant::now();
+            let mut n = 0u32;
             for _ in 0..RUN {
                 let Some(env) = self.ssps[g].queue.pop_front() else {
                     break;
                 };
+                n += 1;
                 if let Some(s) = self.process(g, env)? {
                     stop = Some(s);
                     break;
                 }
+            }
+            if n > 0 {
+                self.m_process.record(started.elapsed() / n);
             }
             if self.commit_requested.swap(false, Ordering::Relaxed) && stop.is_none() {
                 stop = Some(Stop::Commit);
@@ -585,8 +610,10 @@ impl Loop {
             .process(&env, &mut task.collector, &mut task.coordinator)
             .map_err(|e| fail(e.to_string()))?;
         task.dirty = true;
-        self.ssps[g].next_offset = env.offset + 1;
-        self.processed.inc();
+        let s = &mut self.ssps[g];
+        s.next_offset = env.offset + 1;
+        s.processed += 1;
+        self.processed += 1;
         self.after_call(t)
     }
 
@@ -612,6 +639,13 @@ impl Loop {
 
     /// Calls every task's `window`; returns what the tasks asked for.
     fn window(&mut self) -> Result<Option<Stop>, ContainerError> {
+        let started = Instant::now();
+        let r = self.window_tasks();
+        self.m_window.record(started.elapsed());
+        r
+    }
+
+    fn window_tasks(&mut self) -> Result<Option<Stop>, ContainerError> {
         let mut stop = None;
         for t in 0..self.tasks.len() {
             let task = &mut self.tasks[t];
@@ -630,6 +664,13 @@ impl Loop {
 
     /// Flushes every producer, then checkpoints every task that moved.
     fn commit(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
+        let started = Instant::now();
+        let r = self.commit_now(write_back);
+        self.m_commit.record(started.elapsed());
+        r
+    }
+
+    fn commit_now(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
         // 1. Dirty store entries go to their changelogs.
         for task in self.tasks.iter_mut() {
             for slot in task.stores.iter_mut() {
@@ -708,13 +749,11 @@ impl Loop {
         Ok(())
     }
 
-    /// Writes progress for `samza-run`: messages processed and, per input
-    /// partition, the next offset and the partition's upcoming offset.
+    /// Publishes the metrics kept in plain counters (processed, offsets, lag
+    /// = the partition's upcoming offset minus the next one to process) and
+    /// writes progress for `samza-run` when it asked for it. Once a second.
     fn write_status(&mut self, finished: bool) {
         self.last_status = Instant::now();
-        let Some(path) = &self.status_path else {
-            return;
-        };
         let mut upcoming: BTreeMap<samza_task_api::SystemStream, Vec<u64>> = BTreeMap::new();
         for s in &self.ssps {
             let ss = &s.ssp.system_stream;
@@ -724,15 +763,27 @@ impl Loop {
                 }
             }
         }
+        let up = |s: &SspState| {
+            upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied()
+        };
+        self.m_processed.set(self.processed as i64);
+        for s in &self.ssps {
+            s.m_processed.set(s.processed as i64);
+            s.m_offset.set(s.next_offset as i64);
+            if let Some(u) = up(s) {
+                s.m_lag.set(u.saturating_sub(s.next_offset) as i64);
+            }
+        }
+        let Some(path) = &self.status_path else {
+            return;
+        };
         let partitions: Vec<_> = self
             .ssps
             .iter()
             .map(|s| {
-                let up =
-                    upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied();
                 serde_json::json!({
                     "system": s.ssp.system(), "stream": s.ssp.stream(), "partition": s.ssp.partition,
-                    "next_offset": s.next_offset, "upcoming": up,
+                    "next_offset": s.next_offset, "upcoming": up(s),
                 })
             })
             .collect();
@@ -749,7 +800,7 @@ impl Loop {
             "stores": stores,
             "container": self.container_id,
             "pid": std::process::id(),
-            "processed": self.processed.get(),
+            "processed": self.processed,
             "finished": finished,
             "partitions": partitions,
         });
@@ -815,12 +866,14 @@ fn open_store(
         samza_state::restore::open(sc.engine, &dir, &want, source).map_err(|e| fail(e.to_string()))?;
     let r = &opened.report;
     tracing::info!(%task, store = name, mode = %r.mode, records = r.records, bytes = r.bytes, millis = r.millis, "store ready");
-    let g = |what: &str, v: u64| metrics.gauge(&format!("store.{name}.restore-{what}")).set(v as i64);
+    let labels = [("store", name), ("task", task.as_str())];
+    let g = |what: &str, v: u64| metrics.gauge_with(&format!("store.restore-{what}"), &labels).set(v as i64);
     g("records", r.records);
     g("bytes", r.bytes);
     g("millis", r.millis);
     let store = TaskStore::new(
         name,
+        task.as_str(),
         opened.engine,
         sc.options.clone(),
         system_clock(),

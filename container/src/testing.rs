@@ -46,6 +46,8 @@ pub struct TestRunner {
     tasks: TaskRegistry,
     streams: InMemoryStreams,
     config: JobConfig,
+    /// Each container's metrics, from its last run.
+    metrics: Vec<samza_task_api::MetricsRegistry>,
 }
 
 impl TestRunner {
@@ -71,7 +73,7 @@ impl TestRunner {
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
         let config = JobConfig::parse(job_toml, Path::new("test-job.toml"), overrides)?;
-        Ok(TestRunner { tasks, streams: InMemoryStreams::new(), config })
+        Ok(TestRunner { tasks, streams: InMemoryStreams::new(), config, metrics: Vec::new() })
     }
 
     pub fn create_stream(&mut self, stream: &str, partitions: u32) {
@@ -104,11 +106,18 @@ impl TestRunner {
             .expect("stream and partition exist");
     }
 
+    /// The metrics of container `id` from the last `run` (messages processed
+    /// and lag per input partition, latencies, store counters, the tasks' own).
+    pub fn metrics(&self, id: u32) -> Option<&samza_task_api::MetricsRegistry> {
+        self.metrics.get(id as usize)
+    }
+
     /// Runs every container of the job in turn until their (bounded) inputs end.
     pub fn run(&mut self) -> Result<Outcome, ContainerError> {
         let mut systems = SystemRegistry::default();
         systems.register("in-memory", self.streams.clone());
         let mut outcome = Outcome::NoTasks;
+        self.metrics = (0..self.config.container_count).map(|_| Default::default()).collect();
         for id in 0..self.config.container_count {
             let o = run_loop::run(ContainerSpec {
                 config: Arc::new(self.config.clone()),
@@ -118,6 +127,7 @@ impl TestRunner {
                 shutdown: Arc::new(AtomicBool::new(false)),
                 status_path: None,
                 model: None,
+                metrics: self.metrics[id as usize].clone(),
             })?;
             if o != Outcome::NoTasks {
                 outcome = o;

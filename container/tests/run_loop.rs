@@ -282,6 +282,7 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
         shutdown: Arc::new(AtomicBool::new(false)),
         status_path: None,
         model: None,
+        metrics: Default::default(),
     })
     .unwrap();
     let events = events.lock().unwrap();

@@ -71,6 +71,7 @@ fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> 
     let clock: samza_state::Clock = Arc::new(|| 0);
     let store = TaskStore::new(
         "s",
+        "Partition 0",
         opened.engine,
         options,
         clock,
@@ -166,6 +167,7 @@ fn open_placeholder() -> TaskStore {
     let clock: samza_state::Clock = Arc::new(|| 0);
     TaskStore::new(
         "placeholder",
+        "Partition 0",
         Box::new(samza_state::MemoryEngine::default()),
         StoreOptions::default(),
         clock,
@@ -231,6 +233,7 @@ fn ttl_hides_expired_entries() {
     let options = StoreOptions { ttl_ms: Some(500), ..StoreOptions::default() };
     let mut store = TaskStore::new(
         "ttl",
+        "Partition 0",
         Box::new(samza_state::MemoryEngine::default()),
         options,
         clock,
@@ -258,6 +261,7 @@ fn write_back_is_due_by_size_or_time_and_pins_entries() {
         StoreOptions { cache_entries: 2, write_batch_entries: 5, ttl_ms: None, write_back_ms: 1000 };
     let mut store = TaskStore::new(
         "wb",
+        "Partition 0",
         Box::new(samza_state::MemoryEngine::default()),
         options,
         clock,

@@ -42,8 +42,8 @@ pub use samza_task_api::*;
 /// Everything a task needs, in one import.
 pub mod prelude {
     pub use samza_task_api::{
-        Config, IncomingMessageEnvelope, JsonSerde, MessageCollector, OutgoingMessageEnvelope, RequestScope,
-        Serde, StreamTask, StringSerde, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
-        TaskError, TaskName, TaskRegistry,
+        Config, Counter, Gauge, IncomingMessageEnvelope, JsonSerde, MessageCollector, MetricsRegistry,
+        OutgoingMessageEnvelope, RequestScope, Serde, StreamTask, StringSerde, SystemStream,
+        SystemStreamPartition, TaskContext, TaskCoordinator, TaskError, TaskName, TaskRegistry, Timer,
     };
 }

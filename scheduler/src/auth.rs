@@ -9,15 +9,6 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-
-use crate::proto::ErrorBody;
 
 /// Reads the token in `path`, creating it (mode 0600) when missing.
 pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
@@ -76,28 +67,7 @@ pub fn find_token() -> anyhow::Result<String> {
     read(&path).map_err(|e| anyhow::anyhow!("{e} (set SAMZA_TOKEN or SAMZA_TOKEN_FILE)"))
 }
 
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Axum middleware: 401 unless the request carries the token.
-pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
-    if !ok {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong cluster token (Authorization: Bearer ...)");
-    }
-    next.run(req).await
-}
-
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody { error: message.into() })).into_response()
-}
+pub use samza_container::http::{error, require_token};
 
 /// A name that may become one path component: letters, digits, `-`, `_`,
 /// `.`, not starting with `.`, at most 128 bytes.
@@ -144,6 +114,5 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(load_or_create(&p).unwrap(), t);
-        assert!(same(t.as_bytes(), t.as_bytes()) && !same(b"a", b"b") && !same(b"a", b"ab"));
     }
 }

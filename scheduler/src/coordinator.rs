@@ -21,14 +21,17 @@
 //! running containers instead of restarting them.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use samza_container::config::JobConfig;
+use samza_container::entry::ContainerEndpoint;
 use samza_container::job_model::{self, JobModel};
 use samza_container::systems::SystemRegistry;
+use samza_task_api::metrics::Snapshot;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
@@ -109,7 +112,11 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let model = compute_model(&cfg, &systems)?;
     tracing::info!(app = %app_id, attempt, job = %cfg.name, containers = cfg.container_count, "coordinator started");
 
-    let served = Arc::new(Served { model: model.clone(), heartbeats: Mutex::new(BTreeMap::new()) });
+    let served = Arc::new(Served {
+        job: cfg.name.clone(),
+        model: model.clone(),
+        heartbeats: Mutex::new(BTreeMap::new()),
+    });
     let url = serve(served.clone(), &token)?;
     tracing::info!(%url, "serving the JobModel and container heartbeats");
     let mut st: CoordinatorState = serde_json::from_value(app.coordinator_state.clone()).unwrap_or_default();
@@ -288,34 +295,91 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
 
 /// What the coordinator serves: the JobModel, and the containers' heartbeats.
 struct Served {
+    job: String,
     model: JobModel,
-    /// Job container number -> (cluster container id, last heartbeat).
-    heartbeats: Mutex<BTreeMap<u32, (String, Instant)>>,
+    /// Job container number -> its last heartbeat.
+    heartbeats: Mutex<BTreeMap<u32, Beat>>,
+}
+
+struct Beat {
+    /// The cluster container that sent it.
+    container: String,
+    at: Instant,
+    url: Option<String>,
+    metrics: Snapshot,
 }
 
 impl Served {
     fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
         let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-        hb.get(&n).filter(|(c, _)| c == id).map(|(_, t)| *t)
+        hb.get(&n).filter(|b| b.container == id).map(|b| b.at)
+    }
+
+    /// The job's figures from the containers' last heartbeats (those heard
+    /// from within 10 s).
+    fn job_metrics(&self) -> JobMetrics {
+        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = JobMetrics::default();
+        for (n, b) in hb.iter().filter(|(_, b)| b.at.elapsed() < Duration::from_secs(10)) {
+            let c = ContainerMetrics {
+                container: b.container.clone(),
+                url: b.url.clone(),
+                heartbeat_age_ms: b.at.elapsed().as_millis() as u64,
+                processed: b.metrics.sum("container.processed").max(0) as u64,
+                lag: b.metrics.sum("ssp.lag").max(0) as u64,
+            };
+            m.processed += c.processed;
+            m.lag += c.lag;
+            m.containers.insert(*n, c);
+        }
+        m
+    }
+
+    /// Prometheus text: every container's series (labelled with its job
+    /// container number) and the job's totals.
+    fn prometheus(&self) -> String {
+        let m = self.job_metrics();
+        let mut out = String::new();
+        let job = self.job.as_str();
+        let _ = writeln!(out, "# TYPE samza_job_processed_total counter");
+        let _ = writeln!(out, "samza_job_processed_total{{job=\"{job}\"}} {}", m.processed);
+        let _ = writeln!(out, "# TYPE samza_job_lag gauge");
+        let _ = writeln!(out, "samza_job_lag{{job=\"{job}\"}} {}", m.lag);
+        let _ = writeln!(out, "# TYPE samza_job_containers_reporting gauge");
+        let _ = writeln!(out, "samza_job_containers_reporting{{job=\"{job}\"}} {}", m.containers.len());
+        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, b) in hb.iter() {
+            let n = n.to_string();
+            b.metrics.to_prometheus(&[("job", job), ("container", &n)], &mut out);
+        }
+        out
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct ContainerHeartbeat {
     container: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    metrics: Snapshot,
 }
 
-/// Serves `GET /v1/model` and `POST /v1/containers/{n}/heartbeat` (with the
-/// cluster token) on a thread of its own; returns the URL.
+/// Serves `GET /v1/model`, `POST /v1/containers/{n}/heartbeat`, the job's
+/// metrics (`GET /v1/metrics`, JSON; `GET /metrics`, Prometheus) with the
+/// cluster token; returns the URL.
 fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
     use axum::extract::{Path as UrlPath, State};
     use axum::routing::{get, post};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let token: Arc<str> = token.into();
     let router = axum::Router::new()
         .route("/v1/model", get(|State(s): State<Arc<Served>>| async move { axum::Json(s.model.clone()) }))
+        .route("/v1/metrics", get(|State(s): State<Arc<Served>>| async move { axum::Json(s.job_metrics()) }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Served>>| async move {
+                ([(axum::http::header::CONTENT_TYPE, samza_container::http::PROMETHEUS_TEXT)], s.prometheus())
+            }),
+        )
         .route(
             "/v1/containers/{n}/heartbeat",
             post(
@@ -323,30 +387,26 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
                  UrlPath(n): UrlPath<u32>,
                  axum::Json(hb): axum::Json<ContainerHeartbeat>| async move {
                     let mut map = s.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-                    map.insert(n, (hb.container, Instant::now()));
+                    let beat = Beat {
+                        container: hb.container,
+                        at: Instant::now(),
+                        url: hb.url,
+                        metrics: hb.metrics,
+                    };
+                    map.insert(n, beat);
                     axum::Json(serde_json::json!({}))
                 },
             ),
         )
-        .with_state(served)
-        .layer(axum::middleware::from_fn_with_state(token, crate::auth::require_token));
-    std::thread::Builder::new().name("coordinator-http".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("coordinator HTTP server stopped: {e}");
-            }
-        });
-    })?;
-    Ok(url)
+        .with_state(served);
+    Ok(samza_container::http::serve("127.0.0.1:0", token, router, "coordinator-http")?)
 }
 
 /// A container's side (see `samza_container::entry::ClusterRoles::join`): on
 /// a cluster, the JobModel from the current coordinator, whose address is in
 /// the application's state at the resource manager, and a thread that sends
 /// it a heartbeat every second (finding the coordinator again after it moved).
-pub fn join(container: u32) -> anyhow::Result<Option<JobModel>> {
+pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Option<JobModel>> {
     let (Ok(app), Ok(rm_url), Ok(token), Ok(id)) = (
         std::env::var("SAMZA_APP_ID"),
         std::env::var("SAMZA_RM_URL"),
@@ -376,8 +436,12 @@ pub fn join(container: u32) -> anyhow::Result<Option<JobModel>> {
     tracing::info!(container, url = coordinator.base(), "JobModel from the coordinator");
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
         let mut coordinator = Some(coordinator);
-        let body = ContainerHeartbeat { container: id };
         loop {
+            let body = ContainerHeartbeat {
+                container: id.clone(),
+                url: endpoint.url.clone(),
+                metrics: endpoint.metrics.snapshot(),
+            };
             let ok = coordinator.as_ref().is_some_and(|c| {
                 c.post::<_, serde_json::Value>(&format!("/v1/containers/{container}/heartbeat"), &body)
                     .is_ok()

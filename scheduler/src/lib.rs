@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod dashboard;
 pub mod nm;
 pub mod proto;
 pub mod rm;

@@ -25,6 +25,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use samza_task_api::MetricsRegistry;
+
 use crate::auth::{self, error, is_sha256, safe_name};
 use crate::proto::*;
 
@@ -61,6 +63,7 @@ pub struct Nm {
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     downloads: tokio::sync::Mutex<()>,
+    metrics: MetricsRegistry,
 }
 
 fn proc_start_ticks(pid: u32) -> Option<u64> {
@@ -101,6 +104,7 @@ impl Nm {
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(()),
+            metrics: MetricsRegistry::new(),
         });
         nm.readopt()?;
         Ok(nm)
@@ -173,6 +177,7 @@ impl Nm {
             .route("/v1/containers", post(launch).get(list))
             .route("/v1/containers/{id}/stop", post(stop))
             .route("/v1/containers/{id}/logs/{stream}", get(logs))
+            .route("/metrics", get(prometheus))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
     }
@@ -256,6 +261,8 @@ impl Nm {
             return Err(format!("GET {url}: {}", r.status()));
         }
         let bytes = r.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        self.metrics.counter("nm.package-downloads").inc();
+        self.metrics.counter("nm.package-download-bytes").add(bytes.len() as i64);
         let got = auth::sha256_hex(&bytes);
         if got != sha {
             return Err(format!(
@@ -422,6 +429,7 @@ impl Nm {
                 }
                 drop(mine);
                 tracing::warn!(container = %id, rss, limit_mb, "over its memory limit; killing");
+                self.metrics.counter("nm.memory-limit-kills").inc();
                 signal_group(pid, libc::SIGKILL);
                 return;
             }
@@ -468,12 +476,29 @@ type Shared = State<Arc<Nm>>;
 
 async fn launch(State(nm): Shared, Json(l): Json<Launch>) -> Response {
     match nm.start(l).await {
-        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Ok(info) => {
+            nm.metrics.counter("nm.launches").inc();
+            (StatusCode::CREATED, Json(info)).into_response()
+        }
         Err((status, message)) => {
             tracing::warn!("launch refused: {message}");
             error(status, message)
         }
     }
+}
+
+/// Prometheus text: launches, package downloads, memory-limit kills, and
+/// the containers by state.
+async fn prometheus(State(nm): Shared) -> Response {
+    let mut states: BTreeMap<String, i64> = BTreeMap::new();
+    for c in nm.lock().values() {
+        *states.entry(format!("{:?}", c.info.state).to_lowercase()).or_default() += 1;
+    }
+    for (state, n) in states {
+        nm.metrics.gauge_with("nm.containers", &[("state", &state)]).set(n);
+    }
+    let text = nm.metrics.to_prometheus(&[("node", &nm.cfg.node)]);
+    ([(axum::http::header::CONTENT_TYPE, samza_container::http::PROMETHEUS_TEXT)], text).into_response()
 }
 
 async fn list(State(nm): Shared) -> Response {

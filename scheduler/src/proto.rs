@@ -248,6 +248,28 @@ pub struct Finish {
     pub reason: Option<String>,
 }
 
+/// Figures of a job from its coordinator (`GET /v1/apps/{app}/metrics` at the RM).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobMetrics {
+    /// Messages processed by the job's running containers (since each started).
+    pub processed: u64,
+    /// Messages waiting: the sum over input partitions of upcoming offset minus next offset.
+    pub lag: u64,
+    /// Job container number -> its figures.
+    pub containers: BTreeMap<u32, ContainerMetrics>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMetrics {
+    /// The cluster container id.
+    pub container: String,
+    /// Its HTTP server (`/metrics`).
+    pub url: Option<String>,
+    pub heartbeat_age_ms: u64,
+    pub processed: u64,
+    pub lag: u64,
+}
+
 /// An error body: `{"error": "..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

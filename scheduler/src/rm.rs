@@ -28,6 +28,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use samza_task_api::{Counter, MetricsRegistry, Timer};
+
 use crate::auth::{self, error, is_sha256, safe_name};
 use crate::proto::*;
 
@@ -87,6 +89,16 @@ pub struct Rm {
     token: Arc<str>,
     inner: Mutex<Inner>,
     http: reqwest::Client,
+    metrics: Metrics,
+}
+
+/// The resource manager's own metrics (`GET /metrics`); gauges of nodes,
+/// applications and containers are computed when scraped.
+struct Metrics {
+    registry: MetricsRegistry,
+    heartbeats: Counter,
+    allocate: Timer,
+    submissions: Counter,
 }
 
 fn now_ms() -> i64 {
@@ -364,6 +376,15 @@ impl Rm {
             token: token.into(),
             inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts }),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            metrics: {
+                let registry = MetricsRegistry::new();
+                Metrics {
+                    heartbeats: registry.counter("rm.heartbeats"),
+                    allocate: registry.timer("rm.allocate"),
+                    submissions: registry.counter("rm.submissions"),
+                    registry,
+                }
+            },
         }))
     }
 
@@ -411,9 +432,15 @@ impl Rm {
             .route("/v1/apps/{app}/allocate", post(allocate))
             .route("/v1/apps/{app}/coordinator-state", put(coordinator_state))
             .route("/v1/apps/{app}/finish", post(finish))
+            .route("/v1/apps/{app}/metrics", get(app_metrics))
+            .route("/metrics", get(prometheus))
             .layer(DefaultBodyLimit::max(2 << 30))
             .with_state(self.clone());
+        // The dashboard's page holds no data: it asks for the token and reads
+        // the API above with it, as the CLI does.
         api.layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+            .route("/", get(crate::dashboard::page))
+            .route("/dashboard", get(crate::dashboard::page))
     }
 
     /// Background duties: lost nodes, coordinators to place.
@@ -584,6 +611,7 @@ async fn heartbeat(
     UrlPath(node): UrlPath<String>,
     Json(hb): Json<NodeHeartbeat>,
 ) -> Response {
+    rm.metrics.heartbeats.inc();
     let mut inner = rm.lock();
     match inner.nodes.get_mut(&node) {
         Some(n) if n.state == NodeState::Running => n.last_heartbeat = Instant::now(),
@@ -669,6 +697,7 @@ async fn download(State(rm): Shared, method: axum::http::Method, UrlPath(sha): U
 }
 
 async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response {
+    rm.metrics.submissions.inc();
     if !safe_name(&s.name) {
         return json_err(StatusCode::BAD_REQUEST, format!("invalid job name {:?}", s.name));
     }
@@ -758,7 +787,92 @@ async fn kill(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
 }
 
 async fn allocate(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(req): Json<Allocate>) -> Response {
-    with_app(&rm, &app, |inner| {
+    let started = Instant::now();
+    let r = allocate_now(&rm, &app, req);
+    rm.metrics.allocate.record(started.elapsed());
+    r
+}
+
+/// The job's figures, from its coordinator (which gathers them from its
+/// containers' heartbeats).
+async fn app_metrics(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
+    let url = {
+        let inner = rm.lock();
+        let Some(a) = inner.p.apps.get(&app) else {
+            return json_err(StatusCode::NOT_FOUND, format!("no application {app}"));
+        };
+        if a.info.state != AppState::Running {
+            return json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state));
+        }
+        a.info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string)
+    };
+    let Some(url) = url else {
+        return json_err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("application {app} has no coordinator yet"),
+        );
+    };
+    let r = rm
+        .http
+        .get(format!("{url}/v1/metrics"))
+        .bearer_auth(&*rm.token)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status().is_success() => match r.json::<JobMetrics>().await {
+            Ok(m) => Json(m).into_response(),
+            Err(e) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {e}")),
+        },
+        Ok(r) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {}", r.status())),
+        Err(e) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {e}")),
+    }
+}
+
+/// Prometheus text: the resource manager's counters and timers, and gauges of
+/// nodes, applications and containers by state.
+async fn prometheus(State(rm): Shared) -> Response {
+    let r = &rm.metrics.registry;
+    {
+        let inner = rm.lock();
+        let mut nodes: BTreeMap<&str, i64> = ["running", "lost", "recovering"].map(|s| (s, 0)).into();
+        for n in inner.nodes.values() {
+            *nodes.entry(node_state_name(n.state)).or_default() += 1;
+        }
+        for (state, n) in nodes {
+            r.gauge_with("rm.nodes", &[("state", state)]).set(n);
+        }
+        let mut apps: BTreeMap<String, i64> = BTreeMap::new();
+        let mut running = 0;
+        for a in inner.p.apps.values() {
+            *apps.entry(format!("{:?}", a.info.state).to_lowercase()).or_default() += 1;
+            running += a.info.containers.iter().filter(|c| c.state == ContainerState::Running).count();
+        }
+        for state in ["accepted", "running", "succeeded", "failed", "killed"] {
+            r.gauge_with("rm.apps", &[("state", state)]).set(apps.get(state).copied().unwrap_or(0));
+        }
+        r.gauge("rm.containers-running").set(running as i64);
+        let live = inner.nodes.values().filter(|n| n.state == NodeState::Running);
+        let capacity: u64 = live.map(|n| n.capacity.memory_mb).sum();
+        let used: u64 = inner.usage().values().map(|(u, _)| u.memory_mb).sum();
+        r.gauge("rm.memory-mb-capacity").set(capacity as i64);
+        r.gauge("rm.memory-mb-used").set(used as i64);
+    }
+    ([(axum::http::header::CONTENT_TYPE, samza_container::http::PROMETHEUS_TEXT)], r.to_prometheus(&[]))
+        .into_response()
+}
+
+fn node_state_name(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Running => "running",
+        NodeState::Lost => "lost",
+        NodeState::Recovering => "recovering",
+    }
+}
+
+fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
+    let app = app.to_string();
+    with_app(rm, &app, |inner| {
         let a = inner.p.apps.get_mut(&app).unwrap();
         if a.info.state.is_final() {
             return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));

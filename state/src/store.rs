@@ -112,15 +112,18 @@ fn task_err(e: StateError) -> TaskError {
 }
 
 impl TaskStore {
+    /// `task` labels the store's metrics (with the store's name).
     pub fn new(
         name: &str,
+        task: &str,
         engine: Box<dyn Engine>,
         options: StoreOptions,
         clock: Clock,
         metrics: &MetricsRegistry,
         commit_requested: Arc<AtomicBool>,
     ) -> Self {
-        let m = |what: &str| metrics.counter(&format!("store.{name}.{what}"));
+        let m =
+            |what: &str| metrics.counter_with(&format!("store.{what}"), &[("store", name), ("task", task)]);
         TaskStore {
             name: name.to_string(),
             engine,

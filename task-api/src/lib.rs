@@ -13,7 +13,7 @@ pub mod system;
 pub mod task;
 
 pub use error::{TaskError, TaskErrorKind};
-pub use metrics::{Counter, Gauge, MetricsRegistry};
+pub use metrics::{Counter, Gauge, MetricsRegistry, Timer};
 pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
 pub use store::{KeyValueStore, RawStore, SharedStore};
 pub use task::{

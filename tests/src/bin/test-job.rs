@@ -4,6 +4,8 @@
 //!   key and partition; with `params.sleep-us` it sleeps that long every 1000
 //!   messages, so tests can kill it mid-stream.
 //! - `fail`: like `copy`, but fails on the message whose value is `params.fail-on`.
+//!
+//! Both count what they copied in a metric of their own, `copy.copied`.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ struct Copy {
     sleep: Option<Duration>,
     fail_on: Option<String>,
     seen: u64,
+    copied: Counter,
 }
 
 impl StreamTask for Copy {
@@ -22,6 +25,7 @@ impl StreamTask for Copy {
         self.output = Some(ctx.config().get_system_stream("params.output", "log.out")?);
         self.sleep = ctx.config().get_parsed::<u64>("params.sleep-us")?.map(Duration::from_micros);
         self.fail_on = ctx.config().get("params.fail-on").map(str::to_string);
+        self.copied = ctx.metrics().counter("copy.copied");
         Ok(())
     }
 
@@ -46,6 +50,7 @@ impl StreamTask for Copy {
             OutgoingMessageEnvelope::new(self.output.clone().unwrap(), env.key.clone(), env.message.clone())
                 .with_partition(env.ssp.partition);
         out.send(msg);
+        self.copied.inc();
         Ok(())
     }
 }

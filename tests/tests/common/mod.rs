@@ -1,0 +1,192 @@
+//! Shared by the tests that run a local cluster: its setup, a copy job over
+//! a bounded input, and `samza-run` against it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
+use samza_scheduler::cli::LocalCluster;
+use samza_scheduler::client::Client;
+use samza_scheduler::proto::*;
+
+pub const JOB: &str = env!("CARGO_BIN_EXE_test-job");
+
+pub fn bin_dir() -> PathBuf {
+    let dir = Path::new(JOB).parent().unwrap().to_path_buf();
+    for b in ["samza-rm", "samza-nm", "samza-run"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} is missing in {}: build with `cargo build --workspace`",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Fields drop in order: the cluster (its containers, then daemons) before
+/// the directory they use.
+pub struct Setup {
+    pub cluster: LocalCluster,
+    pub log: Log,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new(nodes: u32) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().join("log")).unwrap();
+        let cluster = LocalCluster::start(&bin_dir(), &dir.path().join("cluster"), nodes, 10_000).unwrap();
+        Setup { cluster, log, dir }
+    }
+
+    pub fn rm(&self) -> Client {
+        Client::new(&self.cluster.rm_url, &self.cluster.token)
+    }
+
+    /// Input `in`: 2 partitions of `per_partition` messages `p<P>-<i>`.
+    pub fn input(&self, per_partition: u64) {
+        let input = self.log.create_stream("in", &StreamConfig::with_partitions(2)).unwrap();
+        for p in 0..2 {
+            let mut w = input.writer(p).unwrap();
+            let mut b = BatchBuilder::new();
+            for i in 0..per_partition {
+                b.push(Some(format!("k{i}").as_bytes()), Some(format!("p{p}-{i}").as_bytes()), 0, &[]);
+                if b.len() == 1000 {
+                    w.append(&mut b).unwrap();
+                    b.clear();
+                }
+            }
+            w.append(&mut b).unwrap();
+        }
+    }
+
+    /// A copy job over the bounded input, written as `job.toml`.
+    pub fn job(&self, class: &str, extra: &str) -> PathBuf {
+        let toml = format!(
+            r#"
+[job]
+name = "copy-job"
+container-count = 2
+shutdown-timeout-ms = 5000
+
+[package]
+binary = "{JOB}"
+
+[task]
+class = "{class}"
+inputs = ["log.in"]
+commit-ms = 200
+
+[systems.log]
+type = "embedded-log"
+dir = "log"
+
+[systems.log.streams.in]
+bounded = true
+
+[systems.log.streams.out]
+partitions = 2
+
+[cluster]
+container-memory-mb = 512
+host-affinity-timeout-ms = 1000
+{extra}
+"#
+        );
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// `samza-run ARGS... --rm <this cluster>` with its token.
+    pub fn samza_run(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("samza-run"))
+            .args(args)
+            .args(["--rm", &self.cluster.rm_url])
+            .env("SAMZA_TOKEN", &self.cluster.token)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
+
+    pub fn submit(&self, job: &Path) -> String {
+        let out = self.samza_run(&[job.to_str().unwrap(), "--detach"]);
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Waits until both job containers run with their pids known.
+    pub fn wait_running(&self, app: &str) -> AppInfo {
+        self.wait(app, "2 running containers", Duration::from_secs(60), |i| {
+            running_job_containers(i).iter().filter(|c| c.pid.is_some()).count() == 2
+        })
+    }
+
+    pub fn app(&self, app: &str) -> AppInfo {
+        self.rm().get(&format!("/v1/apps/{app}")).unwrap()
+    }
+
+    pub fn wait(
+        &self,
+        app: &str,
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&AppInfo) -> bool,
+    ) -> AppInfo {
+        let start = Instant::now();
+        loop {
+            if let Ok(info) = self.rm().get::<AppInfo>(&format!("/v1/apps/{app}")) {
+                if ok(&info) {
+                    return info;
+                }
+                if start.elapsed() > timeout {
+                    panic!(
+                        "timed out waiting for {what}; application now: {}",
+                        serde_json::to_string_pretty(&info).unwrap()
+                    );
+                }
+            } else if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}; the resource manager does not answer");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn out_count(&self) -> u64 {
+        let s = self.log.stream("out").unwrap();
+        (0..s.partitions())
+            .map(|p| {
+                let mut r = s.reader(p, StartAt::Oldest).unwrap();
+                let mut n = 0;
+                loop {
+                    let c = r.read(1 << 20).unwrap();
+                    if c.is_empty() {
+                        return n;
+                    }
+                    n += c.records().count() as u64;
+                }
+            })
+            .sum()
+    }
+
+    pub fn status_text(&self, app: &str) -> String {
+        let out = self.samza_run(&["status", app]);
+        assert!(out.status.success(), "samza-run status: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+pub fn running_job_containers(info: &AppInfo) -> Vec<&ContainerInfo> {
+    info.containers.iter().filter(|c| c.role != "coordinator" && c.state == ContainerState::Running).collect()
+}
+
+pub fn coordinator(info: &AppInfo) -> Option<&ContainerInfo> {
+    info.containers.iter().rev().find(|c| c.role == "coordinator" && c.attempt == info.attempt)
+}
+
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}

@@ -177,6 +177,10 @@ struct StoreSection {
     ttl_ms: Option<u64>,
     #[serde(default)]
     write_back_ms: Option<u64>,
+    #[serde(default)]
+    key_serde: Option<SerdeName>,
+    #[serde(default)]
+    msg_serde: Option<SerdeName>,
 }
 
 /// A task store declared under `[stores.<name>]`.
@@ -187,6 +191,10 @@ pub struct StoreConfig {
     /// The compacted stream backing the store, one partition per task.
     pub changelog: Option<SystemStream>,
     pub options: StoreOptions,
+    /// How tools and queries encode a key given as text (default: UTF-8).
+    pub key_serde: SerdeName,
+    /// How tools and queries show a value (default: bytes, as UTF-8 text when it is).
+    pub msg_serde: SerdeName,
 }
 
 fn one() -> u32 {
@@ -484,8 +492,17 @@ fn resolve(
         if let Some(ms) = st.write_back_ms {
             options.write_back_ms = ms;
         }
-        stores
-            .insert(name.clone(), StoreConfig { name: name.clone(), engine: st.engine, changelog, options });
+        stores.insert(
+            name.clone(),
+            StoreConfig {
+                name: name.clone(),
+                engine: st.engine,
+                changelog,
+                options,
+                key_serde: st.key_serde.unwrap_or(SerdeName::String),
+                msg_serde: st.msg_serde.unwrap_or(SerdeName::Bytes),
+            },
+        );
     }
     let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
     Ok(JobConfig {

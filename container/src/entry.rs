@@ -181,17 +181,20 @@ fn run_container(
     // With a token from its launcher (a node manager, or samza-run on this
     // machine), the container serves its metrics over HTTP on loopback.
     let metrics = samza_task_api::MetricsRegistry::new();
+    let cfg = Arc::new(cfg);
+    let (queries_tx, queries) = std::sync::mpsc::channel();
     let url = match std::env::var("SAMZA_TOKEN") {
         Ok(token) if !token.is_empty() => {
             let labels = vec![
                 ("job".to_string(), cfg.name.clone()),
                 ("container".to_string(), container_id.to_string()),
             ];
-            let router = crate::http::metrics_routes(metrics.clone(), labels);
+            let router = crate::http::metrics_routes(metrics.clone(), labels)
+                .merge(crate::http::store_routes(cfg.clone(), queries_tx));
             let bind = std::env::var("SAMZA_BIND").unwrap_or_else(|_| "127.0.0.1".into());
             let url = crate::http::serve(&format!("{bind}:0"), &token, router, "container-http")
                 .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
-            tracing::info!(%url, "serving metrics");
+            tracing::info!(%url, "serving metrics and store queries");
             Some(url)
         }
         _ => None,
@@ -205,7 +208,7 @@ fn run_container(
         None => None,
     };
     run_loop::run(ContainerSpec {
-        config: Arc::new(cfg),
+        config: cfg,
         container_id,
         tasks,
         systems,
@@ -213,6 +216,7 @@ fn run_container(
         status_path,
         model,
         metrics,
+        queries: Some(queries),
     })?;
     Ok(())
 }

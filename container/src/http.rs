@@ -4,18 +4,24 @@
 //!
 //! A container serves, with the token its launcher gave it (`SAMZA_TOKEN`):
 //! `GET /metrics` (Prometheus text: every metric of the container, labelled
-//! with its job and container) and `GET /v1/metrics` (the same as JSON).
+//! with its job and container), `GET /v1/metrics` (the same as JSON), and
+//! `GET /v1/stores/{store}/{key}[?task=NAME]`: the key's current value in a
+//! running task's store (queryable state), read by the run loop between
+//! messages, so it includes writes not yet committed.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use samza_task_api::MetricsRegistry;
+
+use crate::config::JobConfig;
+use crate::run_loop::StoreQuery;
 
 /// Constant-time comparison of a presented token with the expected one.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -89,6 +95,50 @@ pub fn metrics_routes(metrics: MetricsRegistry, labels: Vec<(String, String)>) -
             }),
         )
         .route("/v1/metrics", get(move || async move { Json(metrics.snapshot()) }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct TaskParam {
+    pub task: Option<String>,
+}
+
+/// `GET /v1/stores/{store}/{key}`: the key (text, encoded with the store's
+/// `key-serde`) read by the run loop; the value decoded with `msg-serde`.
+pub fn store_routes(cfg: Arc<JobConfig>, queries: std::sync::mpsc::Sender<StoreQuery>) -> Router {
+    let handler = move |UrlPath((store, key)): UrlPath<(String, String)>, Query(p): Query<TaskParam>| {
+        let cfg = cfg.clone();
+        let queries = queries.clone();
+        async move {
+            let Some(sc) = cfg.stores.get(&store) else {
+                return error(StatusCode::NOT_FOUND, format!("job {} has no store {store:?}", cfg.name));
+            };
+            let encoded = match sc.key_serde.encode_text(&key) {
+                Ok(k) => k.to_vec(),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("key {key:?} of store {store}: {e}"))
+                }
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let q = StoreQuery { store: store.clone(), key: encoded, task: p.task, reply: tx };
+            if queries.send(q).is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the container's run loop has stopped");
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+                Ok(Ok(Ok(Some((task, v))))) => match sc.msg_serde.decode_json(&v) {
+                    Ok(value) => {
+                        Json(serde_json::json!({"store": store, "key": key, "task": task, "value": value}))
+                            .into_response()
+                    }
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("value of {key:?}: {e}")),
+                },
+                Ok(Ok(Ok(None))) => error(StatusCode::NOT_FOUND, format!("no key {key:?} in store {store}")),
+                Ok(Ok(Err(e))) => error(StatusCode::NOT_FOUND, e),
+                Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the container's run loop has stopped"),
+                Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the run loop did not answer within 10 s"),
+            }
+        }
+    };
+    Router::new().route("/v1/stores/{store}/{key}", get(handler))
 }
 
 #[cfg(test)]

@@ -23,6 +23,28 @@ pub struct JobModel {
     pub containers: BTreeMap<u32, BTreeMap<TaskName, TaskModel>>,
 }
 
+impl JobModel {
+    /// The task that reads the partition `key` belongs to in `input` (the
+    /// stable key hash every producer uses), and the container running it:
+    /// where a store keyed like the input keeps that key.
+    pub fn task_for_key(&self, input: &SystemStream, key: &[u8]) -> Option<(u32, &TaskModel)> {
+        let tasks = || self.containers.iter().flat_map(|(c, t)| t.values().map(move |t| (*c, t)));
+        let partitions = tasks().flat_map(|(_, t)| &t.ssps).filter(|s| s.system_stream == *input).count();
+        if partitions == 0 {
+            return None;
+        }
+        let p = samza_task_api::partition_for_key(key, partitions as u32);
+        tasks().find(|(_, t)| t.ssps.iter().any(|s| s.system_stream == *input && s.partition == p))
+    }
+
+    /// The container running task `name`.
+    pub fn container_of(&self, name: &str) -> Option<(u32, &TaskModel)> {
+        self.containers
+            .iter()
+            .find_map(|(c, t)| t.values().find(|t| t.name.as_str() == name).map(|t| (*c, t)))
+    }
+}
+
 /// Groups the inputs' partitions into tasks and spreads the tasks over containers.
 ///
 /// `partition` grouping: task `Partition N` owns partition N of every input that

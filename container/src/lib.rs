@@ -12,3 +12,4 @@ pub mod memory;
 pub mod run_loop;
 pub mod systems;
 pub mod testing;
+pub mod tools;

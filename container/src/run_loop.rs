@@ -25,6 +25,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
 use crate::config::{DefaultOffset, JobConfig, StoreConfig};
 use crate::job_model;
 use crate::systems::SystemRegistry;
+use crate::tools::dir_name;
 use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
 use samza_task_api::SharedStore;
 
@@ -78,6 +79,19 @@ pub struct ContainerSpec {
     /// The container's metrics (served over HTTP and sent in heartbeats by
     /// whoever created it); the run loop and the tasks update it.
     pub metrics: MetricsRegistry,
+    /// Reads of keys from the tasks' stores (queryable state), answered
+    /// between messages.
+    pub queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
+}
+
+/// A read of one key from a running task's store.
+pub struct StoreQuery {
+    pub store: String,
+    pub key: Vec<u8>,
+    /// The task whose store to read; `None`: the first of the container's
+    /// tasks that has the key.
+    pub task: Option<String>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Option<(String, Vec<u8>)>, String>>,
 }
 
 struct SspState {
@@ -135,11 +149,6 @@ struct StoreSlot {
 fn with_store<T>(shared: &SharedStore, f: impl FnOnce(&mut TaskStore) -> T) -> T {
     let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.as_any_mut().downcast_mut::<TaskStore>().expect("stores are created by the runtime"))
-}
-
-/// A task name as a directory name.
-fn dir_name(task: &TaskName) -> String {
-    task.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 /// Messages processed per choice of partition before choosing again.
@@ -346,6 +355,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         m_commit: metrics.timer("container.commit"),
         m_window: metrics.timer("container.window"),
         status_path: spec.status_path,
+        queries: spec.queries,
         last_status: Instant::now(),
         commit_requested,
     };
@@ -394,6 +404,7 @@ struct Loop {
     m_commit: samza_task_api::Timer,
     m_window: samza_task_api::Timer,
     status_path: Option<PathBuf>,
+    queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
     last_status: Instant,
     /// Set by stores whose dirty entries reached their write batch size.
     commit_requested: Arc<AtomicBool>,
@@ -482,6 +493,7 @@ impl Loop {
             if now.duration_since(self.last_status) >= Duration::from_secs(1) {
                 self.write_status(false);
             }
+            self.answer_queries();
 
             let buffered: usize = self.ssps.iter().map(|s| s.queue.len()).sum();
             if buffered < self.cfg.poll_batch / 2 {
@@ -524,6 +536,37 @@ impl Loop {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Answers the store reads that arrived since the last call.
+    fn answer_queries(&mut self) {
+        let Some(rx) = &self.queries else {
+            return;
+        };
+        while let Ok(q) = rx.try_recv() {
+            let mut found = Ok(None);
+            let mut has_store = false;
+            for task in self.tasks.iter().filter(|t| q.task.as_deref().is_none_or(|n| n == t.name.as_str())) {
+                for slot in task.stores.iter().filter(|s| s.name == q.store) {
+                    has_store = true;
+                    match with_store(&slot.shared, |st| samza_task_api::RawStore::get(st, &q.key)) {
+                        Ok(Some(v)) => found = Ok(Some((task.name.as_str().to_string(), v))),
+                        Ok(None) => {}
+                        Err(e) => found = Err(format!("task {}: store {}: {e}", task.name, q.store)),
+                    }
+                }
+                if !matches!(found, Ok(None)) {
+                    break;
+                }
+            }
+            if !has_store {
+                found = Err(match &q.task {
+                    Some(t) => format!("this container has no task {t:?} with a store {:?}", q.store),
+                    None => format!("this container's tasks have no store {:?}", q.store),
+                });
+            }
+            let _ = q.reply.send(found);
         }
     }
 

@@ -128,6 +128,7 @@ impl TestRunner {
                 status_path: None,
                 model: None,
                 metrics: self.metrics[id as usize].clone(),
+                queries: None,
             })?;
             if o != Outcome::NoTasks {
                 outcome = o;

@@ -283,6 +283,7 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
         status_path: None,
         model: None,
         metrics: Default::default(),
+        queries: None,
     })
     .unwrap();
     let events = events.lock().unwrap();

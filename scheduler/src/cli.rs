@@ -5,15 +5,17 @@
 //! local cluster wrote to `<cluster-dir>/rm/rm.url` (`SAMZA_CLUSTER_DIR`,
 //! default `samza-data/cluster`). The token: see [`crate::auth::find_token`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use samza_container::config::JobConfig;
+use samza_container::systems::SystemRegistry;
+use samza_container::tools;
 
 use crate::auth;
-use crate::client::Client;
+use crate::client::{encode, Client, HttpError};
 use crate::proto::*;
 use crate::rm::state_word;
 
@@ -468,4 +470,162 @@ pub fn cluster(dir: &Path, nodes: u32) -> anyhow::Result<ExitCode> {
     }
     c.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `samza-run query APP STORE KEY`: the key's current value in the running
+/// job's store, read by the container that owns it.
+pub fn query(
+    rm: Option<&str>,
+    app: &str,
+    store: &str,
+    key: &str,
+    task: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let rm = client(rm)?;
+    let mut path = format!("/v1/apps/{}/stores/{}/{}", encode(app), encode(store), encode(key));
+    if let Some(t) = task {
+        path.push_str(&format!("?task={}", encode(t)));
+    }
+    match rm.get::<serde_json::Value>(&path) {
+        Ok(v) if json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Ok(v) => println!("{}", v["value"]),
+        Err(e) if e.downcast_ref::<HttpError>().is_some_and(|h| h.status == 404) => {
+            eprintln!("samza-run: {e}");
+            return Ok(ExitCode::from(EXIT_NOT_FOUND));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code when the thing asked for (key, application) does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code when an action is refused because of the job's state.
+pub const EXIT_REFUSED: u8 = 4;
+
+/// `samza-run checkpoint show job.toml`: every task's checkpointed offsets,
+/// with each partition's upcoming offset and the lag between them.
+pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = JobConfig::load(job, overrides)?;
+    let systems = SystemRegistry::default();
+    let cps = tools::read_checkpoints(&cfg, &systems)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cps)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cps.is_empty() {
+        println!("job {} has no checkpoints yet", cfg.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut upcoming: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut rows = vec![["TASK", "PARTITION", "OFFSET", "UPCOMING", "LAG"].map(String::from).to_vec()];
+    for (task, cp) in &cps {
+        for e in &cp.offsets {
+            let ss = e.ssp.system_stream.to_string();
+            if !upcoming.contains_key(&ss) {
+                let sc = cfg.systems.get(&*e.ssp.system_stream.system);
+                let meta = sc
+                    .and_then(|sc| systems.get(sc).ok())
+                    .and_then(|f| f.admin(sc.unwrap()).ok())
+                    .and_then(|a| a.partition_metadata(e.ssp.stream()).ok());
+                upcoming.insert(
+                    ss.clone(),
+                    meta.map(|m| m.iter().map(|p| p.upcoming).collect()).unwrap_or_default(),
+                );
+            }
+            let up = upcoming[&ss].get(e.ssp.partition as usize).copied();
+            rows.push(vec![
+                task.to_string(),
+                e.ssp.to_string(),
+                human_count(e.offset),
+                up.map_or("-".into(), human_count),
+                up.map_or("-".into(), |u| human_count(u.saturating_sub(e.offset))),
+            ]);
+        }
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `samza-run checkpoint set job.toml --task T SSP=OFFSET...`: only while
+/// the job runs nowhere (on this machine or on its cluster).
+pub fn checkpoint_set(
+    job: &Path,
+    overrides: &[String],
+    rm: Option<&str>,
+    task: &str,
+    offsets: &[String],
+) -> anyhow::Result<ExitCode> {
+    let cfg = JobConfig::load(job, overrides)?;
+    let mut parsed = Vec::new();
+    for o in offsets {
+        let (ssp, off) = o
+            .rsplit_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{o:?}: write PARTITION=OFFSET, e.g. log.in[0]=1200"))?;
+        let off: u64 = off.parse().map_err(|_| anyhow::anyhow!("{o:?}: offset {off:?} is not a number"))?;
+        parsed.push((tools::parse_ssp(ssp)?, off));
+    }
+    if parsed.is_empty() {
+        anyhow::bail!("name at least one PARTITION=OFFSET to set");
+    }
+    if let Some((id, pid)) = tools::running_locally(&cfg) {
+        eprintln!("samza-run: job {} is running here (container {id}, pid {pid}); stop it first", cfg.name);
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
+    if let Some(url) = rm.or(cfg.cluster.rm.as_deref()) {
+        let apps: Vec<AppInfo> = client(Some(url))?.get("/v1/apps")?;
+        if let Some(a) = apps.iter().find(|a| a.name == cfg.name && !a.state.is_final()) {
+            eprintln!(
+                "samza-run: job {} is {} on the cluster as {}; kill it first",
+                cfg.name,
+                state_word(a.state),
+                a.app
+            );
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+    }
+    let cp = tools::set_checkpoint(&cfg, &SystemRegistry::default(), task, &parsed)?;
+    for e in &cp.offsets {
+        println!("{task}  {}  {}", e.ssp, e.offset);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `samza-run store get job.toml STORE KEY`: a key from a task's store on
+/// this machine's disk.
+pub fn store_get(
+    job: &Path,
+    overrides: &[String],
+    store: &str,
+    key: &str,
+    task: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = JobConfig::load(job, overrides)?;
+    let (task, value) = tools::read_store_key(&cfg, &SystemRegistry::default(), store, key, task)?;
+    match value {
+        Some(v) if json => {
+            println!("{}", serde_json::json!({"store": store, "key": key, "task": task, "value": v}))
+        }
+        Some(v) => println!("{v}"),
+        None => {
+            eprintln!("samza-run: no key {key:?} in store {store} of task {task}");
+            return Ok(ExitCode::from(EXIT_NOT_FOUND));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// 1234567 -> "1,234,567".
+pub fn human_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -10,6 +10,20 @@ use serde::Serialize;
 
 use crate::proto::ErrorBody;
 
+/// `s` as one URL path segment: everything but RFC 3986's unreserved
+/// characters percent-encoded.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// An answer other than success, with its status code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -27,9 +27,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use samza_container::config::JobConfig;
 use samza_container::entry::ContainerEndpoint;
-use samza_container::job_model::{self, JobModel};
+use samza_container::job_model::JobModel;
 use samza_container::systems::SystemRegistry;
 use samza_task_api::metrics::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -80,27 +81,7 @@ pub fn main(systems: SystemRegistry) -> ExitCode {
     }
 }
 
-/// Computes the JobModel as every container does: from the inputs' partition counts.
-pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Result<JobModel> {
-    let mut counts = Vec::new();
-    for input in &cfg.inputs {
-        let sc = cfg
-            .systems
-            .get(&*input.system)
-            .ok_or_else(|| anyhow::anyhow!("input {input}: system {} is not configured", input.system))?;
-        let admin = systems.get(sc)?.admin(sc)?;
-        let n = if admin.stream_exists(&input.stream)? {
-            admin.partition_metadata(&input.stream)?.len() as u32
-        } else {
-            // Declared streams are created by the containers; use the declared count.
-            cfg.stream(input).partitions.ok_or_else(|| {
-                anyhow::anyhow!("input stream {input} does not exist and declares no partition count")
-            })?
-        };
-        counts.push((input.clone(), n));
-    }
-    Ok(job_model::build(&counts, cfg.grouper, cfg.container_count))
-}
+pub use samza_container::tools::compute_model;
 
 fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let token = env("SAMZA_TOKEN")?;
@@ -114,6 +95,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
 
     let served = Arc::new(Served {
         job: cfg.name.clone(),
+        cfg: cfg.clone(),
+        token: token.clone(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
         model: model.clone(),
         heartbeats: Mutex::new(BTreeMap::new()),
     });
@@ -296,6 +280,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
 /// What the coordinator serves: the JobModel, and the containers' heartbeats.
 struct Served {
     job: String,
+    cfg: JobConfig,
+    token: String,
+    http: reqwest::Client,
     model: JobModel,
     /// Job container number -> its last heartbeat.
     heartbeats: Mutex<BTreeMap<u32, Beat>>,
@@ -335,6 +322,46 @@ impl Served {
         m
     }
 
+    /// The task that owns `key` of `store` and the address of the container
+    /// running it: the key's partition in the job's first input (the stable
+    /// key hash every producer uses), or the task named in the request.
+    fn owner(
+        &self,
+        store: &str,
+        key: &str,
+        task: Option<String>,
+    ) -> Result<(String, String), (StatusCode, String)> {
+        let not_found = |m: String| (StatusCode::NOT_FOUND, m);
+        let sc = self
+            .cfg
+            .stores
+            .get(store)
+            .ok_or_else(|| not_found(format!("job {} has no store {store:?}", self.job)))?;
+        let owner = match task {
+            Some(t) => self.model.container_of(&t),
+            None => {
+                let bytes = sc
+                    .key_serde
+                    .encode_text(key)
+                    .map_err(|e| (StatusCode::BAD_REQUEST, format!("key {key:?} of store {store}: {e}")))?;
+                let input =
+                    self.cfg.inputs.first().ok_or_else(|| not_found("the job has no inputs".into()))?;
+                self.model.task_for_key(input, &bytes)
+            }
+        };
+        let (n, task) = owner
+            .map(|(n, t)| (n, t.name.as_str().to_string()))
+            .ok_or_else(|| not_found(format!("job {} has no task for that key or name", self.job)))?;
+        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let url = hb.get(&n).and_then(|b| b.url.clone()).ok_or_else(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("container {n} (task {task:?}) has not reported its address yet"),
+            )
+        })?;
+        Ok((task, url))
+    }
+
     /// Prometheus text: every container's series (labelled with its job
     /// container number) and the job's totals.
     fn prometheus(&self) -> String {
@@ -356,6 +383,35 @@ impl Served {
     }
 }
 
+/// `GET /v1/stores/{store}/{key}[?task=NAME]`: routed to the container
+/// running the task that owns the key, answered by its run loop.
+async fn query(
+    axum::extract::State(s): axum::extract::State<Arc<Served>>,
+    axum::extract::Path((store, key)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(p): axum::extract::Query<samza_container::http::TaskParam>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (task, url) = match s.owner(&store, &key, p.task) {
+        Ok(x) => x,
+        Err((status, m)) => return samza_container::http::error(status, m),
+    };
+    let r = s
+        .http
+        .get(format!("{url}/v1/stores/{}/{}", crate::client::encode(&store), crate::client::encode(&key)))
+        .query(&[("task", &task)])
+        .bearer_auth(&s.token)
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = r.bytes().await.unwrap_or_default();
+            (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => samza_container::http::error(StatusCode::BAD_GATEWAY, format!("container at {url}: {e}")),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ContainerHeartbeat {
     container: String,
@@ -374,6 +430,7 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
     let router = axum::Router::new()
         .route("/v1/model", get(|State(s): State<Arc<Served>>| async move { axum::Json(s.model.clone()) }))
         .route("/v1/metrics", get(|State(s): State<Arc<Served>>| async move { axum::Json(s.job_metrics()) }))
+        .route("/v1/stores/{store}/{key}", get(query))
         .route(
             "/metrics",
             get(|State(s): State<Arc<Served>>| async move {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -433,6 +433,7 @@ impl Rm {
             .route("/v1/apps/{app}/coordinator-state", put(coordinator_state))
             .route("/v1/apps/{app}/finish", post(finish))
             .route("/v1/apps/{app}/metrics", get(app_metrics))
+            .route("/v1/apps/{app}/stores/{store}/{key}", get(app_store))
             .route("/metrics", get(prometheus))
             .layer(DefaultBodyLimit::max(2 << 30))
             .with_state(self.clone());
@@ -796,9 +797,26 @@ async fn allocate(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(req): J
 /// The job's figures, from its coordinator (which gathers them from its
 /// containers' heartbeats).
 async fn app_metrics(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
+    to_coordinator(&rm, &app, "/v1/metrics".into(), Vec::new()).await
+}
+
+/// A key's value in a running job's store: the coordinator routes the read to
+/// the container that owns the key (queryable state).
+async fn app_store(
+    State(rm): Shared,
+    UrlPath((app, store, key)): UrlPath<(String, String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let path = format!("/v1/stores/{}/{}", crate::client::encode(&store), crate::client::encode(&key));
+    to_coordinator(&rm, &app, path, q.into_iter().filter(|(k, _)| k == "task").collect()).await
+}
+
+/// Forwards a GET to the application's current coordinator and passes its
+/// answer back.
+async fn to_coordinator(rm: &Rm, app: &str, path: String, query: Vec<(String, String)>) -> Response {
     let url = {
         let inner = rm.lock();
-        let Some(a) = inner.p.apps.get(&app) else {
+        let Some(a) = inner.p.apps.get(app) else {
             return json_err(StatusCode::NOT_FOUND, format!("no application {app}"));
         };
         if a.info.state != AppState::Running {
@@ -814,17 +832,22 @@ async fn app_metrics(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Respon
     };
     let r = rm
         .http
-        .get(format!("{url}/v1/metrics"))
+        .get(format!("{url}{path}"))
+        .query(&query)
         .bearer_auth(&*rm.token)
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(15))
         .send()
         .await;
     match r {
-        Ok(r) if r.status().is_success() => match r.json::<JobMetrics>().await {
-            Ok(m) => Json(m).into_response(),
-            Err(e) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {e}")),
-        },
-        Ok(r) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {}", r.status())),
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match r.bytes().await {
+                Ok(body) => {
+                    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+                Err(e) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {e}")),
+            }
+        }
         Err(e) => json_err(StatusCode::BAD_GATEWAY, format!("coordinator of {app} at {url}: {e}")),
     }
 }

@@ -116,6 +116,17 @@ impl RocksEngine {
         Ok(RocksEngine { db, dir: dir.to_path_buf() })
     }
 
+    /// Opens an existing store without writing to it (offline tools; works
+    /// beside a process that has it open).
+    pub fn open_read_only(dir: &Path) -> Result<RocksEngine, StateError> {
+        if !dir.join("CURRENT").is_file() {
+            return Err(StateError::Engine(format!("no RocksDB store in {}", dir.display())));
+        }
+        let db = rocksdb::DB::open_for_read_only(&rocksdb::Options::default(), dir, false)
+            .map_err(|e| rocks_err(dir, "open (read-only)", e))?;
+        Ok(RocksEngine { db, dir: dir.to_path_buf() })
+    }
+
     fn batch(batch: &[Write]) -> rocksdb::WriteBatch {
         let mut wb = rocksdb::WriteBatch::default();
         for (k, v) in batch {

@@ -95,6 +95,12 @@ pub struct TaskStore {
     commit_requested: Arc<AtomicBool>,
 }
 
+/// A value as stored in the engine, without its expiry prefix when the store
+/// has a TTL; `None` once expired at `now_ms` (for tools reading a store).
+pub fn stored_value(ttl_ms: Option<u64>, now_ms: i64, stored: &[u8]) -> Option<&[u8]> {
+    live(ttl_ms, &(Arc::new(move || now_ms) as Clock), stored)
+}
+
 /// `stored` without its expiry prefix when the store has a TTL; `None` once
 /// expired.
 fn live<'a>(ttl_ms: Option<u64>, clock: &Clock, stored: &'a [u8]) -> Option<&'a [u8]> {

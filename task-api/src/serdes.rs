@@ -149,11 +149,59 @@ impl SerdeName {
             SerdeName::Bytes => Ok(()),
         }
     }
+
+    /// Encodes a key or value typed by a person (a command line, a URL):
+    /// `42` for i64/i32, JSON text for json, the text itself otherwise.
+    pub fn encode_text(self, text: &str) -> Result<Bytes, TaskError> {
+        match self {
+            SerdeName::String | SerdeName::Bytes => Ok(Bytes::copy_from_slice(text.as_bytes())),
+            SerdeName::Json => {
+                let v: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| TaskError::serde(format!("{text:?} is not JSON: {e}")))?;
+                JsonSerde.to_bytes(&v)
+            }
+            SerdeName::I64 => I64Serde.to_bytes(
+                &text.trim().parse().map_err(|e| TaskError::serde(format!("{text:?} is not an i64: {e}")))?,
+            ),
+            SerdeName::I32 => I32Serde.to_bytes(
+                &text.trim().parse().map_err(|e| TaskError::serde(format!("{text:?} is not an i32: {e}")))?,
+            ),
+        }
+    }
+
+    /// Decodes stored bytes for a person or a JSON client: numbers, JSON,
+    /// text; bytes as text when they are UTF-8, else as hex (`0x...`).
+    pub fn decode_json(self, bytes: &[u8]) -> Result<serde_json::Value, TaskError> {
+        Ok(match self {
+            SerdeName::String => StringSerde.from_bytes(bytes)?.into(),
+            SerdeName::Json => serde_json::from_slice(bytes)
+                .map_err(|e| TaskError::serde(format!("stored value is not JSON: {e}")))?,
+            SerdeName::I64 => I64Serde.from_bytes(bytes)?.into(),
+            SerdeName::I32 => I32Serde.from_bytes(bytes)?.into(),
+            SerdeName::Bytes => match std::str::from_utf8(bytes) {
+                Ok(s) => s.into(),
+                Err(_) => {
+                    format!("0x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()).into()
+                }
+            },
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_for_tools_round_trips_through_the_serdes() {
+        let i = SerdeName::I64.encode_text("42").unwrap();
+        assert_eq!(i, I64Serde.to_bytes(&42).unwrap());
+        assert_eq!(SerdeName::I64.decode_json(&i).unwrap(), serde_json::json!(42));
+        assert!(SerdeName::I64.encode_text("x").unwrap_err().to_string().contains("not an i64"));
+        assert_eq!(SerdeName::Json.decode_json(br#"{"a":1}"#).unwrap(), serde_json::json!({"a": 1}));
+        assert_eq!(SerdeName::Bytes.decode_json(&[0xff, 1]).unwrap(), serde_json::json!("0xff01"));
+        assert_eq!(SerdeName::String.encode_text("user-7").unwrap(), Bytes::from_static(b"user-7"));
+    }
 
     #[test]
     fn round_trips() {

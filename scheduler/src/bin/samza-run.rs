@@ -8,7 +8,14 @@
 //! samza-run kill APP
 //! samza-run logs APP [CONTAINER] [--stdout]     a container's log (default: the coordinator's stderr)
 //! samza-run cluster [--nodes 3] [--dir DIR]     a local cluster: a resource manager and N node managers
+//! samza-run query APP STORE KEY [--task T]      a key's value in a running job's store
+//! samza-run checkpoint show job.toml [--json]   tasks' checkpointed offsets and lag
+//! samza-run checkpoint set job.toml --task T log.in[0]=1200...   replay from an offset (job stopped)
+//! samza-run store get job.toml STORE KEY        a key from a task's store on this machine's disk
 //! ```
+//!
+//! Exit codes: 0 success; 1 error (or the followed job FAILED); 2 bad usage;
+//! 3 not found (key, application); 4 refused because of the job's state.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +70,31 @@ enum Cmd {
         #[arg(long)]
         stdout: bool,
     },
+    /// A key's current value in a running job's store (queryable state),
+    /// read by the container that owns the key.
+    Query {
+        app: String,
+        store: String,
+        key: String,
+        /// Read this task's store instead of the key's owner by partition.
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        rm: Option<String>,
+        /// The whole answer (store, key, task, value) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set tasks' checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointCmd,
+    },
+    /// Read a task's store on this machine's disk.
+    Store {
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
     /// Start a local cluster (a resource manager and N node managers, each its
     /// own process) and keep it up until Ctrl-C.
     Cluster {
@@ -74,6 +106,49 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum CheckpointCmd {
+    /// Every task's checkpointed offsets, each partition's upcoming offset and the lag.
+    Show {
+        job: PathBuf,
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set offsets of a task's checkpoint (the job must be stopped): it resumes there.
+    Set {
+        job: PathBuf,
+        #[arg(long)]
+        task: String,
+        /// PARTITION=OFFSET, e.g. log.in[0]=1200 (repeatable).
+        #[arg(required = true)]
+        offsets: Vec<String>,
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// The cluster to check for a running attempt of the job (default: cluster.rm).
+        #[arg(long)]
+        rm: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// A key's value (decoded with the store's msg-serde), read-only.
+    Get {
+        job: PathBuf,
+        store: String,
+        key: String,
+        /// The task whose store to read (default: the key's owner by partition).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     samza_scheduler::init_tracing();
     let cli = Cli::parse();
@@ -82,6 +157,18 @@ fn main() -> ExitCode {
         Some(Cmd::Kill { app, rm }) => cli::kill(rm.as_deref(), &app),
         Some(Cmd::Logs { app, container, rm, stdout }) => {
             cli::logs(rm.as_deref(), &app, container.as_deref(), stdout)
+        }
+        Some(Cmd::Query { app, store, key, task, rm, json }) => {
+            cli::query(rm.as_deref(), &app, &store, &key, task.as_deref(), json)
+        }
+        Some(Cmd::Checkpoint { action: CheckpointCmd::Show { job, overrides, json } }) => {
+            cli::checkpoint_show(&job, &overrides, json)
+        }
+        Some(Cmd::Checkpoint { action: CheckpointCmd::Set { job, task, offsets, overrides, rm } }) => {
+            cli::checkpoint_set(&job, &overrides, rm.as_deref(), &task, &offsets)
+        }
+        Some(Cmd::Store { action: StoreCmd::Get { job, store, key, task, overrides, json } }) => {
+            cli::store_get(&job, &overrides, &store, &key, task.as_deref(), json)
         }
         Some(Cmd::Cluster { nodes, dir }) => {
             cli::cluster(&dir.unwrap_or_else(samza_scheduler::auth::cluster_dir), nodes)

@@ -1,0 +1,180 @@
+//! Operator tools over a job's streams and local state, for `samza-run`:
+//! the JobModel as the coordinator computes it, tasks' checkpoints (show, and
+//! set while the job is stopped, to replay from an offset), and a key read
+//! from a task's store on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use samza_task_api::{SystemAdmin, SystemStream, SystemStreamPartition, TaskName};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
+use crate::config::JobConfig;
+use crate::job_model::{self, JobModel};
+use crate::systems::SystemRegistry;
+
+fn admin(cfg: &JobConfig, systems: &SystemRegistry, system: &str) -> anyhow::Result<Arc<dyn SystemAdmin>> {
+    let sc =
+        cfg.systems.get(system).ok_or_else(|| anyhow!("system {system:?} is not defined under [systems]"))?;
+    Ok(systems.get(sc)?.admin(sc)?)
+}
+
+/// The JobModel from the config and the inputs' partition counts (what the
+/// job's coordinator serves, and what containers compute on one machine).
+pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Result<JobModel> {
+    let mut counts = Vec::new();
+    for input in &cfg.inputs {
+        let admin = admin(cfg, systems, &input.system).with_context(|| format!("input {input}"))?;
+        let n = if admin.stream_exists(&input.stream)? {
+            admin.partition_metadata(&input.stream)?.len() as u32
+        } else {
+            // Declared streams are created by the containers; use the declared count.
+            cfg.stream(input).partitions.ok_or_else(|| {
+                anyhow!("input stream {input} does not exist and declares no partition count")
+            })?
+        };
+        counts.push((input.clone(), n));
+    }
+    Ok(job_model::build(&counts, cfg.grouper, cfg.container_count))
+}
+
+/// Every task's last checkpoint.
+pub fn read_checkpoints(
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+) -> anyhow::Result<BTreeMap<TaskName, Checkpoint>> {
+    let stream = cfg.checkpoint_stream();
+    let admin = admin(cfg, systems, &stream.system)?;
+    if !admin.stream_exists(&stream.stream)? {
+        return Ok(BTreeMap::new());
+    }
+    let sc = &cfg.systems[&*stream.system];
+    let consumer = systems.get(sc)?.consumer(sc)?;
+    Ok(checkpoint::read_all(admin.as_ref(), consumer, &stream)?)
+}
+
+/// `system.stream[partition]` (as SSPs print) -> the SSP.
+pub fn parse_ssp(s: &str) -> anyhow::Result<SystemStreamPartition> {
+    let bad = || anyhow!("{s:?} is not a partition: write system.stream[N], e.g. log.in[0]");
+    let (ss, rest) = s.rsplit_once('[').ok_or_else(bad)?;
+    let partition: u32 = rest.strip_suffix(']').ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let (system, stream) = ss.split_once('.').ok_or_else(bad)?;
+    if system.is_empty() || stream.is_empty() {
+        return Err(bad());
+    }
+    Ok(SystemStream::new(system, stream).partition(partition))
+}
+
+/// The pid of a container of this job still running on this machine under
+/// `samza-run` (from its status file), if any.
+pub fn running_locally(cfg: &JobConfig) -> Option<(u32, u32)> {
+    (0..cfg.container_count).find_map(|id| {
+        let path = cfg.state_dir.join(&cfg.name).join(format!("container-{id}.status.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let pid = v.get("pid")?.as_u64()? as u32;
+        let finished = v.get("finished").and_then(|f| f.as_bool()).unwrap_or(false);
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid as i32, 0) == 0 };
+        (!finished && alive).then_some((id, pid))
+    })
+}
+
+/// Writes a new checkpoint for `task`: its current one with `offsets`
+/// replacing the entries of their partitions. Each partition must be one
+/// the task reads, and each offset within the partition's retained range
+/// (oldest ..= upcoming). The caller makes sure the job is stopped.
+pub fn set_checkpoint(
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+    task: &str,
+    offsets: &[(SystemStreamPartition, u64)],
+) -> anyhow::Result<Checkpoint> {
+    let model = compute_model(cfg, systems)?;
+    let (_, tm) = model.container_of(task).ok_or_else(|| {
+        let names: Vec<String> =
+            model.containers.values().flat_map(|t| t.keys().map(|n| n.as_str().to_string())).collect();
+        anyhow!("job {} has no task {task:?} (its tasks: {})", cfg.name, names.join(", "))
+    })?;
+    let mut cp = read_checkpoints(cfg, systems)?.remove(&tm.name).unwrap_or_default();
+    for (ssp, offset) in offsets {
+        if !tm.ssps.contains(ssp) {
+            let owned: Vec<String> = tm.ssps.iter().map(ToString::to_string).collect();
+            bail!("task {task:?} does not read {ssp} (it reads {})", owned.join(", "));
+        }
+        let meta = admin(cfg, systems, &ssp.system_stream.system)?.partition_metadata(ssp.stream())?;
+        let m = meta.get(ssp.partition as usize).ok_or_else(|| anyhow!("{ssp} does not exist"))?;
+        if *offset < m.oldest || *offset > m.upcoming {
+            bail!("offset {offset} of {ssp} is outside its retained range {}..={}", m.oldest, m.upcoming);
+        }
+        match cp.offsets.iter_mut().find(|e| e.ssp == *ssp) {
+            Some(e) => e.offset = *offset,
+            None => cp.offsets.push(CheckpointEntry { ssp: ssp.clone(), offset: *offset }),
+        }
+    }
+    let stream = cfg.checkpoint_stream();
+    let sc = &cfg.systems[&*stream.system];
+    let admin = admin(cfg, systems, &stream.system)?;
+    checkpoint::ensure_stream(admin.as_ref(), &stream)?;
+    let mut producer = systems.get(sc)?.producer(sc)?;
+    checkpoint::write(producer.as_mut(), &stream, &tm.name, &cp)?;
+    producer.flush()?;
+    Ok(cp)
+}
+
+/// A key read from a task's store on this machine's disk (read-only; the
+/// job may be stopped or running). `task` defaults to the task that owns
+/// the key's partition in the job's first input. Returns the task and the
+/// value decoded with the store's `msg-serde`.
+pub fn read_store_key(
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+    store: &str,
+    key: &str,
+    task: Option<&str>,
+) -> anyhow::Result<(String, Option<serde_json::Value>)> {
+    let sc = cfg.stores.get(store).ok_or_else(|| anyhow!("job {} has no store {store:?}", cfg.name))?;
+    if sc.engine != samza_state::EngineKind::Rocksdb {
+        bail!("store {store} is kept in memory: read it from the running job (samza-run query)");
+    }
+    let bytes = sc.key_serde.encode_text(key).map_err(|e| anyhow!("key {key:?} of store {store}: {e}"))?;
+    let model = compute_model(cfg, systems)?;
+    let owner = match task {
+        Some(t) => model.container_of(t),
+        None => {
+            let input = cfg.inputs.first().ok_or_else(|| anyhow!("the job has no inputs"))?;
+            model.task_for_key(input, &bytes)
+        }
+    };
+    let (_, tm) = owner.ok_or_else(|| anyhow!("job {} has no task for that key or name", cfg.name))?;
+    let dir: PathBuf = cfg.state_dir.join(&cfg.name).join("stores").join(store).join(dir_name(&tm.name));
+    let engine = samza_state::RocksEngine::open_read_only(&dir.join("db"))?;
+    let stored = samza_state::Engine::get(&engine, &bytes)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let value =
+        match stored.as_deref().and_then(|v| samza_state::store::stored_value(sc.options.ttl_ms, now, v)) {
+            Some(v) => Some(sc.msg_serde.decode_json(v).map_err(|e| anyhow!("value of {key:?}: {e}"))?),
+            None => None,
+        };
+    Ok((tm.name.as_str().to_string(), value))
+}
+
+/// A task name as a directory name (where its stores live).
+pub fn dir_name(task: &TaskName) -> String {
+    task.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_parse_as_they_print() {
+        let ssp = SystemStream::new("log", "page-views").partition(3);
+        assert_eq!(parse_ssp(&ssp.to_string()).unwrap(), ssp);
+        for bad in ["log.in", "login[0]", "log.in[x]", ".in[0]", "log.in[0"] {
+            assert!(parse_ssp(bad).unwrap_err().to_string().contains("is not a partition"), "{bad}");
+        }
+    }
+}

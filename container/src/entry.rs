@@ -74,15 +74,19 @@ pub struct ClusterRoles {
     pub join: JoinCluster,
 }
 
-pub(crate) fn init_tracing() {
+/// Logs to stderr, filtered by `SAMZA_LOG` (default `info`); one JSON object
+/// per line with `SAMZA_LOG_FORMAT=json`. Lines carry their spans' fields:
+/// the job and container (and the task, in task code) in containers, the
+/// application in coordinators, the node in node managers.
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: container logs go to files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("SAMZA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        let _ = builder.json().with_current_span(false).try_init();
+    } else {
+        // Colours only on a terminal: container logs go to files.
+        let _ = builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init();
+    }
 }
 
 /// Parses the command line and runs the job binary in the role it names.
@@ -178,6 +182,15 @@ fn run_container(
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
     let status_path = std::env::var_os("SAMZA_STATUS_FILE").map(PathBuf::from);
+    // Every line this container logs names its job and container (and its
+    // application on a cluster).
+    let app = std::env::var("SAMZA_APP_ID").unwrap_or_default();
+    let span = if app.is_empty() {
+        tracing::info_span!("container", job = %cfg.name, container = container_id)
+    } else {
+        tracing::info_span!("container", job = %cfg.name, container = container_id, app = %app)
+    };
+    let _entered = span.enter();
     // With a token from its launcher (a node manager, or samza-run on this
     // machine), the container serves its metrics over HTTP on loopback.
     let metrics = samza_task_api::MetricsRegistry::new();

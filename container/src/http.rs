@@ -56,7 +56,9 @@ pub fn serve(bind: &str, token: &str, router: Router, name: &str) -> std::io::Re
     let token: Arc<str> = token.into();
     let router = router.layer(axum::middleware::from_fn_with_state(token, require_token));
     let what = name.to_string();
+    let span = tracing::Span::current();
     std::thread::Builder::new().name(name.into()).spawn(move || {
+        let _in_span = span.entered();
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => return tracing::error!("{what}: cannot start its HTTP runtime: {e}"),

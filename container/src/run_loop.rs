@@ -132,6 +132,8 @@ struct TaskInstance {
     dirty: bool,
     voted_shutdown: bool,
     stores: Vec<StoreSlot>,
+    /// Entered around the task's calls: its log lines name it.
+    span: tracing::Span,
 }
 
 /// One store of one task, as the runtime sees it.
@@ -238,6 +240,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let mut ssps: Vec<SspState> = Vec::new();
     let mut consumers: BTreeMap<String, Box<dyn SystemConsumer>> = BTreeMap::new();
     for (name, tm) in &my_tasks {
+        let span = tracing::info_span!("task", task = %name);
+        let entered = span.enter();
         let t = tasks.len();
         let cp = checkpoints.get(name);
         let mut ids = Vec::new();
@@ -318,6 +322,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             phase: "init",
             message: e.to_string(),
         })?;
+        tracing::info!(partitions = %tm.ssps.iter().map(ToString::to_string).collect::<Vec<_>>().join(","), "task initialised");
+        drop(entered);
         tasks.push(TaskInstance {
             name: name.clone(),
             task,
@@ -327,6 +333,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             dirty: false,
             voted_shutdown: false,
             stores,
+            span,
         });
     }
     tracing::info!(
@@ -510,6 +517,8 @@ impl Loop {
                 continue;
             };
             let mut stop = None;
+            let span = self.tasks[self.ssps[g].task].span.clone();
+            let _in_task = span.enter();
             let started = Instant::now();
             let mut n = 0u32;
             for _ in 0..RUN {
@@ -692,6 +701,7 @@ impl Loop {
         let mut stop = None;
         for t in 0..self.tasks.len() {
             let task = &mut self.tasks[t];
+            let _in_task = task.span.clone().entered();
             task.task.window(&mut task.collector, &mut task.coordinator).map_err(|e| {
                 ContainerError::Task { task: task.name.clone(), phase: "window", message: e.to_string() }
             })?;
@@ -783,6 +793,7 @@ impl Loop {
 
     fn close(&mut self) -> Result<(), ContainerError> {
         for task in &mut self.tasks {
+            let _in_task = task.span.clone().entered();
             task.task.close().map_err(|e| ContainerError::Task {
                 task: task.name.clone(),
                 phase: "close",

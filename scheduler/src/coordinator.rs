@@ -91,7 +91,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
     let cfg = JobConfig::parse(&app.config, &Path::new(&app.base_dir).join("job.toml"), &app.overrides)?;
     let model = compute_model(&cfg, &systems)?;
-    tracing::info!(app = %app_id, attempt, job = %cfg.name, containers = cfg.container_count, "coordinator started");
+    // Every line this coordinator logs names its job, application and attempt.
+    let _entered = tracing::info_span!("coordinator", job = %cfg.name, app = %app_id, attempt).entered();
+    tracing::info!(containers = cfg.container_count, "coordinator started");
 
     let served = Arc::new(Served {
         job: cfg.name.clone(),
@@ -491,7 +493,9 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         }
     };
     tracing::info!(container, url = coordinator.base(), "JobModel from the coordinator");
+    let span = tracing::Span::current();
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+        let _in_span = span.entered();
         let mut coordinator = Some(coordinator);
         loop {
             let body = ContainerHeartbeat {

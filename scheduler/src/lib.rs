@@ -14,14 +14,4 @@ pub mod nm;
 pub mod proto;
 pub mod rm;
 
-/// Logs to stderr, filtered by `SAMZA_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: container logs go to files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
+pub use samza_container::entry::init_tracing;

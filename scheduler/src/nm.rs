@@ -146,7 +146,7 @@ impl Nm {
                     tracing::info!(container = %id, pid = ?c.info.pid, "re-adopted a running container");
                     let nm = self.clone();
                     let (id2, pid) = (id.clone(), c.info.pid.unwrap());
-                    tokio::spawn(async move { nm.watch_adopted(id2, pid).await });
+                    spawn(async move { nm.watch_adopted(id2, pid).await });
                 } else {
                     c.info.state = ContainerState::Exited;
                     c.info.reason = Some("ended while the node manager was down (exit code unknown)".into());
@@ -180,6 +180,7 @@ impl Nm {
             .route("/metrics", get(prometheus))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+            .layer(axum::middleware::from_fn_with_state(tracing::Span::current(), in_span))
     }
 
     /// Registers, then heartbeats forever; registers again when the resource
@@ -348,7 +349,7 @@ impl Nm {
         tracing::info!(container = %l.container, app = %l.app, pid, "container started");
         let nm = self.clone();
         let id = l.container.clone();
-        tokio::spawn(async move {
+        spawn(async move {
             let status = child.wait().await;
             let (code, why) = match status {
                 Ok(s) => {
@@ -365,7 +366,7 @@ impl Nm {
         });
         let nm = self.clone();
         let id = l.container.clone();
-        tokio::spawn(async move { nm.watch_memory(id, pid, l.resources.memory_mb).await });
+        spawn(async move { nm.watch_memory(id, pid, l.resources.memory_mb).await });
         Ok(info)
     }
 
@@ -392,7 +393,7 @@ impl Nm {
         let limit = self.lock().get(&id).map_or(0, |c| c.info.resources.memory_mb);
         let nm = self.clone();
         let id2 = id.clone();
-        tokio::spawn(async move { nm.watch_memory(id2, pid, limit).await });
+        spawn(async move { nm.watch_memory(id2, pid, limit).await });
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if proc_start_ticks(pid) != start {
@@ -460,7 +461,7 @@ impl Nm {
             grace.unwrap_or(Duration::from_millis(if default_grace > 0 { default_grace } else { 10_000 }));
         let nm = self.clone();
         let id = id.to_string();
-        tokio::spawn(async move {
+        spawn(async move {
             tokio::time::sleep(grace).await;
             let still = nm.lock().get(&id).is_some_and(|c| c.info.state == ContainerState::Running);
             if still {
@@ -473,6 +474,24 @@ impl Nm {
 }
 
 type Shared = State<Arc<Nm>>;
+
+/// Runs a request's handler in the node manager's span (its lines name the node).
+async fn in_span(
+    State(span): State<tracing::Span>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    tracing::Instrument::instrument(next.run(req), span).await
+}
+
+/// `tokio::spawn` in the current span, so the task's lines name the node.
+fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(f))
+}
 
 async fn launch(State(nm): Shared, Json(l): Json<Launch>) -> Response {
     match nm.start(l).await {
@@ -564,7 +583,7 @@ pub async fn serve(cfg: NmConfig, bind: &str, token: &str) -> anyhow::Result<()>
     let nm = Nm::new(cfg.clone(), url.clone(), token)?;
     crate::rm::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;
     tracing::info!(node = %cfg.node, %url, rm = %cfg.rm_url, "node manager listening");
-    tokio::spawn(nm.clone().run_heartbeats());
+    spawn(nm.clone().run_heartbeats());
     axum::serve(listener, nm.router()).await?;
     Ok(())
 }

@@ -146,6 +146,18 @@ fn prometheus_endpoints_count_what_was_processed() {
     assert!(total(&text, "samza_rm_allocate_seconds_count") >= 1.0, "{text}");
     assert_eq!(get_text(&format!("{}/metrics", s.cluster.rm_url), None).0, 401);
 
+    // Logs name the job, container and task in each line's fields.
+    let log = String::from_utf8(s.samza_run(&["logs", &app, "0"]).stdout).unwrap();
+    let prefix = format!("container{{job=copy-job container=0 app={app}}}");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() > 3 && lines.iter().all(|l| l.contains(&prefix)),
+        "every line names its container: {log}"
+    );
+    assert!(log.contains(&format!("{prefix}:task{{task=Partition 0}}: ")), "{log}");
+    let log = String::from_utf8(s.samza_run(&["logs", &app]).stdout).unwrap();
+    assert!(log.contains(&format!("coordinator{{job=copy-job app={app} attempt=1}}: ")), "{log}");
+
     let nodes: Vec<NodeInfo> = s.rm().get("/v1/nodes").unwrap();
     let launches: f64 = nodes
         .iter()

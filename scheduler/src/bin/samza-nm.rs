@@ -51,7 +51,9 @@ fn main() -> ExitCode {
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    match rt.block_on(nm::serve(cfg, &cli.bind, &token)) {
+    // Every line this node manager logs names its node.
+    let span = tracing::info_span!("nm", node = %cfg.node);
+    match rt.block_on(tracing::Instrument::instrument(nm::serve(cfg, &cli.bind, &token), span)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("samza-nm: {e:#}");

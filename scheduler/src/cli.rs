@@ -126,16 +126,22 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": apps, "nodes": nodes}))?);
             return Ok(ExitCode::SUCCESS);
         }
-        let mut rows =
-            vec![vec!["APP".into(), "JOB".into(), "STATE".into(), "ATTEMPT".into(), "CONTAINERS".into()]];
+        let mut rows = vec![["APP", "JOB", "STATE", "ATTEMPT", "CONTAINERS", "PROCESSED", "LAG", "SUBMITTED"]
+            .map(String::from)
+            .to_vec()];
+        let now = now_ms();
         for a in &apps {
             let running = a.containers.iter().filter(|c| c.state == ContainerState::Running).count();
+            let m = job_metrics(&rm, a);
             rows.push(vec![
                 a.app.clone(),
                 a.name.clone(),
                 state_word(a.state),
                 a.attempt.to_string(),
                 format!("{running} running"),
+                m.as_ref().map_or("-".into(), |m| human_count(m.processed)),
+                m.as_ref().map_or("-".into(), |m| human_count(m.lag)),
+                format!("{} ago", human_duration(now - a.submitted_ms)),
             ]);
         }
         print!("{}", table(&rows));
@@ -150,12 +156,17 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
     }
     let reason = info.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     println!(
-        "{}  job {}  {}{reason}  coordinator attempt {}",
+        "{}  job {}  {}{reason}  coordinator attempt {}  submitted {} ago",
         info.app,
         info.name,
         state_word(info.state),
-        info.attempt
+        info.attempt,
+        human_duration(now_ms() - info.submitted_ms)
     );
+    let metrics = job_metrics(&rm, &info);
+    if let Some(m) = &metrics {
+        println!("processed {}  lag {}", human_count(m.processed), human_count(m.lag));
+    }
     let restarts = |role: &str| {
         info.coordinator_state
             .get("containers")
@@ -171,9 +182,16 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
         "STATE".into(),
         "PID".into(),
         "RESTARTS".into(),
+        "PROCESSED".into(),
+        "LAG".into(),
         "EXIT".into(),
     ]];
     for c in &info.containers {
+        // A running container's figures, from its last heartbeat to the coordinator.
+        let figure = |f: fn(&ContainerMetrics) -> u64| {
+            let m = metrics.as_ref().and_then(|m| m.containers.values().find(|x| x.container == c.id));
+            m.map_or("-".to_string(), |m| human_count(f(m)))
+        };
         let exit = match (c.exit_code, &c.reason) {
             (Some(code), Some(r)) => format!("{code}: {r}"),
             (Some(code), None) => code.to_string(),
@@ -187,6 +205,8 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
             state_word(c.state),
             c.pid.map_or("-".into(), |p| p.to_string()),
             if c.role == "coordinator" { "-".into() } else { restarts(&c.role) },
+            figure(|m| m.processed),
+            figure(|m| m.lag),
             exit,
         ]);
     }
@@ -215,7 +235,7 @@ fn nodes_table(nodes: &[NodeInfo]) -> String {
             format!("{} / {} MB", n.used.memory_mb, n.capacity.memory_mb),
             format!("{} / {}", n.used.vcores, n.capacity.vcores),
             n.containers.to_string(),
-            format!("{:.1} s ago", n.heartbeat_age_ms as f64 / 1000.0),
+            format!("{} ago", human_duration(n.heartbeat_age_ms as i64)),
             n.url.clone(),
         ]);
     }
@@ -617,6 +637,31 @@ pub fn store_get(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The running job's figures from its coordinator (none when it is not running).
+fn job_metrics(rm: &Client, a: &AppInfo) -> Option<JobMetrics> {
+    if a.state != AppState::Running {
+        return None;
+    }
+    rm.get(&format!("/v1/apps/{}/metrics", a.app)).ok()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// 1500 -> "1.5 s", 200000 -> "3 min 20 s", 7_500_000 -> "2 h 5 min".
+pub fn human_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// 1234567 -> "1,234,567".
 pub fn human_count(n: u64) -> String {
     let s = n.to_string();
@@ -628,4 +673,22 @@ pub fn human_count(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_durations_read_as_people_write_them() {
+        assert_eq!(human_count(0), "0");
+        assert_eq!(human_count(999), "999");
+        assert_eq!(human_count(1000), "1,000");
+        assert_eq!(human_count(1234567), "1,234,567");
+        assert_eq!(human_duration(250), "250 ms");
+        assert_eq!(human_duration(1500), "1.5 s");
+        assert_eq!(human_duration(200_000), "3 min 20 s");
+        assert_eq!(human_duration(7_500_000), "2 h 5 min");
+        assert_eq!(human_duration(90_000_000), "1 d 1 h");
+    }
 }

@@ -146,6 +146,19 @@ fn prometheus_endpoints_count_what_was_processed() {
     assert!(total(&text, "samza_rm_allocate_seconds_count") >= 1.0, "{text}");
     assert_eq!(get_text(&format!("{}/metrics", s.cluster.rm_url), None).0, 401);
 
+    // samza-run status: the job's figures, humanised; scripts get JSON.
+    let text = s.status_text(&app);
+    assert!(text.contains("processed 2,500  lag 0"), "{text}");
+    let out = s.samza_run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with(&app)).unwrap();
+    let cols: Vec<&str> = row.split("  ").filter(|c| !c.is_empty()).map(str::trim).collect();
+    assert_eq!(&cols[..7], [app.as_str(), "copy-job", "RUNNING", "1", "3 running", "2,500", "0"], "{text}");
+    let out = s.samza_run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apps"][0]["app"], app.as_str());
+    assert_eq!(s.samza_run(&["status", "app-9999"]).status.code(), Some(3), "unknown application");
+
     // Logs name the job, container and task in each line's fields.
     let log = String::from_utf8(s.samza_run(&["logs", &app, "0"]).stdout).unwrap();
     let prefix = format!("container{{job=copy-job container=0 app={app}}}");

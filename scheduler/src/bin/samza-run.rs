@@ -190,7 +190,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("samza-run: {e:#}");
-            ExitCode::FAILURE
+            let not_found =
+                e.downcast_ref::<samza_scheduler::client::HttpError>().is_some_and(|h| h.status == 404);
+            if not_found {
+                ExitCode::from(cli::EXIT_NOT_FOUND)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

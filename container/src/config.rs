@@ -41,6 +41,8 @@ struct File {
     stores: BTreeMap<String, StoreSection>,
     #[serde(default)]
     cluster: ClusterConfig,
+    #[serde(default)]
+    metrics: MetricsSection,
     /// Free-form settings for the job's own code, visible to tasks as `params.*`.
     #[serde(default)]
     #[allow(dead_code)] // read through `JobConfig::flat`
@@ -57,6 +59,23 @@ struct JobSection {
     state_dir: Option<PathBuf>,
     #[serde(default = "default_shutdown_ms")]
     shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct MetricsSection {
+    #[serde(default)]
+    snapshot_stream: Option<String>,
+    #[serde(default)]
+    snapshot_interval_ms: Option<u64>,
+}
+
+/// `[metrics]`: a stream that receives every container's metrics snapshot
+/// periodically (Samza's snapshot reporter), as JSON keyed by `job/container`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub snapshot_stream: SystemStream,
+    pub snapshot_interval_ms: u64,
 }
 
 /// `[cluster]`: how the job runs on a cluster (`samza-rm` and `samza-nm`).
@@ -285,6 +304,7 @@ pub struct JobConfig {
     /// The override arguments applied, to pass on to containers.
     pub overrides: Vec<String>,
     pub cluster: ClusterConfig,
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl JobConfig {
@@ -367,6 +387,27 @@ fn resolve(
     if f.job.container_count == 0 {
         return Err(invalid(path, "job.container-count", "must be at least 1"));
     }
+    let metrics = match &f.metrics.snapshot_stream {
+        None => None,
+        Some(s) => {
+            let key = "metrics.snapshot-stream";
+            let (system, stream) = s
+                .split_once('.')
+                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                .ok_or_else(|| invalid(path, key, format!("{s:?} is not system.stream")))?;
+            if !f.systems.contains_key(system) {
+                return Err(invalid(path, key, format!("system {system:?} is not defined under [systems]")));
+            }
+            let interval = f.metrics.snapshot_interval_ms.unwrap_or(60_000);
+            if interval == 0 {
+                return Err(invalid(path, "metrics.snapshot-interval-ms", "must be positive"));
+            }
+            Some(MetricsConfig {
+                snapshot_stream: SystemStream::new(system, stream),
+                snapshot_interval_ms: interval,
+            })
+        }
+    };
     if f.task.class.is_empty() {
         return Err(invalid(path, "task.class", "must name a registered task"));
     }
@@ -525,6 +566,7 @@ fn resolve(
         flat,
         overrides,
         cluster: f.cluster,
+        metrics,
     })
 }
 
@@ -699,5 +741,15 @@ threshold = 3
         assert!(e.contains("job.container-count: must be at least 1"), "{e}");
         let e = parse("[job]\nname = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("missing field `task`"), "{e}");
+        let e = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"kafka.m\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.snapshot-stream: system \"kafka\" is not defined"), "{e}");
+        let e = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"metrics\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.snapshot-stream: \"metrics\" is not system.stream"), "{e}");
+        let c = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"log.m\"\n"), &[]).unwrap();
+        assert_eq!(c.metrics.unwrap().snapshot_interval_ms, 60_000);
     }
 }

@@ -173,6 +173,14 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         }
     }
 
+    // The metrics snapshot stream: one partition unless declared otherwise.
+    if let Some(m) = &cfg.metrics {
+        let ss = &m.snapshot_stream;
+        let partitions = cfg.stream(ss).partitions.unwrap_or(1);
+        let spec = StreamSpec { stream: ss.stream.to_string(), partitions, compacted: false };
+        sys(admins[&*ss.system].create_stream(&spec), || format!("cannot create metrics stream {ss}"))?;
+    }
+
     // Partition metadata of every input, read once: partition counts for the
     // job model, and where bounded and bootstrap streams end.
     let mut input_meta = BTreeMap::new();
@@ -363,6 +371,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         m_window: metrics.timer("container.window"),
         status_path: spec.status_path,
         queries: spec.queries,
+        metrics,
+        last_snapshot: Instant::now(),
         last_status: Instant::now(),
         commit_requested,
     };
@@ -412,6 +422,8 @@ struct Loop {
     m_window: samza_task_api::Timer,
     status_path: Option<PathBuf>,
     queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
+    metrics: MetricsRegistry,
+    last_snapshot: Instant,
     last_status: Instant,
     /// Set by stores whose dirty entries reached their write batch size.
     commit_requested: Arc<AtomicBool>,
@@ -545,6 +557,36 @@ impl Loop {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Sends the container's metrics to `metrics.snapshot-stream` when an
+    /// interval has passed (they become durable with the next commit's flush).
+    /// A reporter that cannot send logs it; the job goes on.
+    fn report_snapshot(&mut self) {
+        let Some(m) = &self.cfg.metrics else {
+            return;
+        };
+        if self.last_snapshot.elapsed() < Duration::from_millis(m.snapshot_interval_ms) {
+            return;
+        }
+        self.last_snapshot = Instant::now();
+        let time_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let body = serde_json::json!({
+            "job": self.cfg.name,
+            "container": self.container_id,
+            "time_ms": time_ms as u64,
+            "metrics": self.metrics.snapshot(),
+        });
+        let key = format!("{}/{}", self.cfg.name, self.container_id);
+        let out = OutgoingMessageEnvelope::new(
+            m.snapshot_stream.clone(),
+            Some(key.into_bytes().into()),
+            Some(body.to_string().into_bytes().into()),
+        );
+        if let Err(e) = self.producers.send(&self.cfg, &self.systems, out) {
+            tracing::warn!("cannot send a metrics snapshot: {e}");
         }
     }
 
@@ -828,6 +870,7 @@ impl Loop {
                 s.m_lag.set(u.saturating_sub(s.next_offset) as i64);
             }
         }
+        self.report_snapshot();
         let Some(path) = &self.status_path else {
             return;
         };

@@ -126,9 +126,10 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": apps, "nodes": nodes}))?);
             return Ok(ExitCode::SUCCESS);
         }
-        let mut rows = vec![["APP", "JOB", "STATE", "ATTEMPT", "CONTAINERS", "PROCESSED", "LAG", "SUBMITTED"]
-            .map(String::from)
-            .to_vec()];
+        let mut rows =
+            vec![["APP", "JOB", "STATE", "ATTEMPT", "CONTAINERS", "PROCESSED", "LAG", "SUBMITTED"]
+                .map(String::from)
+                .to_vec()];
         let now = now_ms();
         for a in &apps {
             let running = a.containers.iter().filter(|c| c.state == ContainerState::Running).count();

@@ -39,6 +39,10 @@ partitions = 2
 
 [cluster]
 container-memory-mb = 512
+
+[metrics]
+snapshot-stream = "log.metrics"
+snapshot-interval-ms = 300
 "#
     );
     let path = s.dir.path().join("job.toml");
@@ -54,6 +58,29 @@ fn append(s: &Setup, partition: u32, n: u64) {
         b.push(Some(format!("k{i}").as_bytes()), Some(b"v"), 0, &[]);
     }
     w.append(&mut b).unwrap();
+}
+
+/// The latest JSON value per key of a stream.
+fn latest_values(s: &Setup, stream: &str) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    let Ok(st) = s.log.stream(stream) else {
+        return out;
+    };
+    for p in 0..st.partitions() {
+        let mut r = st.reader(p, samza_log::StartAt::Oldest).unwrap();
+        loop {
+            let c = r.read(1 << 20).unwrap();
+            if c.is_empty() {
+                break;
+            }
+            for rec in c.records() {
+                let rec = rec.unwrap();
+                let k = String::from_utf8(rec.key.unwrap().to_vec()).unwrap();
+                out.insert(k, serde_json::from_slice(&rec.value.unwrap()).unwrap());
+            }
+        }
+    }
+    out
 }
 
 fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
@@ -145,6 +172,26 @@ fn prometheus_endpoints_count_what_was_processed() {
     assert_eq!(total(&text, "samza_rm_containers_running"), 3.0, "coordinator and 2 containers: {text}");
     assert!(total(&text, "samza_rm_allocate_seconds_count") >= 1.0, "{text}");
     assert_eq!(get_text(&format!("{}/metrics", s.cluster.rm_url), None).0, 401);
+
+    // The snapshot stream: each container's latest snapshot counts its partitions.
+    let start = Instant::now();
+    loop {
+        let snapshots = latest_values(&s, "metrics");
+        let processed: i64 = snapshots
+            .values()
+            .map(|v| {
+                let snap: samza_task_api::metrics::Snapshot =
+                    serde_json::from_value(v["metrics"].clone()).unwrap();
+                snap.sum("ssp.processed")
+            })
+            .sum();
+        if snapshots.len() == 2 && processed == 2500 {
+            assert!(snapshots.contains_key("copy-job/0") && snapshots.contains_key("copy-job/1"));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "snapshots: {snapshots:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // samza-run status: the job's figures, humanised; scripts get JSON.
     let text = s.status_text(&app);

@@ -19,6 +19,9 @@ enum Op {
     Put(u8, u8),
     Delete(u8),
     Get(u8),
+    /// Read-modify-write: add to the key's one-byte value (wrapping); with
+    /// `true`, delete the key when it reaches zero.
+    Update(u8, u8, bool),
     Range(u8, u8),
     Prefix(u8),
     All,
@@ -36,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0u8..40, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
         2 => (0u8..40).prop_map(Op::Delete),
         4 => (0u8..40).prop_map(Op::Get),
+        4 => (0u8..40, any::<u8>(), any::<bool>()).prop_map(|(k, d, z)| Op::Update(k, d, z)),
         1 => (0u8..40, 0u8..40).prop_map(|(a, b)| Op::Range(a, b)),
         1 => (0u8..4).prop_map(Op::Prefix),
         1 => Just(Op::All),
@@ -123,6 +127,25 @@ proptest! {
                     current.remove(&key(k));
                 }
                 Op::Get(k) => prop_assert_eq!(h.store.get(&key(k)).unwrap(), current.get(&key(k)).cloned()),
+                Op::Update(k, d, delete_at_zero) => {
+                    let before = current.get(&key(k)).cloned();
+                    let mut seen = None;
+                    h.store
+                        .update(&key(k), &mut |cur, out| {
+                            seen = Some(cur.map(<[u8]>::to_vec));
+                            let n = cur.map_or(0, |c| c[0]).wrapping_add(d);
+                            out.push(n);
+                            Ok(!(delete_at_zero && n == 0))
+                        })
+                        .unwrap();
+                    prop_assert_eq!(seen, Some(before.clone()), "update saw the current value");
+                    let n = before.map_or(0, |c| c[0]).wrapping_add(d);
+                    if delete_at_zero && n == 0 {
+                        current.remove(&key(k));
+                    } else {
+                        current.insert(key(k), vec![n]);
+                    }
+                }
                 Op::Range(a, b) => {
                     let (a, b) = (key(a), key(b));
                     let want: Vec<_> = if a < b { current.range(a.clone()..b.clone()).map(|(k, v)| (k.clone(), v.clone())).collect() } else { vec![] };

@@ -22,6 +22,11 @@
 //! Then describe the job in `job.toml` (`task.class = "echo"`, `package.binary`
 //! naming this binary) and run `samza-run job.toml`.
 
+/// Job binaries allocate with mimalloc unless the `mimalloc` feature is off.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The job binary's entry point: runs the role its command line names
 /// (`run`, `container`, or `coordinator` on a cluster).
 pub fn main(tasks: TaskRegistry) -> std::process::ExitCode {

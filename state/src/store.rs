@@ -95,6 +95,25 @@ pub struct TaskStore {
     commit_requested: Arc<AtomicBool>,
 }
 
+thread_local! {
+    /// The new value an update writes, before it is copied into the cache.
+    static UPDATE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A value as the cache keeps it: with its expiry first when the store has a TTL.
+fn wrap(ttl_ms: Option<u64>, clock: &Clock, value: &[u8]) -> Bytes {
+    match ttl_ms {
+        None => Bytes::copy_from_slice(value),
+        Some(ttl) => {
+            let expiry = clock().saturating_add(ttl as i64);
+            let mut v = Vec::with_capacity(8 + value.len());
+            v.extend_from_slice(&expiry.to_be_bytes());
+            v.extend_from_slice(value);
+            v.into()
+        }
+    }
+}
+
 /// A value as stored in the engine, without its expiry prefix when the store
 /// has a TTL; `None` once expired at `now_ms` (for tools reading a store).
 pub fn stored_value(ttl_ms: Option<u64>, now_ms: i64, stored: &[u8]) -> Option<&[u8]> {
@@ -156,20 +175,6 @@ impl TaskStore {
 
     pub fn engine_mut(&mut self) -> &mut dyn Engine {
         self.engine.as_mut()
-    }
-
-    /// Wraps a value with its expiry when the store has a TTL.
-    fn wrap(&self, value: &[u8]) -> Vec<u8> {
-        match self.options.ttl_ms {
-            None => value.to_vec(),
-            Some(ttl) => {
-                let expiry = (self.clock)().saturating_add(ttl as i64);
-                let mut v = Vec::with_capacity(8 + value.len());
-                v.extend_from_slice(&expiry.to_be_bytes());
-                v.extend_from_slice(value);
-                v
-            }
-        }
     }
 
     /// The value without its expiry, or `None` when expired.
@@ -334,7 +339,7 @@ impl RawStore for TaskStore {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError> {
         self.metrics.puts.inc();
-        let v = Bytes::from(self.wrap(value));
+        let v = wrap(self.options.ttl_ms, &self.clock, value);
         self.set(key, Some(v));
         Ok(())
     }
@@ -342,6 +347,47 @@ impl RawStore for TaskStore {
     fn delete(&mut self, key: &[u8]) -> Result<(), TaskError> {
         self.metrics.deletes.inc();
         self.set(key, None);
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<bool, TaskError>,
+    ) -> Result<(), TaskError> {
+        self.metrics.gets.inc();
+        // A hit finds the key once (get, then put, would look it up three times).
+        if let Some(e) = self.cache.get_mut(key) {
+            self.metrics.hits.inc();
+            let put = UPDATE_BUF.with_borrow_mut(|out| -> Result<bool, TaskError> {
+                out.clear();
+                let current = e.value.as_deref().and_then(|v| live(self.options.ttl_ms, &self.clock, v));
+                if !f(current, out)? {
+                    return Ok(false);
+                }
+                e.value = Some(wrap(self.options.ttl_ms, &self.clock, out));
+                Ok(true)
+            })?;
+            if !put {
+                e.value = None;
+            }
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty += 1;
+            }
+            if put { &self.metrics.puts } else { &self.metrics.deletes }.inc();
+            if self.dirty >= self.options.write_batch_entries {
+                self.commit_requested.store(true, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        self.metrics.misses.inc();
+        let stored = self.engine.get(key).map_err(task_err)?;
+        let current = stored.as_deref().and_then(|v| self.unwrap_live(v));
+        let mut out = Vec::new();
+        let value = f(current, &mut out)?.then(|| wrap(self.options.ttl_ms, &self.clock, &out));
+        if value.is_some() { &self.metrics.puts } else { &self.metrics.deletes }.inc();
+        self.set(key, value);
         Ok(())
     }
 

@@ -22,6 +22,23 @@ pub trait RawStore: Send {
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError>;
     fn delete(&mut self, key: &[u8]) -> Result<(), TaskError>;
+    /// Read-modify-write of one key: `f` gets the current value and writes
+    /// the new one into its buffer (cleared first), returning `true` to store
+    /// it or `false` to delete the key. Stores override it to find the key once.
+    fn update(
+        &mut self,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<bool, TaskError>,
+    ) -> Result<(), TaskError> {
+        let mut current = Vec::new();
+        let found = self.get_into(key, &mut current)?;
+        let mut new = Vec::new();
+        if f(found.then_some(current.as_slice()), &mut new)? {
+            self.put(key, &new)
+        } else {
+            self.delete(key)
+        }
+    }
     /// Entries with `from <= key < to`, in key order.
     fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError>;
     /// Entries whose key starts with `prefix`, in key order.
@@ -103,6 +120,31 @@ impl<K, V> KeyValueStore<K, V> {
             self.values.write_to(value, v)?;
             self.raw().put(k, v)
         })
+    }
+
+    /// Read-modify-write of one key in one step (a counter: `update(&user,
+    /// |n| Some(n.unwrap_or(0) + 1))`); `None` from `f` deletes the key.
+    /// Returns the new value.
+    pub fn update(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>, TaskError> {
+        let mut f = Some(f);
+        let mut result = None;
+        with_scratch(|k, _| {
+            self.keys.write_to(key, k)?;
+            self.raw().update(k, &mut |current, out| {
+                let current = current.map(|c| self.values.from_bytes(c)).transpose()?;
+                let f = f.take().expect("update calls its function once");
+                match f(current) {
+                    Some(v) => {
+                        out.clear();
+                        self.values.write_to(&v, out)?;
+                        result = Some(v);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            })
+        })?;
+        Ok(result)
     }
 
     pub fn put_all<'a>(&self, entries: impl IntoIterator<Item = (&'a K, &'a V)>) -> Result<(), TaskError>

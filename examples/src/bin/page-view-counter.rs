@@ -49,8 +49,7 @@ impl StreamTask for Counter {
         let counts = self.counts.as_ref().expect("init ran");
         self.key.clear();
         self.key.push_str(user);
-        let n = counts.get(&self.key)?.unwrap_or(0) + 1;
-        counts.put(&self.key, &n)?;
+        counts.update(&self.key, |n| Some(n.unwrap_or(0) + 1))?;
         if !self.changed.contains(user) {
             self.changed.insert(user.to_string());
         }

@@ -170,11 +170,20 @@ fn stores_and_checkpoints_are_read_and_a_checkpoint_set_replays_its_partition() 
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = samza_run(&["checkpoint", "set", job, "--task", "Partition 0", "log.page-views-by-user[0]=0"]);
+    // On one machine too, containers serve their metrics behind this run's token.
+    let url = std::fs::read_to_string(status.with_extension("url")).unwrap();
+    let token = std::fs::read_to_string(dir.join("state/page-view-counter/token")).unwrap();
+    let http = reqwest::blocking::Client::new();
+    let metrics = http.get(format!("{url}/metrics")).bearer_auth(&token).send().unwrap().text().unwrap();
+    let unauthorised = http.get(format!("{url}/metrics")).send().unwrap().status().as_u16();
     // SAFETY: the samza-run this test started; SIGTERM stops its containers cleanly.
     unsafe { libc::kill(running.id() as i32, libc::SIGTERM) };
     running.wait().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running here"));
+    let text = metrics;
+    assert!(text.contains("samza_ssp_processed_total{job=\"page-view-counter\",container=\"0\""), "{text}");
+    assert_eq!(unauthorised, 401);
 }
 
 #[test]

@@ -101,6 +101,9 @@ struct Metrics {
     submissions: Counter,
 }
 
+/// Ended containers an application keeps in its record (see `Inner::prune_ended`).
+const KEEP_ENDED: usize = 100;
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -216,6 +219,31 @@ impl Inner {
             let reason = done.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             push_event(app, format!("{} {how}{reason}", describe(&done)));
             self.container_ended(&app_id, done);
+            self.prune_ended(&app_id);
+        }
+    }
+
+    /// Keeps the last `KEEP_ENDED` ended containers of an application (its
+    /// history for `status` and the dashboard); older ones are forgotten, so
+    /// a long-lived job that restarts often does not grow the state forever.
+    fn prune_ended(&mut self, app_id: &str) {
+        let app = self.p.apps.get_mut(app_id).expect("app exists");
+        let ended = app.info.containers.iter().filter(|c| c.state.is_done()).count();
+        if ended <= KEEP_ENDED {
+            return;
+        }
+        let mut excess = ended - KEEP_ENDED;
+        let mut forgotten = Vec::new();
+        app.info.containers.retain(|c| {
+            let drop = excess > 0 && c.state.is_done() && !app.undelivered.iter().any(|u| u.id == c.id);
+            if drop {
+                excess -= 1;
+                forgotten.push(c.id.clone());
+            }
+            !drop
+        });
+        for id in forgotten {
+            self.owner.remove(&id);
         }
     }
 
@@ -1024,4 +1052,58 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(n: usize, state: ContainerState) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("app-0001-c{n}"),
+            node: "node-1".into(),
+            state,
+            resources: Resources::default(),
+            pid: None,
+            exit_code: Some(1),
+            reason: None,
+            role: "0".into(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn ended_containers_beyond_the_history_are_forgotten_oldest_first() {
+        let mut containers: Vec<ContainerInfo> =
+            (0..KEEP_ENDED + 5).map(|n| container(n, ContainerState::Exited)).collect();
+        containers.insert(3, container(999, ContainerState::Running));
+        let undelivered = vec![container(1, ContainerState::Exited)];
+        let info: AppInfo = serde_json::from_value(serde_json::json!({
+            "app": "app-0001", "name": "j", "state": "RUNNING", "reason": null, "attempt": 1,
+            "config": "", "base_dir": "", "overrides": [], "coordinator": {"memory_mb": 1, "vcores": 1},
+            "containers": containers, "events": [], "coordinator_state": null, "submitted_ms": 0,
+            "package_sha256": "00"
+        }))
+        .unwrap();
+        let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
+        let app = App { info, pending: vec![], undelivered, stopping: vec![] };
+        let mut inner = Inner {
+            p: Persisted {
+                next_app: 2,
+                next_container: 2000,
+                apps: BTreeMap::from([("app-0001".into(), app)]),
+            },
+            nodes: BTreeMap::new(),
+            owner,
+            dirty: false,
+            max_attempts: 2,
+        };
+        inner.prune_ended("app-0001");
+        let ids: Vec<&str> = inner.p.apps["app-0001"].info.containers.iter().map(|c| c.id.as_str()).collect();
+        // Five forgotten: c0, c2, c3, c4, c5 (c1 is not yet delivered to the coordinator).
+        assert_eq!(ids.len(), KEEP_ENDED + 1);
+        assert_eq!(&ids[..4], ["app-0001-c1", "app-0001-c999", "app-0001-c6", "app-0001-c7"]);
+        assert!(!inner.owner.contains_key("app-0001-c0") && inner.owner.contains_key("app-0001-c1"));
+        assert_eq!(inner.owner.len(), KEEP_ENDED + 1);
+    }
 }

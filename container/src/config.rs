@@ -157,6 +157,16 @@ struct SystemSection {
     msg_serde: Option<SerdeName>,
     #[serde(default)]
     streams: BTreeMap<String, StreamSection>,
+    #[serde(default)]
+    bootstrap_servers: Option<String>,
+    #[serde(default)]
+    replication_factor: Option<u32>,
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    consumer_settings: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    producer_settings: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -252,13 +262,23 @@ pub enum DefaultOffset {
 }
 
 /// A configured system.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SystemConfig {
     pub name: String,
     /// `embedded-log`, or a type the job binary registered.
     pub kind: String,
     /// Directory of an embedded log (resolved against the job file's directory).
     pub dir: Option<PathBuf>,
+    /// Kafka: the brokers to bootstrap from (`host:port,...`).
+    pub bootstrap_servers: Option<String>,
+    /// Kafka: the replication factor of topics the job creates (default 3,
+    /// capped at the number of brokers).
+    pub replication_factor: Option<u32>,
+    /// Client settings passed as they are (librdkafka's, for Kafka): to every
+    /// client, then to consumers and producers only (the later wins).
+    pub settings: BTreeMap<String, String>,
+    pub consumer_settings: BTreeMap<String, String>,
+    pub producer_settings: BTreeMap<String, String>,
 }
 
 /// Settings of one stream, after system-level defaults are applied.
@@ -443,7 +463,45 @@ fn resolve(
             })?)),
             _ => s.dir.as_ref().map(|d| base.join(d)),
         };
-        systems.insert(name.clone(), SystemConfig { name: name.clone(), kind: s.kind.clone(), dir });
+        let strings = |table: &BTreeMap<String, toml::Value>, what: &str| {
+            table
+                .iter()
+                .map(|(k, v)| match v {
+                    toml::Value::String(s) => Ok((k.clone(), s.clone())),
+                    toml::Value::Integer(i) => Ok((k.clone(), i.to_string())),
+                    toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
+                    toml::Value::Float(f) => Ok((k.clone(), f.to_string())),
+                    _ => Err(invalid(
+                        path,
+                        format!("systems.{name}.{what}.{k}"),
+                        "must be a string, number or boolean",
+                    )),
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()
+        };
+        if s.kind == "kafka" && s.bootstrap_servers.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                path,
+                format!("systems.{name}.bootstrap-servers"),
+                "a kafka system needs its brokers, e.g. \"broker1:9092,broker2:9092\"",
+            ));
+        }
+        if s.replication_factor == Some(0) {
+            return Err(invalid(path, format!("systems.{name}.replication-factor"), "must be at least 1"));
+        }
+        systems.insert(
+            name.clone(),
+            SystemConfig {
+                name: name.clone(),
+                kind: s.kind.clone(),
+                dir,
+                bootstrap_servers: s.bootstrap_servers.clone(),
+                replication_factor: s.replication_factor,
+                settings: strings(&s.settings, "settings")?,
+                consumer_settings: strings(&s.consumer_settings, "consumer-settings")?,
+                producer_settings: strings(&s.producer_settings, "producer-settings")?,
+            },
+        );
         for (stream, st) in &s.streams {
             if st.partitions == Some(0) {
                 return Err(invalid(

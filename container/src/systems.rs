@@ -61,6 +61,11 @@ impl SystemRegistry {
         self.factories.insert(kind.to_string(), Arc::new(factory));
     }
 
+    /// Whether a factory is registered for `kind`.
+    pub fn contains(&self, kind: &str) -> bool {
+        self.factories.contains_key(kind)
+    }
+
     pub fn get(&self, config: &SystemConfig) -> Result<&Arc<dyn SystemFactory>, SystemError> {
         self.factories.get(&config.kind).ok_or_else(|| {
             SystemError::new(

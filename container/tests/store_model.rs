@@ -66,7 +66,7 @@ fn ssp() -> SystemStreamPartition {
 }
 
 fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> (TaskStore, u64, String) {
-    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), dir: None };
+    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
     let source = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
     let opened = restore::open(EngineKind::Rocksdb, dir, marker, Some(source)).unwrap();
@@ -219,7 +219,7 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     for i in 0..5u8 {
         changelog.append("cl", Some(0), Some(vec![200 + i].into()), Some(vec![1].into()), 0).unwrap();
     }
-    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), dir: None };
+    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
     let src = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
     let m = Marker { offset: 100, ..marker.clone() };

@@ -33,8 +33,15 @@ pub fn main(tasks: TaskRegistry) -> std::process::ExitCode {
     main_with_systems(tasks, systems::SystemRegistry::default())
 }
 
-/// As [`main`], with user-defined system types.
-pub fn main_with_systems(tasks: TaskRegistry, systems: systems::SystemRegistry) -> std::process::ExitCode {
+/// As [`main`], with user-defined system types (`embedded-log` and `kafka`
+/// are built in).
+pub fn main_with_systems(
+    tasks: TaskRegistry,
+    mut systems: systems::SystemRegistry,
+) -> std::process::ExitCode {
+    if !systems.contains("kafka") {
+        samza_kafka::register(&mut systems);
+    }
     let roles = samza_container::entry::ClusterRoles {
         coordinator: samza_scheduler::coordinator::main,
         join: samza_scheduler::coordinator::join,

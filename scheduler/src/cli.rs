@@ -529,7 +529,7 @@ pub const EXIT_REFUSED: u8 = 4;
 /// with each partition's upcoming offset and the lag between them.
 pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
-    let systems = SystemRegistry::default();
+    let systems = systems();
     let cps = tools::read_checkpoints(&cfg, &systems)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&cps)?);
@@ -606,7 +606,7 @@ pub fn checkpoint_set(
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
     }
-    let cp = tools::set_checkpoint(&cfg, &SystemRegistry::default(), task, &parsed)?;
+    let cp = tools::set_checkpoint(&cfg, &systems(), task, &parsed)?;
     for e in &cp.offsets {
         println!("{task}  {}  {}", e.ssp, e.offset);
     }
@@ -624,7 +624,7 @@ pub fn store_get(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
-    let (task, value) = tools::read_store_key(&cfg, &SystemRegistry::default(), store, key, task)?;
+    let (task, value) = tools::read_store_key(&cfg, &systems(), store, key, task)?;
     match value {
         Some(v) if json => {
             println!("{}", serde_json::json!({"store": store, "key": key, "task": task, "value": v}))
@@ -661,6 +661,13 @@ pub fn human_duration(ms: i64) -> String {
         3_600_000..86_400_000 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
+}
+
+/// The system types samza-run's tools know: the built-in ones.
+fn systems() -> SystemRegistry {
+    let mut r = SystemRegistry::default();
+    samza_kafka::register(&mut r);
+    r
 }
 
 /// 1234567 -> "1,234,567".

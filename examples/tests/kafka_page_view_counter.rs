@@ -1,6 +1,7 @@
-//! The page-view counter on Kafka end to end, against a real
-//! Kafka-protocol broker (tansu) on loopback: input, output, changelog and
-//! checkpoints all in Kafka topics. A counting container is killed with
+//! The page-view example on Kafka end to end, against a real Kafka-protocol
+//! broker (tansu) on loopback: job one repartitions unkeyed page views by
+//! user, job two counts them; inputs, outputs, changelog and checkpoints all
+//! in Kafka topics. A counting container is killed with
 //! SIGKILL mid-stream and its local state deleted; the broker is restarted
 //! while the job runs again; no count ends below the truth, and counts of
 //! partitions that saw no failure are exact.
@@ -19,6 +20,7 @@ use samza_kafka::KafkaFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
 
 const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
+const REPARTITION: &str = env!("CARGO_BIN_EXE_page-views");
 
 fn samza_run() -> PathBuf {
     Path::new(COUNTER).parent().unwrap().join("samza-run")
@@ -29,11 +31,13 @@ fn produce(sc: &SystemConfig, from: u64, to: u64, truth: &mut HashMap<String, i6
     for i in from..to {
         let user = format!("user-{}", user_of(i, 200));
         let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
+        // Unkeyed, spread over the partitions: job one keys them by user.
         let env = OutgoingMessageEnvelope::new(
-            SystemStream::new("kafka", "page-views-by-user"),
-            Some(Bytes::from(user.clone())),
+            SystemStream::new("kafka", "page-views"),
+            None,
             Some(Bytes::from(v)),
-        );
+        )
+        .with_partition((i % 3) as u32);
         p.send(env).unwrap();
         *truth.entry(user).or_default() += 1;
     }
@@ -79,11 +83,46 @@ fn counts_on_kafka_survive_kill_9_lost_state_and_a_broker_restart() {
     };
     let admin = KafkaFactory.admin(&sc).unwrap();
     admin
-        .create_stream(&StreamSpec { stream: "page-views-by-user".into(), partitions: 4, compacted: false })
+        .create_stream(&StreamSpec { stream: "page-views".into(), partitions: 3, compacted: false })
         .unwrap();
     let mut truth = HashMap::new();
     const N: u64 = 20_000;
     produce(&sc, 0, N, &mut truth);
+
+    // Job one: repartition by user, into a 4-partition topic it creates.
+    std::fs::write(
+        dir.join("repartition.toml"),
+        format!(
+            r#"[job]
+name = "page-views-by-user"
+container-count = 2
+state-dir = "state"
+[package]
+binary = "{REPARTITION}"
+[task]
+class = "repartition"
+inputs = ["kafka.page-views"]
+checkpoint-system = "kafka"
+[systems.kafka]
+type = "kafka"
+bootstrap-servers = "{}"
+replication-factor = 1
+[systems.kafka.streams.page-views]
+bounded = true
+msg-serde = "json"
+[systems.kafka.streams.page-views-by-user]
+partitions = 4
+[params]
+output = "kafka.page-views-by-user"
+"#,
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(samza_run()).arg(dir.join("repartition.toml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_user = admin.partition_metadata("page-views-by-user").unwrap();
+    assert_eq!(by_user.iter().map(|m| m.upcoming).sum::<u64>(), N, "every view repartitioned once");
     std::fs::write(
         dir.join("job.toml"),
         format!(

@@ -807,6 +807,21 @@ threshold = 3
             .unwrap_err()
             .to_string();
         assert!(e.contains("metrics.snapshot-stream: \"metrics\" is not system.stream"), "{e}");
+        let e =
+            parse(&GOOD.replace("[systems.log]", "[systems.kafka]\ntype = \"kafka\"\n[systems.log]"), &[])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("systems.kafka.bootstrap-servers: a kafka system needs its brokers"), "{e}");
+        let e = parse(
+            &GOOD.replace(
+                "[systems.log]",
+                "[systems.kafka]\ntype = \"kafka\"\nbootstrap-servers = \"b:9092\"\n[systems.kafka.settings]\nx = [1]\n[systems.log]",
+            ),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("systems.kafka.settings.x: must be a string, number or boolean"), "{e}");
         let c = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"log.m\"\n"), &[]).unwrap();
         assert_eq!(c.metrics.unwrap().snapshot_interval_ms, 60_000);
     }

@@ -510,3 +510,33 @@ impl SystemProducer for KafkaProducer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_job_toml_reach_the_clients_role_settings_last() {
+        let sc = SystemConfig {
+            name: "k".into(),
+            kind: "kafka".into(),
+            bootstrap_servers: Some("127.0.0.1:1".into()),
+            settings: [("linger.ms".into(), "50".into()), ("socket.timeout.ms".into(), "7000".into())].into(),
+            producer_settings: [("linger.ms".into(), "0".into())].into(),
+            consumer_settings: [("fetch.wait.max.ms".into(), "20".into())].into(),
+            ..Default::default()
+        };
+        let p = client_config(&sc, Role::Producer).unwrap();
+        assert_eq!(p.get("linger.ms"), Some("0"), "producer-settings win over settings");
+        assert_eq!(p.get("socket.timeout.ms"), Some("7000"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        let c = client_config(&sc, Role::Consumer).unwrap();
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("20"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:1"));
+        let e =
+            client_config(&SystemConfig { name: "k".into(), ..Default::default() }, Role::Admin).unwrap_err();
+        assert!(e.to_string().contains("systems.k.bootstrap-servers is not set"), "{e}");
+    }
+}

@@ -12,6 +12,7 @@ pub struct Broker {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    storage: String,
 }
 
 /// The tansu binary, or why there is none.
@@ -35,11 +36,17 @@ pub fn tansu() -> Result<PathBuf, String> {
 }
 
 impl Broker {
-    /// Starts a broker keeping its data in `dir` (created if missing).
+    /// Starts a broker keeping its data in SQLite in `dir` (created if missing).
     pub fn start(dir: &Path) -> Result<Broker, String> {
+        Self::start_with(dir, "sqlite://tansu.db")
+    }
+
+    /// Starts a broker with this tansu storage engine URL (`memory://tansu/`
+    /// keeps nothing across restarts), run from `dir`.
+    pub fn start_with(dir: &Path, storage: &str) -> Result<Broker, String> {
         let port =
             TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let mut b = Broker { child: None, port, dir: dir.to_path_buf() };
+        let mut b = Broker { child: None, port, dir: dir.to_path_buf(), storage: storage.to_string() };
         b.restart()?;
         Ok(b)
     }
@@ -81,7 +88,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", &self.storage])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

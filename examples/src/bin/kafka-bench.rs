@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo build --release --workspace
-//! target/release/kafka-bench [--records 1000000] [--users 100000]
+//! target/release/kafka-bench [--records 1000000] [--users 100000] [--storage memory://tansu/]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -57,7 +57,12 @@ fn run() -> Result<(), String> {
     println!(
         "# kafka benchmark: {records} page views of 100 bytes over {users} users, 2 partitions, 2 containers"
     );
-    let broker = Broker::start(&dir.join("broker"))?;
+    let storage = std::env::args()
+        .skip_while(|a| a != "--storage")
+        .nth(1)
+        .unwrap_or_else(|| "sqlite://tansu.db".into());
+    println!("# broker: tansu, storage {storage}");
+    let broker = Broker::start_with(&dir.join("broker"), &storage)?;
     let sc = SystemConfig {
         name: "kafka".into(),
         kind: "kafka".into(),
@@ -101,6 +106,10 @@ fn run() -> Result<(), String> {
     }
     p.flush().map_err(|e| e.to_string())?;
     let kafka_load = t.elapsed().as_secs_f64();
+    let loaded = admin_count(&sc, "in")?;
+    if loaded != records {
+        return Err(format!("kafka input holds {loaded} records after the load, expected {records}"));
+    }
     let rate = |secs: f64| records as f64 / secs / 1e6;
     println!("{:<34} {:>16} {:>16}", "", "embedded log", "kafka (tansu)");
     println!("{:<34} {:>10.3} M/s {:>10.3} M/s", "load (one producer)", rate(log_load), rate(kafka_load));

@@ -91,8 +91,11 @@ pub struct StoreQuery {
     /// The task whose store to read; `None`: the first of the container's
     /// tasks that has the key.
     pub task: Option<String>,
-    pub reply: tokio::sync::oneshot::Sender<Result<Option<(String, Vec<u8>)>, String>>,
+    pub reply: tokio::sync::oneshot::Sender<QueryAnswer>,
 }
+
+/// The task that has the key and its value, none, or why it cannot be read.
+pub type QueryAnswer = Result<Option<(String, Vec<u8>)>, String>;
 
 struct SspState {
     ssp: Arc<SystemStreamPartition>,

@@ -350,11 +350,7 @@ impl RawStore for TaskStore {
         Ok(())
     }
 
-    fn update(
-        &mut self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<bool, TaskError>,
-    ) -> Result<(), TaskError> {
+    fn update(&mut self, key: &[u8], f: &mut samza_task_api::store::UpdateFn<'_>) -> Result<(), TaskError> {
         self.metrics.gets.inc();
         // A hit finds the key once (get, then put, would look it up three times).
         if let Some(e) = self.cache.get_mut(key) {

@@ -15,7 +15,7 @@ pub mod task;
 pub use error::{TaskError, TaskErrorKind};
 pub use metrics::{Counter, Gauge, MetricsRegistry, Timer};
 pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
-pub use store::{KeyValueStore, RawStore, SharedStore};
+pub use store::{KeyValueStore, RawStore, SharedStore, UpdateFn};
 pub use task::{
     Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory, TaskName,
     TaskRegistry,

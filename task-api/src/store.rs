@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use crate::{Serde, TaskError};
 
 /// The byte-level store the runtime provides; tasks use [`KeyValueStore`].
+/// A read-modify-write step (see [`RawStore::update`]): the current value in,
+/// the new one written to the buffer; `false` deletes the key.
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<bool, TaskError> + 'a;
+
 pub trait RawStore: Send {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError>;
     /// Like [`RawStore::get`], into `out` (cleared first); `false` when absent.
@@ -25,11 +29,7 @@ pub trait RawStore: Send {
     /// Read-modify-write of one key: `f` gets the current value and writes
     /// the new one into its buffer (cleared first), returning `true` to store
     /// it or `false` to delete the key. Stores override it to find the key once.
-    fn update(
-        &mut self,
-        key: &[u8],
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<bool, TaskError>,
-    ) -> Result<(), TaskError> {
+    fn update(&mut self, key: &[u8], f: &mut UpdateFn<'_>) -> Result<(), TaskError> {
         let mut current = Vec::new();
         let found = self.get_into(key, &mut current)?;
         let mut new = Vec::new();

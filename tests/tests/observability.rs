@@ -76,7 +76,7 @@ fn latest_values(s: &Setup, stream: &str) -> BTreeMap<String, serde_json::Value>
             for rec in c.records() {
                 let rec = rec.unwrap();
                 let k = String::from_utf8(rec.key.unwrap().to_vec()).unwrap();
-                out.insert(k, serde_json::from_slice(&rec.value.unwrap()).unwrap());
+                out.insert(k, serde_json::from_slice(rec.value.as_deref().unwrap()).unwrap());
             }
         }
     }

@@ -8,11 +8,13 @@
 //!    values rebuilt into an empty RocksDB store (MB/s of changelog read).
 //! 3. Host-affinity reopen of that store (marker current: nothing replayed).
 //! 4. The Flink peer (`../shared/peers/flink_keyed_count.py`) on the same events
-//!    when `--flink PYTHON` names a Python with apache-flink installed.
+//!    when `--flink PYTHON` names a Python with apache-flink installed; stopped
+//!    after `--flink-timeout-s` (default 1800), the ratio then printed as a bound.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use samza_examples::user_of;
 use samza_log::{Log, StreamConfig};
@@ -183,19 +185,43 @@ fn flink(python: &str, csv: &Path, events: u64, ours: f64) -> Result<(), String>
         .map(PathBuf::from)
         .find(|p| p.is_file())
         .ok_or("cannot find shared/peers/flink_keyed_count.py")?;
-    let out = Command::new(python)
+    // The peer may not finish on large inputs: after `--flink-timeout-s`
+    // (default 1800) it is stopped and the ratio printed as a bound.
+    let timeout = Duration::from_secs(arg("--flink-timeout-s").and_then(|v| v.parse().ok()).unwrap_or(1800));
+    let out_path = csv.with_extension("flink.out");
+    let mut child = Command::new(python)
         .arg(&script)
         .arg(csv)
         .args(["2", "rocksdb"])
-        .output()
+        .stdout(std::fs::File::create(&out_path).map_err(|e| e.to_string())?)
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let started = Instant::now();
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if started.elapsed() > timeout {
+            // SAFETY: the process group of the peer this benchmark started (python and its JVM).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            let bound = events as f64 / timeout.as_secs_f64();
+            println!(
+                "flink peer ({events} events, parallelism 2, RocksDB): did not finish within {} s, so below {:.4} M msg/s; ours / flink > {:.0}x",
+                timeout.as_secs(),
+                bound / 1e6,
+                ours / bound
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&out_path).map_err(|e| e.to_string())?;
     let line = text.lines().last().unwrap_or("");
     let rate: f64 = line
         .split_whitespace()
         .find_map(|f| f.strip_prefix("events_per_s="))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("flink peer failed: {line} {}", String::from_utf8_lossy(&out.stderr)))?;
+        .ok_or_else(|| format!("flink peer failed: {line}"))?;
     println!(
         "flink peer ({events} events, parallelism 2, RocksDB): {:.2} M msg/s; ours / flink = {:.1}x",
         rate / 1e6,

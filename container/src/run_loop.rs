@@ -354,6 +354,11 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         "container started"
     );
 
+    let upcoming = {
+        let inputs: std::collections::BTreeSet<_> =
+            ssps.iter().map(|s| s.ssp.system_stream.clone()).collect();
+        UpcomingOffsets::start(admins.clone(), inputs.into_iter().collect())
+    };
     let mut lp = Loop {
         cfg: cfg.clone(),
         container_id: spec.container_id,
@@ -374,6 +379,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         m_window: metrics.timer("container.window"),
         status_path: spec.status_path,
         queries: spec.queries,
+        upcoming,
         metrics,
         last_snapshot: Instant::now(),
         last_status: Instant::now(),
@@ -425,11 +431,77 @@ struct Loop {
     m_window: samza_task_api::Timer,
     status_path: Option<PathBuf>,
     queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
+    upcoming: UpcomingOffsets,
     metrics: MetricsRegistry,
     last_snapshot: Instant,
     last_status: Instant,
     /// Set by stores whose dirty entries reached their write batch size.
     commit_requested: Arc<AtomicBool>,
+}
+
+/// The inputs' upcoming offsets (for lag), refreshed once a second by a
+/// thread of its own: the run loop never waits on a system's metadata (a
+/// remote broker's can take a while, or time out).
+struct UpcomingOffsets {
+    streams: Vec<samza_task_api::SystemStream>,
+    map: Arc<UpcomingMap>,
+    stop: Arc<AtomicBool>,
+}
+
+impl UpcomingOffsets {
+    fn start(
+        admins: BTreeMap<String, Arc<dyn SystemAdmin>>,
+        streams: Vec<samza_task_api::SystemStream>,
+    ) -> Self {
+        let me = UpcomingOffsets { streams, map: Default::default(), stop: Arc::new(AtomicBool::new(false)) };
+        let (streams, map, stop) = (me.streams.clone(), me.map.clone(), me.stop.clone());
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new().name("upcoming-offsets".into()).spawn(move || {
+            let _in_span = span.entered();
+            while !stop.load(Ordering::Relaxed) {
+                read_upcoming(&admins, &streams, &map);
+                for _ in 0..10 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that reads the inputs' offsets (no lag figures): {e}");
+        }
+        me
+    }
+
+    fn refresh(&self, admins: &BTreeMap<String, Arc<dyn SystemAdmin>>) {
+        read_upcoming(admins, &self.streams, &self.map);
+    }
+
+    fn get(&self) -> BTreeMap<samza_task_api::SystemStream, Vec<u64>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+type UpcomingMap = std::sync::Mutex<BTreeMap<samza_task_api::SystemStream, Vec<u64>>>;
+
+fn read_upcoming(
+    admins: &BTreeMap<String, Arc<dyn SystemAdmin>>,
+    streams: &[samza_task_api::SystemStream],
+    map: &UpcomingMap,
+) {
+    for ss in streams {
+        if let Ok(meta) = admins[&*ss.system].partition_metadata(&ss.stream) {
+            let up = meta.iter().map(|m| m.upcoming).collect();
+            map.lock().unwrap_or_else(|p| p.into_inner()).insert(ss.clone(), up);
+        }
+    }
+}
+
+impl Drop for UpcomingOffsets {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Sends `out` through the producer of its system, creating it on first use.
@@ -853,15 +925,11 @@ impl Loop {
     /// writes progress for `samza-run` when it asked for it. Once a second.
     fn write_status(&mut self, finished: bool) {
         self.last_status = Instant::now();
-        let mut upcoming: BTreeMap<samza_task_api::SystemStream, Vec<u64>> = BTreeMap::new();
-        for s in &self.ssps {
-            let ss = &s.ssp.system_stream;
-            if !upcoming.contains_key(ss) {
-                if let Ok(meta) = self.admins[&*ss.system].partition_metadata(&ss.stream) {
-                    upcoming.insert(ss.clone(), meta.iter().map(|m| m.upcoming).collect());
-                }
-            }
+        if finished {
+            // The last status has exact figures.
+            self.upcoming.refresh(&self.admins);
         }
+        let upcoming = self.upcoming.get();
         let up = |s: &SspState| {
             upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied()
         };

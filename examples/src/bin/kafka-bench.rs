@@ -10,6 +10,7 @@
 //! ```text
 //! cargo build --release --workspace
 //! target/release/kafka-bench [--records 1000000] [--users 100000] [--storage memory://tansu/]
+//!                             [--producer-setting enable.idempotence=false]...
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,13 @@ fn run() -> Result<(), String> {
         kind: "kafka".into(),
         bootstrap_servers: Some(broker.bootstrap()),
         replication_factor: Some(1),
+        // `--producer-setting k=v` (repeatable): librdkafka settings of the loading producer.
+        producer_settings: std::env::args()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "--producer-setting")
+            .filter_map(|w| w[1].split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect(),
         ..Default::default()
     };
 

@@ -290,6 +290,15 @@ fn the_dashboard_shows_the_real_nodes_job_and_containers() {
         assert!(dom.contains(&row), "container row {row} missing: {dom}");
     }
     assert!(dom.contains("containers running <b>3</b>"), "{dom}");
+    // Each job container's own figures: its partition's 1000 messages, no lag.
+    for c in info.containers.iter().filter(|c| c.state == ContainerState::Running && c.role != "coordinator")
+    {
+        let row = format!(
+            r#"<td class="num">{}</td><td class="num">1000</td><td class="num">0</td>"#,
+            c.pid.unwrap()
+        );
+        assert!(dom.contains(&row), "container {} figures: {dom}", c.id);
+    }
     // msg/s (needs two polls: 0 now the input is consumed), processed, lag.
     assert!(
         dom.contains(r#"<td class="num">0</td><td class="num">2000</td><td class="num">0</td>"#),

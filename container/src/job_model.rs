@@ -37,6 +37,21 @@ impl JobModel {
         tasks().find(|(_, t)| t.ssps.iter().any(|s| s.system_stream == *input && s.partition == p))
     }
 
+    /// The task named `task`, else the one owning `key` in the job's first
+    /// input (see [`JobModel::task_for_key`]), and its container: where a
+    /// store read goes.
+    pub fn owner(
+        &self,
+        task: Option<&str>,
+        inputs: &[SystemStream],
+        key: &[u8],
+    ) -> Option<(u32, &TaskModel)> {
+        match task {
+            Some(t) => self.container_of(t),
+            None => self.task_for_key(inputs.first()?, key),
+        }
+    }
+
     /// The container running task `name`.
     pub fn container_of(&self, name: &str) -> Option<(u32, &TaskModel)> {
         self.containers

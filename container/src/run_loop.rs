@@ -25,7 +25,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
 use crate::config::{DefaultOffset, JobConfig, StoreConfig};
 use crate::job_model;
 use crate::systems::SystemRegistry;
-use crate::tools::dir_name;
+use crate::tools::store_dir;
 use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
 use samza_task_api::SharedStore;
 
@@ -372,7 +372,6 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         cp_stream,
         index: HashMap::new(),
         poll_buf: Vec::new(),
-        processed: 0,
         m_processed: metrics.counter("container.processed"),
         m_process: metrics.timer("container.process"),
         m_commit: metrics.timer("container.commit"),
@@ -396,7 +395,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     lp.commit(WriteBack::All)?;
     lp.close()?;
     lp.write_status(true);
-    tracing::info!(container = spec.container_id, ?outcome, processed = lp.processed, "container stopped");
+    tracing::info!(container = spec.container_id, ?outcome, processed = lp.processed(), "container stopped");
     Ok(outcome)
 }
 
@@ -422,8 +421,6 @@ struct Loop {
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
     index: HashMap<usize, usize>,
     poll_buf: Vec<IncomingMessageEnvelope>,
-    /// Messages processed (published to `m_processed` once a second).
-    processed: u64,
     m_processed: samza_task_api::Counter,
     /// Per message, the mean of each run of messages from one partition.
     m_process: samza_task_api::Timer,
@@ -665,6 +662,11 @@ impl Loop {
         }
     }
 
+    /// Messages processed, over every input partition.
+    fn processed(&self) -> u64 {
+        self.ssps.iter().map(|s| s.processed).sum()
+    }
+
     /// Answers the store reads that arrived since the last call.
     fn answer_queries(&mut self) {
         let Some(rx) = &self.queries else {
@@ -782,7 +784,6 @@ impl Loop {
         let s = &mut self.ssps[g];
         s.next_offset = env.offset + 1;
         s.processed += 1;
-        self.processed += 1;
         self.after_call(t)
     }
 
@@ -808,10 +809,7 @@ impl Loop {
 
     /// Calls every task's `window`; returns what the tasks asked for.
     fn window(&mut self) -> Result<Option<Stop>, ContainerError> {
-        let started = Instant::now();
-        let r = self.window_tasks();
-        self.m_window.record(started.elapsed());
-        r
+        self.m_window.clone().time(|| self.window_tasks())
     }
 
     fn window_tasks(&mut self) -> Result<Option<Stop>, ContainerError> {
@@ -834,10 +832,7 @@ impl Loop {
 
     /// Flushes every producer, then checkpoints every task that moved.
     fn commit(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
-        let started = Instant::now();
-        let r = self.commit_now(write_back);
-        self.m_commit.record(started.elapsed());
-        r
+        self.m_commit.clone().time(|| self.commit_now(write_back))
     }
 
     fn commit_now(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
@@ -933,7 +928,7 @@ impl Loop {
         let up = |s: &SspState| {
             upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied()
         };
-        self.m_processed.set(self.processed as i64);
+        self.m_processed.set(self.processed() as i64);
         for s in &self.ssps {
             s.m_processed.set(s.processed as i64);
             s.m_offset.set(s.next_offset as i64);
@@ -968,7 +963,7 @@ impl Loop {
             "stores": stores,
             "container": self.container_id,
             "pid": std::process::id(),
-            "processed": self.processed,
+            "processed": self.processed(),
             "finished": finished,
             "partitions": partitions,
         });
@@ -1000,7 +995,7 @@ fn open_store(
 ) -> Result<StoreSlot, ContainerError> {
     let fail =
         |message: String| ContainerError::Store { task: task.clone(), store: name.to_string(), message };
-    let dir = cfg.state_dir.join(&cfg.name).join("stores").join(name).join(dir_name(task));
+    let dir = store_dir(cfg, name, task);
     let changelog = sc.changelog.as_ref().map(|cl| cl.partition(index));
     let source = match &changelog {
         None => None,

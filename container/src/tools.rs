@@ -15,7 +15,12 @@ use crate::config::JobConfig;
 use crate::job_model::{self, JobModel};
 use crate::systems::SystemRegistry;
 
-fn admin(cfg: &JobConfig, systems: &SystemRegistry, system: &str) -> anyhow::Result<Arc<dyn SystemAdmin>> {
+/// The admin of system `system` of the job.
+pub fn admin(
+    cfg: &JobConfig,
+    systems: &SystemRegistry,
+    system: &str,
+) -> anyhow::Result<Arc<dyn SystemAdmin>> {
     let sc =
         cfg.systems.get(system).ok_or_else(|| anyhow!("system {system:?} is not defined under [systems]"))?;
     Ok(systems.get(sc)?.admin(sc)?)
@@ -140,16 +145,9 @@ pub fn read_store_key(
     }
     let bytes = sc.key_serde.encode_text(key).map_err(|e| anyhow!("key {key:?} of store {store}: {e}"))?;
     let model = compute_model(cfg, systems)?;
-    let owner = match task {
-        Some(t) => model.container_of(t),
-        None => {
-            let input = cfg.inputs.first().ok_or_else(|| anyhow!("the job has no inputs"))?;
-            model.task_for_key(input, &bytes)
-        }
-    };
+    let owner = model.owner(task, &cfg.inputs, &bytes);
     let (_, tm) = owner.ok_or_else(|| anyhow!("job {} has no task for that key or name", cfg.name))?;
-    let dir: PathBuf = cfg.state_dir.join(&cfg.name).join("stores").join(store).join(dir_name(&tm.name));
-    let engine = samza_state::RocksEngine::open_read_only(&dir.join("db"))?;
+    let engine = samza_state::RocksEngine::open_read_only(&store_dir(cfg, store, &tm.name).join("db"))?;
     let stored = samza_state::Engine::get(&engine, &bytes)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let value =
@@ -160,8 +158,13 @@ pub fn read_store_key(
     Ok((tm.name.as_str().to_string(), value))
 }
 
-/// A task name as a directory name (where its stores live).
-pub fn dir_name(task: &TaskName) -> String {
+/// Where task `task` keeps store `store` on this machine.
+pub fn store_dir(cfg: &JobConfig, store: &str, task: &TaskName) -> PathBuf {
+    cfg.state_dir.join(&cfg.name).join("stores").join(store).join(dir_name(task))
+}
+
+/// A task name as a directory name.
+fn dir_name(task: &TaskName) -> String {
     task.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 

@@ -8,3 +8,14 @@ pub fn user_of(i: u64, users: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)) % users
 }
+
+/// The value after `name` on the command line (`--records 1000`).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// [`arg`] parsed, or `default` when absent or not a `T`.
+pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}

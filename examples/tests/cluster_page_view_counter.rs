@@ -12,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::latest;
+use common::{latest, COUNTER};
 use samza_examples::user_of;
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
-
-const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
 
 fn bin_dir() -> PathBuf {
     Path::new(COUNTER).parent().unwrap().to_path_buf()

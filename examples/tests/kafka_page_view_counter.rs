@@ -6,12 +6,15 @@
 //! while the job runs again; no count ends below the truth, and counts of
 //! partitions that saw no failure are exact.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{run, samza_run, status, COUNTER};
 use samza_container::config::SystemConfig;
 use samza_container::systems::SystemFactory;
 use samza_examples::user_of;
@@ -19,12 +22,7 @@ use samza_kafka::testing::Broker;
 use samza_kafka::KafkaFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
 
-const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
 const REPARTITION: &str = env!("CARGO_BIN_EXE_page-views");
-
-fn samza_run() -> PathBuf {
-    Path::new(COUNTER).parent().unwrap().join("samza-run")
-}
 
 fn produce(sc: &SystemConfig, from: u64, to: u64, truth: &mut HashMap<String, i64>) {
     let mut p = KafkaFactory.producer(sc).unwrap();
@@ -42,22 +40,6 @@ fn produce(sc: &SystemConfig, from: u64, to: u64, truth: &mut HashMap<String, i6
         *truth.entry(user).or_default() += 1;
     }
     p.flush().unwrap();
-}
-
-fn run(dir: &Path, overrides: &[&str]) -> Child {
-    let mut cmd = Command::new(samza_run());
-    cmd.arg(dir.join("job.toml")).stdout(Stdio::null()).stderr(Stdio::piped());
-    for o in overrides {
-        cmd.args(["--config", o]);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn status(dir: &Path, c: u32) -> Option<serde_json::Value> {
-    serde_json::from_slice(
-        &std::fs::read(dir.join(format!("state/page-view-counter/container-{c}.status.json"))).ok()?,
-    )
-    .ok()
 }
 
 fn count(dir: &Path, user: &str) -> i64 {

@@ -4,32 +4,21 @@
 //! cluster, read counts from the running job's stores over HTTP (queryable
 //! state, routed to the container that owns the user's partition).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use samza_examples::user_of;
+use common::{produce, COUNTER};
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
 
-const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
-
 fn bin_dir() -> PathBuf {
     Path::new(COUNTER).parent().unwrap().to_path_buf()
-}
-
-fn produce(log: &Log, from: u64, to: u64, truth: &mut HashMap<String, i64>) {
-    let mut p = log.stream("page-views-by-user").unwrap().producer();
-    for i in from..to {
-        let user = format!("user-{}", user_of(i, 50));
-        let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
-        p.send(None, Some(user.as_bytes()), Some(v.as_bytes()), i as i64, &[]).unwrap();
-        *truth.entry(user).or_default() += 1;
-    }
-    p.flush().unwrap();
 }
 
 fn job_toml(dir: &Path, bounded: bool) {
@@ -72,7 +61,7 @@ output = "log.user-counts"
 }
 
 fn samza_run(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("samza-run")).args(args).output().unwrap()
+    Command::new(common::samza_run()).args(args).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -91,7 +80,7 @@ fn stores_and_checkpoints_are_read_and_a_checkpoint_set_replays_its_partition() 
     let log = Log::open(dir.join("log")).unwrap();
     log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
     let mut truth = HashMap::new();
-    produce(&log, 0, 4000, &mut truth);
+    produce(&log, 0, 4000, 50, &mut truth);
     job_toml(dir, true);
     let job = dir.join("job.toml");
     let job = job.to_str().unwrap();
@@ -158,7 +147,7 @@ fn stores_and_checkpoints_are_read_and_a_checkpoint_set_replays_its_partition() 
     job_toml(dir, false);
     let status = dir.join("state/page-view-counter/container-0.status.json");
     std::fs::remove_file(&status).unwrap();
-    let mut running = Command::new(bin_dir().join("samza-run"))
+    let mut running = Command::new(common::samza_run())
         .arg(job)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -193,12 +182,12 @@ fn a_running_jobs_counts_are_queried_from_the_container_that_owns_each_user() {
     let log = Log::open(dir.join("log")).unwrap();
     log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
     let mut truth = HashMap::new();
-    produce(&log, 0, 3000, &mut truth);
+    produce(&log, 0, 3000, 50, &mut truth);
     job_toml(dir, false);
     let cluster = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 2, 10_000).unwrap();
     let rm = Client::new(&cluster.rm_url, &cluster.token);
     let query = |args: &[&str]| {
-        Command::new(bin_dir().join("samza-run"))
+        Command::new(common::samza_run())
             .arg("query")
             .args(args)
             .args(["--rm", &cluster.rm_url])
@@ -206,7 +195,7 @@ fn a_running_jobs_counts_are_queried_from_the_container_that_owns_each_user() {
             .output()
             .unwrap()
     };
-    let out = Command::new(bin_dir().join("samza-run"))
+    let out = Command::new(common::samza_run())
         .args([dir.join("job.toml").to_str().unwrap(), "--rm", &cluster.rm_url, "--detach"])
         .env("SAMZA_TOKEN", &cluster.token)
         .output()

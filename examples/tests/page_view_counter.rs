@@ -7,48 +7,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::latest;
-use samza_examples::user_of;
+use common::{latest, produce, run, status, COUNTER};
 use samza_log::{Log, StreamConfig};
-
-const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
-
-fn samza_run() -> PathBuf {
-    let p = Path::new(COUNTER).parent().unwrap().join("samza-run");
-    assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-container`", p.display());
-    p
-}
-
-fn produce(log: &Log, from: u64, to: u64, truth: &mut HashMap<String, i64>) {
-    let mut p = log.stream("page-views-by-user").unwrap().producer();
-    for i in from..to {
-        let user = format!("user-{}", user_of(i, 500));
-        let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
-        p.send(None, Some(user.as_bytes()), Some(v.as_bytes()), i as i64, &[]).unwrap();
-        *truth.entry(user).or_default() += 1;
-    }
-    p.flush().unwrap();
-}
-
-fn status(dir: &Path, c: u32) -> Option<serde_json::Value> {
-    serde_json::from_slice(
-        &std::fs::read(dir.join(format!("state/page-view-counter/container-{c}.status.json"))).ok()?,
-    )
-    .ok()
-}
-
-fn run(dir: &Path, overrides: &[&str]) -> Child {
-    let mut cmd = Command::new(samza_run());
-    cmd.arg(dir.join("job.toml")).stdout(Stdio::null()).stderr(Stdio::piped());
-    for o in overrides {
-        cmd.args(["--config", o]);
-    }
-    cmd.spawn().unwrap()
-}
 
 fn restore_modes(dir: &Path) -> Vec<(String, String, u64)> {
     (0..2)
@@ -78,7 +41,7 @@ fn counts_survive_kill_9_and_lost_state_and_reopen_replays_only_the_tail() {
     log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
     let mut truth = HashMap::new();
     const N: u64 = 60_000;
-    produce(&log, 0, N, &mut truth);
+    produce(&log, 0, N, 500, &mut truth);
     std::fs::write(
         dir.join("job.toml"),
         format!(
@@ -175,7 +138,7 @@ output = "log.user-counts"
     eprintln!("{} users, {} views counted twice after the kill", truth.len(), over);
 
     // 4. Same directories, a little more input: only the changelog tail is replayed.
-    produce(&log, N, N + 1000, &mut truth);
+    produce(&log, N, N + 1000, 500, &mut truth);
     let out = run(dir, &[]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (task, mode, records) in restore_modes(dir) {

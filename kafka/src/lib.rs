@@ -451,14 +451,14 @@ impl KafkaProducer {
 
 impl SystemProducer for KafkaProducer {
     fn send(&mut self, env: OutgoingMessageEnvelope) -> Result<(), SystemError> {
-        let topic = env.stream.stream.to_string();
+        let topic: &str = &env.stream.stream;
         let partition = match (env.partition, env.partition_key.as_deref().or(env.key.as_deref())) {
             (Some(p), _) => Some(p),
-            (None, Some(k)) => Some(partition_for_key(k, self.partition_count(&topic)?)),
+            (None, Some(k)) => Some(partition_for_key(k, self.partition_count(topic)?)),
             // No key: librdkafka spreads the records.
             (None, None) => None,
         };
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
         if let Some(k) = env.key.as_deref() {
             record = record.key(k);
         }

@@ -273,7 +273,7 @@ pub fn logs(rm: Option<&str>, app: &str, container: Option<&str>, stdout: bool) 
         .iter()
         .find(|n| n.node == c.node)
         .ok_or_else(|| anyhow::anyhow!("node {} of container {} is not known", c.node, c.id))?;
-    let nm = Client::new(&node.url, &auth::find_token()?);
+    let nm = rm.at(&node.url);
     let stream = if stdout { "stdout" } else { "stderr" };
     let bytes = nm.get_bytes(&format!("/v1/containers/{}/logs/{stream}", c.id)).map_err(|e| {
         anyhow::anyhow!("cannot read the log of {} from node {} ({}): {e:#}", c.id, c.node, node.url)
@@ -545,10 +545,8 @@ pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::
         for e in &cp.offsets {
             let ss = e.ssp.system_stream.to_string();
             if !upcoming.contains_key(&ss) {
-                let sc = cfg.systems.get(&*e.ssp.system_stream.system);
-                let meta = sc
-                    .and_then(|sc| systems.get(sc).ok())
-                    .and_then(|f| f.admin(sc.unwrap()).ok())
+                let meta = tools::admin(&cfg, &systems, &e.ssp.system_stream.system)
+                    .ok()
                     .and_then(|a| a.partition_metadata(e.ssp.stream()).ok());
                 upcoming.insert(
                     ss.clone(),

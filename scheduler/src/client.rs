@@ -56,6 +56,16 @@ impl Client {
         Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() }
     }
 
+    /// A client of another server with the same token and connection pool
+    /// (a reqwest client is a thread and a pool: build one, not one per call).
+    pub fn at(&self, base: &str) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: base.trim_end_matches('/').to_string(),
+            token: self.token.clone(),
+        }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

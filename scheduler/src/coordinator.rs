@@ -141,7 +141,6 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     }
     let mut co = Coordinator {
         rm,
-        token,
         served,
         started: BTreeMap::new(),
         app: app_id,
@@ -339,18 +338,11 @@ impl Served {
             .stores
             .get(store)
             .ok_or_else(|| not_found(format!("job {} has no store {store:?}", self.job)))?;
-        let owner = match task {
-            Some(t) => self.model.container_of(&t),
-            None => {
-                let bytes = sc
-                    .key_serde
-                    .encode_text(key)
-                    .map_err(|e| (StatusCode::BAD_REQUEST, format!("key {key:?} of store {store}: {e}")))?;
-                let input =
-                    self.cfg.inputs.first().ok_or_else(|| not_found("the job has no inputs".into()))?;
-                self.model.task_for_key(input, &bytes)
-            }
-        };
+        let bytes = sc
+            .key_serde
+            .encode_text(key)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("key {key:?} of store {store}: {e}")))?;
+        let owner = self.model.owner(task.as_deref(), &self.cfg.inputs, &bytes);
         let (n, task) = owner
             .map(|(n, t)| (n, t.name.as_str().to_string()))
             .ok_or_else(|| not_found(format!("job {} has no task for that key or name", self.job)))?;
@@ -479,7 +471,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
         let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
         let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
-        Ok(Client::new(&url, &token))
+        Ok(rm.at(&url))
     };
     let start = Instant::now();
     let (coordinator, model) = loop {
@@ -518,7 +510,6 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
 
 struct Coordinator {
     rm: Client,
-    token: String,
     served: Arc<Served>,
     /// Job container number -> (cluster container, when it was started or adopted).
     started: BTreeMap<u32, (String, Instant)>,
@@ -603,7 +594,7 @@ impl Coordinator {
             resources: a.resources,
             stop_grace_ms: self.cfg.shutdown_timeout_ms,
         };
-        let nm = Client::new(&a.node_url, &self.token);
+        let nm = self.rm.at(&a.node_url);
         let _: NodeContainer = nm.post("/v1/containers", &launch)?;
         tracing::info!(container = n, id = %a.container, node = %a.node, "started");
         Ok(())
@@ -611,7 +602,7 @@ impl Coordinator {
 
     /// The last line of a container's stderr that says "error", for the reason of a failure.
     fn last_error_line(&self, node_url: &str, container: &str) -> Option<String> {
-        let nm = Client::new(node_url, &self.token);
+        let nm = self.rm.at(node_url);
         let log = nm.get_bytes(&format!("/v1/containers/{container}/logs/stderr?tail=8192")).ok()?;
         let text = String::from_utf8_lossy(&log);
         let line = text.lines().rev().find(|l| l.contains("error"))?;

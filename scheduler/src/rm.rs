@@ -935,6 +935,9 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
             ));
         }
         let now = now_ms();
+        // Coordinators call every 100 ms; the state is persisted only when a
+        // call changes it (allocations mark it in `new_container`).
+        let changed = !req.asks.is_empty() || !req.release.is_empty();
         for ask in req.asks {
             a.pending.push(Pending { ask, since_ms: now });
         }
@@ -948,7 +951,7 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
                 }
             }
         }
-        inner.dirty = true;
+        inner.dirty |= changed;
         // Place what can be placed.
         let pending = std::mem::take(&mut inner.p.apps.get_mut(&app).unwrap().pending);
         let mut keep = Vec::new();
@@ -990,6 +993,7 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
         let a = inner.p.apps.get_mut(&app).unwrap();
         a.pending = keep;
         let completed = std::mem::take(&mut a.undelivered);
+        inner.dirty |= !completed.is_empty();
         Ok(AllocateReply { allocated, completed, live_nodes })
     })
 }

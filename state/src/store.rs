@@ -100,6 +100,18 @@ thread_local! {
     static UPDATE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with the cleared update buffer; a fresh one when it is in use
+/// (a task's update function updating another store).
+fn with_update_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    UPDATE_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            f(&mut buf)
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// A value as the cache keeps it: with its expiry first when the store has a TTL.
 fn wrap(ttl_ms: Option<u64>, clock: &Clock, value: &[u8]) -> Bytes {
     match ttl_ms {
@@ -355,8 +367,7 @@ impl RawStore for TaskStore {
         // A hit finds the key once (get, then put, would look it up three times).
         if let Some(e) = self.cache.get_mut(key) {
             self.metrics.hits.inc();
-            let put = UPDATE_BUF.with_borrow_mut(|out| -> Result<bool, TaskError> {
-                out.clear();
+            let put = with_update_buf(|out| -> Result<bool, TaskError> {
                 let current = e.value.as_deref().and_then(|v| live(self.options.ttl_ms, &self.clock, v));
                 if !f(current, out)? {
                     return Ok(false);
@@ -380,8 +391,9 @@ impl RawStore for TaskStore {
         self.metrics.misses.inc();
         let stored = self.engine.get(key).map_err(task_err)?;
         let current = stored.as_deref().and_then(|v| self.unwrap_live(v));
-        let mut out = Vec::new();
-        let value = f(current, &mut out)?.then(|| wrap(self.options.ttl_ms, &self.clock, &out));
+        let value = with_update_buf(|out| -> Result<_, TaskError> {
+            Ok(f(current, out)?.then(|| wrap(self.options.ttl_ms, &self.clock, out)))
+        })?;
         if value.is_some() { &self.metrics.puts } else { &self.metrics.deletes }.inc();
         self.set(key, value);
         Ok(())

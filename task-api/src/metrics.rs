@@ -124,13 +124,6 @@ impl MetricKey {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
-
-    /// `name{k="v",...}`, as Prometheus writes a series.
-    pub fn render(&self) -> String {
-        let mut s = self.name.clone();
-        render_labels(&mut s, self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), None);
-        s
-    }
 }
 
 /// One metric's current value.

@@ -48,12 +48,7 @@ fn a_restarted_resource_manager_recovers_applications_and_nodes_and_kills_nothin
     let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
     let app = s.submit(&job);
     let info = s.wait_running(&app);
-    let pids: Vec<u32> = info
-        .containers
-        .iter()
-        .filter(|c| c.state == ContainerState::Running)
-        .map(|c| c.pid.unwrap())
-        .collect();
+    let pids = running_pids(&info);
     assert_eq!(pids.len(), 3, "coordinator and two containers");
 
     let _ = s.cluster.rm.kill();
@@ -242,12 +237,7 @@ fn samza_run_kill_stops_the_application_and_its_containers() {
     let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
     let app = s.submit(&job);
     let info = s.wait_running(&app);
-    let pids: Vec<u32> = info
-        .containers
-        .iter()
-        .filter(|c| c.state == ContainerState::Running)
-        .map(|c| c.pid.unwrap())
-        .collect();
+    let pids = running_pids(&info);
     let out = s.samza_run(&["kill", &app]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{app} KILLED"));

@@ -20,19 +20,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use samza_container::config::SystemConfig;
 use samza_container::systems::SystemFactory;
-use samza_examples::user_of;
+use samza_examples::{arg, arg_or, user_of};
 use samza_kafka::testing::Broker;
 use samza_kafka::KafkaFactory;
-use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemAdmin, SystemStream};
 
 fn main() {
     if let Err(e) = run() {
@@ -47,8 +38,8 @@ fn value(i: u64, user: &str) -> String {
 }
 
 fn run() -> Result<(), String> {
-    let records = arg("--records", 1_000_000);
-    let users = arg("--users", 100_000);
+    let records: u64 = arg_or("--records", 1_000_000);
+    let users: u64 = arg_or("--users", 100_000);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe.parent().unwrap().to_path_buf();
     let dir = PathBuf::from("target/kafka-bench");
@@ -58,10 +49,7 @@ fn run() -> Result<(), String> {
     println!(
         "# kafka benchmark: {records} page views of 100 bytes over {users} users, 2 partitions, 2 containers"
     );
-    let storage = std::env::args()
-        .skip_while(|a| a != "--storage")
-        .nth(1)
-        .unwrap_or_else(|| "sqlite://tansu.db".into());
+    let storage = arg("--storage").unwrap_or_else(|| "sqlite://tansu.db".into());
     println!("# broker: tansu, storage {storage}");
     let broker = Broker::start_with(&dir.join("broker"), &storage)?;
     let sc = SystemConfig {
@@ -114,7 +102,7 @@ fn run() -> Result<(), String> {
     }
     p.flush().map_err(|e| e.to_string())?;
     let kafka_load = t.elapsed().as_secs_f64();
-    let loaded = admin_count(&sc, "in")?;
+    let loaded = admin_count(&*admin, "in")?;
     if loaded != records {
         return Err(format!("kafka input holds {loaded} records after the load, expected {records}"));
     }
@@ -136,7 +124,7 @@ fn run() -> Result<(), String> {
             figures.push(t.elapsed().as_secs_f64());
         }
         if job == "pass-through" {
-            let n: u64 = admin_count(&sc, "out")?;
+            let n: u64 = admin_count(&*admin, "out")?;
             if n != records {
                 return Err(format!("kafka output holds {n} records, expected {records}"));
             }
@@ -154,8 +142,8 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn admin_count(sc: &SystemConfig, topic: &str) -> Result<u64, String> {
-    let meta = KafkaFactory.admin(sc).and_then(|a| a.partition_metadata(topic)).map_err(|e| e.to_string())?;
+fn admin_count(admin: &dyn SystemAdmin, topic: &str) -> Result<u64, String> {
+    let meta = admin.partition_metadata(topic).map_err(|e| e.to_string())?;
     Ok(meta.iter().map(|m| m.upcoming - m.oldest).sum())
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use samza_examples::{arg, arg_or};
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("pipeline-bench: {e}");
@@ -17,19 +19,10 @@ fn main() {
     }
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn run() -> Result<(), String> {
-    let records = arg("--records", 10_000_000);
-    let partitions = arg("--partitions", 2) as u32;
-    let containers = arg("--containers", 2) as u32;
+    let records: u64 = arg_or("--records", 10_000_000);
+    let partitions: u32 = arg_or("--partitions", 2);
+    let containers: u32 = arg_or("--containers", 2);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin_dir = exe.parent().unwrap();
     let samza_run = bin_dir.join("samza-run");
@@ -42,12 +35,7 @@ fn run() -> Result<(), String> {
             ));
         }
     }
-    let dir = PathBuf::from(
-        std::env::args()
-            .skip_while(|a| a != "--dir")
-            .nth(1)
-            .unwrap_or_else(|| "target/pipeline-bench".into()),
-    );
+    let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/pipeline-bench".into()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;

@@ -16,15 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use samza_examples::user_of;
+use samza_examples::{arg, arg_or, user_of};
 use samza_log::{Log, StreamConfig};
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
 use samza_task_api::{SystemAdmin, SystemStreamPartition};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -34,10 +29,10 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let events: u64 = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let users: u64 = arg("--users").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let commit_ms: u64 = arg("--commit-ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let restore_mb: u64 = arg("--restore-mb").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let events: u64 = arg_or("--events", 10_000_000);
+    let users: u64 = arg_or("--users", 1_000_000);
+    let commit_ms: u64 = arg_or("--commit-ms", 1000);
+    let restore_mb: u64 = arg_or("--restore-mb", 1024);
     let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/state-bench".into()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -187,7 +182,7 @@ fn flink(python: &str, csv: &Path, events: u64, ours: f64) -> Result<(), String>
         .ok_or("cannot find shared/peers/flink_keyed_count.py")?;
     // The peer may not finish on large inputs: after `--flink-timeout-s`
     // (default 1800) it is stopped and the ratio printed as a bound.
-    let timeout = Duration::from_secs(arg("--flink-timeout-s").and_then(|v| v.parse().ok()).unwrap_or(1800));
+    let timeout = Duration::from_secs(arg_or("--flink-timeout-s", 1800));
     let out_path = csv.with_extension("flink.out");
     let mut child = Command::new(python)
         .arg(&script)

@@ -182,6 +182,11 @@ pub fn running_job_containers(info: &AppInfo) -> Vec<&ContainerInfo> {
     info.containers.iter().filter(|c| c.role != "coordinator" && c.state == ContainerState::Running).collect()
 }
 
+/// Pids of the application's running containers, its coordinator's included.
+pub fn running_pids(info: &AppInfo) -> Vec<u32> {
+    info.containers.iter().filter(|c| c.state == ContainerState::Running).map(|c| c.pid.unwrap()).collect()
+}
+
 pub fn coordinator(info: &AppInfo) -> Option<&ContainerInfo> {
     info.containers.iter().rev().find(|c| c.role == "coordinator" && c.attempt == info.attempt)
 }

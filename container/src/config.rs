@@ -100,6 +100,11 @@ pub struct ClusterConfig {
     /// A container that has not sent its coordinator a heartbeat (every
     /// second) for this long is hung: it is stopped and counts as a failure.
     pub container_heartbeat_timeout_ms: u64,
+    /// A container owns its tasks for this long after its last heartbeat
+    /// the coordinator answered; then it stops processing and exits. Its
+    /// successor starts only once the last lease granted has run out (or the
+    /// container is known to have ended). Well under the node-loss timeout.
+    pub container_lease_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -113,6 +118,7 @@ impl Default for ClusterConfig {
             retry_window_ms: 300_000,
             host_affinity_timeout_ms: 5_000,
             container_heartbeat_timeout_ms: 30_000,
+            container_lease_ms: 5_000,
         }
     }
 }
@@ -394,6 +400,7 @@ fn resolve(
         ("cluster.container-memory-mb", f.cluster.container_memory_mb),
         ("cluster.coordinator-memory-mb", f.cluster.coordinator_memory_mb),
         ("cluster.container-vcores", f.cluster.container_vcores.into()),
+        ("cluster.container-lease-ms", f.cluster.container_lease_ms),
     ] {
         if v == 0 {
             return Err(invalid(path, key, "must be positive"));
@@ -574,7 +581,31 @@ fn resolve(
                         format!("system {system:?} is not defined under [systems]"),
                     ));
                 }
-                Some(SystemStream::new(system, stream))
+                if stream.is_empty() {
+                    return Err(invalid(path, &key, format!("{c:?} is not \"system.stream\"")));
+                }
+                let cl = SystemStream::new(system, stream);
+                // A changelog holds one store's entries; an input read back
+                // as a changelog, or a changelog read as input, corrupts both.
+                let shared =
+                    stores.iter().find(|(_, s): &(&String, &StoreConfig)| s.changelog.as_ref() == Some(&cl));
+                if let Some((other, _)) = shared {
+                    return Err(invalid(
+                        path,
+                        &key,
+                        format!(
+                            "{c:?} is already the changelog of store {other:?}: each store needs its own"
+                        ),
+                    ));
+                }
+                if inputs.contains(&cl) {
+                    return Err(invalid(
+                        path,
+                        &key,
+                        format!("{c:?} is also an input of the job (task.inputs)"),
+                    ));
+                }
+                Some(cl)
             }
         };
         let mut options = StoreOptions::default();
@@ -782,6 +813,27 @@ threshold = 3
         assert!(e.contains("after --config overrides") && e.contains("container-count"), "{e}");
         let e = parse(GOOD, &["nokey"]).unwrap_err().to_string();
         assert!(e.contains("expected key=value"), "{e}");
+    }
+
+    #[test]
+    fn a_changelog_shared_by_two_stores_or_read_as_an_input_is_refused() {
+        let two = format!(
+            "{GOOD}\n[stores.a]\nengine = \"in-memory\"\nchangelog = \"log.cl\"\n[stores.b]\nengine = \"in-memory\"\nchangelog = \"log.cl\"\n"
+        );
+        let e = parse(&two, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("stores.b.changelog: \"log.cl\" is already the changelog of store \"a\": each store needs its own"),
+            "{e}"
+        );
+        let input = format!("{GOOD}\n[stores.a]\nengine = \"in-memory\"\nchangelog = \"log.in\"\n");
+        let e = parse(&input, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("stores.a.changelog: \"log.in\" is also an input of the job (task.inputs)"),
+            "{e}"
+        );
+        let empty = format!("{GOOD}\n[stores.a]\nengine = \"in-memory\"\nchangelog = \"log.\"\n");
+        let e = parse(&empty, &[]).unwrap_err().to_string();
+        assert!(e.contains("stores.a.changelog: \"log.\" is not \"system.stream\""), "{e}");
     }
 
     #[test]

@@ -60,10 +60,27 @@ pub struct ContainerEndpoint {
     pub metrics: samza_task_api::MetricsRegistry,
 }
 
+/// What a container gets when it joins its job on a cluster.
+pub struct Joined {
+    /// The JobModel the coordinator serves.
+    pub model: crate::job_model::JobModel,
+    /// The lease on the container's tasks, renewed by the heartbeats.
+    pub lease: Arc<crate::lease::Lease>,
+}
+
 /// Run by a container before it starts: on a cluster, fetches the JobModel
-/// from the job's coordinator and starts heartbeats to it (with the
-/// container's address and metrics); `None` elsewhere.
-pub type JoinCluster = fn(u32, ContainerEndpoint) -> anyhow::Result<Option<crate::job_model::JobModel>>;
+/// from the job's coordinator, takes its first lease and starts heartbeats
+/// that renew it (with the container's address and metrics); `None` elsewhere.
+pub type JoinCluster = fn(u32, ContainerEndpoint) -> anyhow::Result<Option<Joined>>;
+
+/// The environment variable that carries a container's generation: set by
+/// its launcher (the job coordinator on a cluster, `samza-run` on one
+/// machine), it grows with every start of the same job container.
+pub const GENERATION_ENV: &str = "SAMZA_GENERATION";
+
+/// The host a container or coordinator binds its HTTP server to (its node
+/// manager's host address; loopback when unset).
+pub const BIND_ENV: &str = "SAMZA_BIND";
 
 /// What a job binary does on a cluster (the cluster scheduler provides it;
 /// `samza::main` passes it in).
@@ -138,7 +155,13 @@ pub fn main_with_roles(
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: container {container_id}: {e:#}");
-                    1
+                    let lost =
+                        e.downcast_ref::<run_loop::ContainerError>().is_some_and(|e| e.lost_ownership());
+                    if lost {
+                        crate::lease::EXIT_NOT_OWNER
+                    } else {
+                        1
+                    }
                 }
             };
             // On a cluster, the exit code also goes to a file in the working
@@ -204,7 +227,7 @@ fn run_container(
             ];
             let router = crate::http::metrics_routes(metrics.clone(), labels)
                 .merge(crate::http::store_routes(cfg.clone(), queries_tx));
-            let bind = std::env::var("SAMZA_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+            let bind = std::env::var(BIND_ENV).unwrap_or_else(|_| "127.0.0.1".into());
             let url = crate::http::serve(&format!("{bind}:0"), &token, router, "container-http")
                 .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
             tracing::info!(%url, "serving metrics and store queries");
@@ -216,9 +239,23 @@ fn run_container(
         // Found by samza-run before the first status is written.
         let _ = std::fs::write(path.with_extension("url"), url);
     }
-    let model = match join {
+    let joined = match join {
         Some(join) => join(container_id, ContainerEndpoint { url, metrics: metrics.clone() })?,
         None => None,
+    };
+    let (model, lease) = match joined {
+        Some(j) => (Some(j.model), Some(j.lease)),
+        None => (None, None),
+    };
+    // The generation its launcher gave it makes this start the owner of the
+    // container's tasks; without one (a container started by hand) nothing
+    // is fenced.
+    let owner = match std::env::var(GENERATION_ENV) {
+        Ok(g) => Some(samza_task_api::ProducerOwner {
+            id: format!("{}/container-{container_id}", cfg.name),
+            epoch: g.parse().map_err(|_| anyhow::anyhow!("{GENERATION_ENV}={g:?} is not a number"))?,
+        }),
+        Err(_) => None,
     };
     run_loop::run(ContainerSpec {
         config: cfg,
@@ -230,6 +267,8 @@ fn run_container(
         model,
         metrics,
         queries: Some(queries),
+        owner,
+        lease,
     })?;
     Ok(())
 }

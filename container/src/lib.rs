@@ -7,6 +7,7 @@ pub mod config;
 pub mod entry;
 pub mod http;
 pub mod job_model;
+pub mod lease;
 pub mod local;
 pub mod memory;
 pub mod run_loop;

@@ -52,6 +52,30 @@ fn local_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// A generation above the last one issued for this job here (and above the
+/// clock in milliseconds, so generations issued elsewhere, by a cluster's
+/// coordinators, are overtaken too), recorded in `path`.
+pub fn next_generation(path: &Path) -> anyhow::Result<u64> {
+    let last: u64 = match std::fs::read_to_string(path) {
+        Ok(s) => {
+            s.trim().parse().map_err(|_| anyhow::anyhow!("{}: {s:?} is not a generation", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let g = (last + 1).max(generation_clock());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, g.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(g)
+}
+
+/// Milliseconds since the Unix epoch: the floor of every generation issued.
+pub fn generation_clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let binary = binary.or_else(|| cfg.binary.clone()).ok_or_else(|| {
@@ -73,6 +97,9 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
 
     // The containers serve their metrics on loopback behind this run's token.
     let token = local_token(&job_dir.join("token"))?;
+    // This run's containers own their tasks from now on: a generation above
+    // every earlier one fences containers of an earlier run still alive.
+    let generation = next_generation(&job_dir.join("generation"))?;
     let mut running = Vec::new();
     for id in 0..cfg.container_count {
         let log = job_dir.join(format!("container-{id}.log"));
@@ -86,6 +113,7 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
         }
         cmd.env("SAMZA_STATUS_FILE", &status)
             .env("SAMZA_TOKEN", &token)
+            .env(crate::entry::GENERATION_ENV, generation.to_string())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

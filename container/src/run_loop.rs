@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use samza_task_api::{
-    IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, RequestScope,
-    SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError, SystemProducer,
-    SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
+    IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, ProducerOwner,
+    RequestScope, SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError,
+    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
 };
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
@@ -46,6 +46,22 @@ pub enum ContainerError {
     Store { task: TaskName, store: String, message: String },
     #[error("{0}")]
     Setup(String),
+    /// The container no longer owns its tasks (lease expired or revoked);
+    /// it stops without committing.
+    #[error("no longer the owner of its tasks: {0}")]
+    NotOwner(String),
+}
+
+impl ContainerError {
+    /// Whether the container stopped because another took its tasks over
+    /// (lease lost, or fenced by a newer epoch): not a failure of its own.
+    pub fn lost_ownership(&self) -> bool {
+        match self {
+            ContainerError::NotOwner(_) => true,
+            ContainerError::System { source, .. } => source.kind() == samza_task_api::SystemErrorKind::Fenced,
+            _ => false,
+        }
+    }
 }
 
 fn sys<T>(r: Result<T, SystemError>, context: impl FnOnce() -> String) -> Result<T, ContainerError> {
@@ -82,6 +98,12 @@ pub struct ContainerSpec {
     /// Reads of keys from the tasks' stores (queryable state), answered
     /// between messages.
     pub queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
+    /// Who writes: the container's identity and generation. Its producers
+    /// fence older generations of the same container (systems that can).
+    pub owner: Option<ProducerOwner>,
+    /// On a cluster: the lease on the container's tasks. The loop stops,
+    /// without committing, once it has run out.
+    pub lease: Option<Arc<crate::lease::Lease>>,
 }
 
 /// A read of one key from a running task's store.
@@ -231,11 +253,31 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     sys(checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream), || {
         format!("cannot create checkpoint stream {cp_stream}")
     })?;
+    // One owner per task: this generation raises its epoch on the checkpoint
+    // and changelog partitions before it reads them, so an older generation
+    // still running (paused, cut off) can write none of them from now on.
+    let mut cp_producer =
+        sys(cp_factory.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
+    let mut producers = Producers { owner: spec.owner.clone(), ..Producers::default() };
+    if let Some(owner) = &spec.owner {
+        sys(cp_producer.fence(owner, &[cp_stream.partition(0)]), || {
+            format!("cannot take over the checkpoints of {} in {cp_stream}", owner.id)
+        })?;
+        let mut changelogs: BTreeMap<String, Vec<SystemStreamPartition>> = BTreeMap::new();
+        for tm in my_tasks.values() {
+            for cl in cfg.stores.values().filter_map(|sc| sc.changelog.as_ref()) {
+                changelogs.entry(cl.system.to_string()).or_default().push(cl.partition(tm.index));
+            }
+        }
+        for (system, ssps) in changelogs {
+            producers.fence(&cfg, &spec.systems, &system, &ssps)?;
+        }
+        tracing::info!(owner = %owner.id, generation = owner.epoch, "took over the container's tasks");
+    }
     let checkpoints = sys(
         cp_factory.consumer(cp_sys).and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
         || format!("cannot read checkpoints from {cp_stream}"),
     )?;
-    let cp_producer = sys(cp_factory.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
 
     // Task instances and their partitions.
     let factory = spec.tasks.get(&cfg.task_class).cloned().ok_or_else(|| {
@@ -367,7 +409,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         tasks,
         ssps,
         consumers,
-        producers: Producers::default(),
+        producers,
+        lease: spec.lease,
         cp_producer,
         cp_stream,
         index: HashMap::new(),
@@ -416,6 +459,7 @@ struct Loop {
     ssps: Vec<SspState>,
     consumers: BTreeMap<String, Box<dyn SystemConsumer>>,
     producers: Producers,
+    lease: Option<Arc<crate::lease::Lease>>,
     cp_producer: Box<dyn SystemProducer>,
     cp_stream: samza_task_api::SystemStream,
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
@@ -502,15 +546,57 @@ impl Drop for UpcomingOffsets {
 }
 
 /// Sends `out` through the producer of its system, creating it on first use.
-/// The producers of the systems the tasks write to, opened on first use.
+/// The producers of the systems the tasks write to, opened on first use
+/// (and fenced as the container's owner when it has one).
 #[derive(Default)]
 struct Producers {
     open: Vec<(Arc<str>, Box<dyn SystemProducer>)>,
     /// Index of the system sent to last: most jobs write to one system.
     last: usize,
+    owner: Option<ProducerOwner>,
 }
 
 impl Producers {
+    /// The producer of `system`, opened (and fenced) when missing.
+    fn open(
+        &mut self,
+        cfg: &JobConfig,
+        systems: &SystemRegistry,
+        system: &str,
+    ) -> Result<usize, ContainerError> {
+        if let Some(i) = self.open.iter().position(|(n, _)| &**n == system) {
+            return Ok(i);
+        }
+        let sc = cfg.systems.get(system).ok_or_else(|| {
+            ContainerError::Setup(format!("system {system:?} is not defined under [systems]"))
+        })?;
+        let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
+        let mut p = sys(f.producer(sc), || format!("cannot open producer of system {system}"))?;
+        if let Some(owner) = &self.owner {
+            sys(p.fence(owner, &[]), || {
+                format!("cannot fence the producer of system {system} as {}", owner.id)
+            })?;
+        }
+        self.open.push((Arc::from(system), p));
+        Ok(self.open.len() - 1)
+    }
+
+    /// Raises the owner's epoch on `ssps` of `system` now.
+    fn fence(
+        &mut self,
+        cfg: &JobConfig,
+        systems: &SystemRegistry,
+        system: &str,
+        ssps: &[SystemStreamPartition],
+    ) -> Result<(), ContainerError> {
+        let i = self.open(cfg, systems, system)?;
+        let Some(owner) = &self.owner else { return Ok(()) };
+        let (name, p) = &mut self.open[i];
+        sys(p.fence(owner, ssps), || {
+            format!("cannot take over the changelogs of {} in system {name}", owner.id)
+        })
+    }
+
     fn send(
         &mut self,
         cfg: &JobConfig,
@@ -520,21 +606,13 @@ impl Producers {
         let system = &out.stream.system;
         let hit = self.open.get(self.last).is_some_and(|(n, _)| Arc::ptr_eq(n, system) || n == system);
         if !hit {
-            self.last = match self.open.iter().position(|(n, _)| n == system) {
-                Some(i) => i,
-                None => {
-                    let sc = cfg.systems.get(&**system).ok_or_else(|| {
-                        ContainerError::Setup(format!(
-                            "output stream {} names system {system:?}, which is not defined under [systems]",
-                            out.stream
-                        ))
-                    })?;
-                    let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
-                    let p = sys(f.producer(sc), || format!("cannot open producer of system {system}"))?;
-                    self.open.push((system.clone(), p));
-                    self.open.len() - 1
-                }
-            };
+            if !cfg.systems.contains_key(&**system) {
+                return Err(ContainerError::Setup(format!(
+                    "output stream {} names system {system:?}, which is not defined under [systems]",
+                    out.stream
+                )));
+            }
+            self.last = self.open(cfg, systems, system)?;
         }
         let (name, producer) = &mut self.open[self.last];
         sys(producer.send(out), || format!("cannot send to system {name}"))
@@ -557,6 +635,7 @@ impl Loop {
         let mut next_commit = Instant::now() + commit_every;
         let mut rr = 0usize;
         loop {
+            self.check_lease()?;
             if shutdown.load(Ordering::Relaxed) {
                 return Ok(Outcome::Shutdown);
             }
@@ -836,6 +915,7 @@ impl Loop {
     }
 
     fn commit_now(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
+        self.check_lease()?;
         // 1. Dirty store entries go to their changelogs.
         for task in self.tasks.iter_mut() {
             for slot in task.stores.iter_mut() {
@@ -878,7 +958,8 @@ impl Loop {
                 }
             }
         }
-        // 4. Checkpoints.
+        // 4. Checkpoints, only while the tasks are still ours.
+        self.check_lease()?;
         let mut wrote = false;
         for task in self.tasks.iter_mut().filter(|t| t.dirty) {
             let cp = Checkpoint {
@@ -901,6 +982,14 @@ impl Loop {
             sys(self.cp_producer.flush(), || format!("cannot flush checkpoints to {}", self.cp_stream))?;
         }
         Ok(())
+    }
+
+    /// Fails once the container's lease has run out or was revoked.
+    fn check_lease(&self) -> Result<(), ContainerError> {
+        match &self.lease {
+            Some(l) => l.check().map_err(ContainerError::NotOwner),
+            None => Ok(()),
+        }
     }
 
     fn close(&mut self) -> Result<(), ContainerError> {

@@ -129,6 +129,8 @@ impl TestRunner {
                 model: None,
                 metrics: self.metrics[id as usize].clone(),
                 queries: None,
+                owner: None,
+                lease: None,
             })?;
             if o != Outcome::NoTasks {
                 outcome = o;

@@ -284,6 +284,8 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
         model: None,
         metrics: Default::default(),
         queries: None,
+        owner: None,
+        lease: None,
     })
     .unwrap();
     let events = events.lock().unwrap();

@@ -49,6 +49,9 @@ pub enum LogError {
 
     #[error("bad metadata file {path}: {reason}")]
     BadMetadata { path: PathBuf, reason: String },
+
+    #[error("fenced: producer {producer} epoch {epoch} may no longer write to stream {stream} partition {partition}; epoch {current} has taken over")]
+    Fenced { stream: String, partition: u32, producer: String, epoch: u64, current: u64 },
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
@@ -76,6 +79,7 @@ impl From<LogError> for SystemError {
             | LogError::InvalidConfig { .. }
             | LogError::BatchTooLarge { .. } => SystemErrorKind::InvalidInput,
             LogError::BadMetadata { .. } => SystemErrorKind::Corruption,
+            LogError::Fenced { .. } => SystemErrorKind::Fenced,
         };
         SystemError::with_source(kind, e.to_string(), e)
     }

@@ -21,13 +21,14 @@
 //! ```
 //!
 //! Module map: [`format`] (batch bytes and checksums), `segment` (files, index,
-//! tail repair), [`writer`] (multi-process appends), [`reader`], `retention`,
+//! tail repair), [`fence`] (one live writer per producer identity), [`writer`] (multi-process appends), [`reader`], `retention`,
 //! `compaction`, [`watch`] (waking followers), [`producer`] (key routing),
 //! [`system`] (the framework's System abstraction).
 
 mod compaction;
 mod config;
 mod error;
+pub mod fence;
 pub mod format;
 mod log;
 pub mod producer;
@@ -41,6 +42,7 @@ pub mod writer;
 pub use compaction::CompactionStats;
 pub use config::{FsyncPolicy, StreamConfig};
 pub use error::{LogError, Result};
+pub use fence::Fence;
 pub use format::{BatchBuilder, ControlType, Header, ProducerInfo, RecordRef};
 pub use log::{validate_stream_name, Log, PartitionInfo, StartAt, Stream};
 pub use producer::Producer;

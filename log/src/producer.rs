@@ -5,10 +5,13 @@
 //! Records are buffered per partition and appended as one batch once a batch
 //! reaches `batch_bytes`, or on `flush`.
 
+use std::sync::Arc;
+
 use samza_task_api::partition_for_key;
 
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
+use crate::fence::Fence;
 use crate::format::{BatchBuilder, Header, MAX_BATCH_LEN};
 use crate::log::Stream;
 use crate::writer::PartitionWriter;
@@ -20,6 +23,8 @@ pub struct Producer {
     round_robin: u32,
     batch_bytes: usize,
     fsync: FsyncPolicy,
+    /// Writers are fenced with it before their first append.
+    fence: Option<Arc<Fence>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -39,6 +44,7 @@ impl Producer {
             round_robin: 0,
             batch_bytes: 256 * 1024,
             fsync: stream_fsync,
+            fence: None,
         }
     }
 
@@ -51,6 +57,45 @@ impl Producer {
     pub fn set_fsync(&mut self, fsync: FsyncPolicy) {
         self.fsync = fsync;
         self.writers.iter_mut().for_each(|w| *w = None);
+    }
+
+    /// Writes as `fence` from now on: every partition's writer raises the
+    /// epoch before its first append (see [`crate::fence`]). Writers opened
+    /// already are fenced at once.
+    pub fn set_fence(&mut self, fence: Arc<Fence>) -> Result<()> {
+        for w in self.writers.iter_mut().flatten() {
+            w.fence(fence.clone())?;
+        }
+        self.fence = Some(fence);
+        Ok(())
+    }
+
+    /// Raises this producer's epoch on partition `p` now, before anything is
+    /// written there (a no-op without a fence).
+    pub fn raise(&mut self, p: u32) -> Result<()> {
+        if self.fence.is_some() {
+            self.writer(p)?;
+        }
+        Ok(())
+    }
+
+    fn writer(&mut self, p: u32) -> Result<&mut PartitionWriter> {
+        let i = p as usize;
+        if i >= self.writers.len() {
+            return Err(LogError::PartitionNotFound {
+                stream: self.stream.name().to_string(),
+                partition: p,
+                partitions: self.stream.partitions(),
+            });
+        }
+        if self.writers[i].is_none() {
+            let mut w = self.stream.writer_with(p, self.fsync)?;
+            if let Some(f) = &self.fence {
+                w.fence(f.clone())?;
+            }
+            self.writers[i] = Some(w);
+        }
+        Ok(self.writers[i].as_mut().unwrap())
     }
 
     pub fn stream(&self) -> &Stream {
@@ -111,11 +156,13 @@ impl Producer {
         if self.batches[i].is_empty() {
             return Ok(());
         }
-        if self.writers[i].is_none() {
-            self.writers[i] = Some(self.stream.writer_with(p, self.fsync)?);
+        let mut batch = std::mem::take(&mut self.batches[i]);
+        let r = self.writer(p).and_then(|w| w.append(&mut batch));
+        if r.is_ok() {
+            batch.clear();
         }
-        self.writers[i].as_mut().unwrap().append(&mut self.batches[i])?;
-        self.batches[i].clear();
+        self.batches[i] = batch;
+        r?;
         Ok(())
     }
 

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use samza_task_api::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec, SystemAdmin,
-    SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStreamPartition,
+    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, ProducerOwner, StreamSpec,
+    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStreamPartition,
 };
+
+use crate::fence::Fence;
 
 use crate::config::StreamConfig;
 use crate::format::Header;
@@ -190,17 +192,19 @@ impl SystemConsumer for LogSystemConsumer {
     }
 }
 
-/// Producer of the embedded log; `flush` appends and syncs every buffered batch.
+/// Producer of the embedded log; `flush` appends and syncs every buffered
+/// batch. Fenced (see [`crate::fence`]) once given an owner.
 pub struct LogSystemProducer {
     log: Log,
     producers: Vec<(Arc<str>, Producer)>,
     /// Index of the stream sent to last: most tasks write to one stream.
     last: usize,
+    fence: Option<Arc<Fence>>,
 }
 
 impl LogSystemProducer {
     pub fn new(log: Log) -> Self {
-        LogSystemProducer { log, producers: Vec::new(), last: 0 }
+        LogSystemProducer { log, producers: Vec::new(), last: 0, fence: None }
     }
 
     fn producer_for(&mut self, stream: &Arc<str>) -> Result<usize, SystemError> {
@@ -213,7 +217,11 @@ impl LogSystemProducer {
             Some(i) => i,
             None => {
                 let s = self.log.stream(stream)?;
-                self.producers.push((stream.clone(), s.producer()));
+                let mut p = s.producer();
+                if let Some(f) = &self.fence {
+                    p.set_fence(f.clone())?;
+                }
+                self.producers.push((stream.clone(), p));
                 self.producers.len() - 1
             }
         };
@@ -248,5 +256,27 @@ impl SystemProducer for LogSystemProducer {
             p.flush()?;
         }
         Ok(())
+    }
+
+    fn fence(
+        &mut self,
+        owner: &ProducerOwner,
+        partitions: &[SystemStreamPartition],
+    ) -> Result<(), SystemError> {
+        let fence = Fence::new(owner.id.as_str(), owner.epoch);
+        for (_, p) in &mut self.producers {
+            p.set_fence(fence.clone())?;
+        }
+        self.fence = Some(fence);
+        for ssp in partitions {
+            let stream: Arc<str> = ssp.system_stream.stream.clone();
+            let i = self.producer_for(&stream)?;
+            self.producers[i].1.raise(ssp.partition)?;
+        }
+        Ok(())
+    }
+
+    fn fences(&self) -> bool {
+        true
     }
 }

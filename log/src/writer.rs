@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{FsyncPolicy, StreamConfig};
 use crate::error::{IoContext, LogError, Result};
+use crate::fence::{Fence, FenceState};
 use crate::format::{seal_batch, stamp, BatchBuilder, MAX_BATCH_LEN};
 use crate::retention;
 use crate::segment::{
@@ -53,6 +54,8 @@ pub struct PartitionWriter {
     next_offset: u64,
     last_sync: Instant,
     unsynced: bool,
+    /// Set by [`PartitionWriter::fence`]: every append checks it under the lock.
+    fence: Option<FenceState>,
 }
 
 impl std::fmt::Debug for PartitionWriter {
@@ -117,10 +120,21 @@ impl PartitionWriter {
             next_offset,
             last_sync: Instant::now(),
             unsynced: false,
+            fence: None,
         };
         writer.catch_up()?;
         trim_index(&writer.active.index, &writer.active.index_path, writer.active.size)?;
         Ok(writer)
+    }
+
+    /// Makes this writer write as `fence`: raises its epoch in the partition
+    /// now (refused with [`LogError::Fenced`] when a higher epoch of the same
+    /// producer is recorded), and refuses every later append once a higher
+    /// one has been (see [`crate::fence`]).
+    pub fn fence(&mut self, fence: Arc<Fence>) -> Result<()> {
+        let _guard = FileLock::lock(&self.lock_file, &self.lock_path)?;
+        self.fence = Some(FenceState::raise(&self.id, fence)?);
+        Ok(())
     }
 
     /// Offset the next appended record will get (as of this writer's last append).
@@ -234,6 +248,9 @@ impl PartitionWriter {
         }
         let appended = {
             let _guard = FileLock::lock(&self.lock_file, &self.lock_path)?;
+            if let Some(f) = &mut self.fence {
+                f.check(&self.id)?;
+            }
             self.catch_up()?;
             if self.active.size >= self.config.segment_bytes {
                 self.roll()?;

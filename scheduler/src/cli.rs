@@ -243,11 +243,53 @@ fn nodes_table(nodes: &[NodeInfo]) -> String {
     table(&rows)
 }
 
-pub fn kill(rm: Option<&str>, app: &str) -> anyhow::Result<ExitCode> {
+/// `samza-run kill APP`: kills the application and returns once its
+/// containers have stopped (exit 0), or names those that have not within
+/// `wait` (exit 1). Containers on nodes declared lost cannot be confirmed:
+/// they end by their lease, which the note says.
+pub fn kill(rm: Option<&str>, app: &str, wait: Duration) -> anyhow::Result<ExitCode> {
     let rm = client(rm)?;
-    let info: AppInfo = rm.post(&format!("/v1/apps/{app}/kill"), &serde_json::json!({}))?;
+    let mut info: AppInfo = rm.post(&format!("/v1/apps/{app}/kill"), &serde_json::json!({}))?;
+    let start = Instant::now();
+    let live = |i: &AppInfo| -> Vec<ContainerInfo> {
+        i.containers.iter().filter(|c| !c.state.is_done()).cloned().collect()
+    };
+    while !live(&info).is_empty() && start.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(100));
+        info = rm.get(&format!("/v1/apps/{app}"))?;
+    }
+    let left = live(&info);
+    if !left.is_empty() {
+        eprintln!(
+            "samza-run: {app}: {} container(s) still running after {:.0} s:",
+            left.len(),
+            wait.as_secs_f64()
+        );
+        for c in &left {
+            let pid = c.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+            eprintln!("  {} ({}) on node {}{pid}", c.id, role_name(&c.role), c.node);
+        }
+        println!("{} {}", info.app, state_word(info.state));
+        return Ok(ExitCode::FAILURE);
+    }
+    let lost: Vec<&ContainerInfo> =
+        info.containers.iter().filter(|c| c.state == ContainerState::Lost).collect();
+    let recent_lost = lost.iter().filter(|c| c.reason.is_some()).count();
+    if recent_lost > 0 {
+        eprintln!(
+            "samza-run: {app}: {recent_lost} container(s) were lost with their nodes; if still alive there, they stop by their lease"
+        );
+    }
     println!("{} {}", info.app, state_word(info.state));
     Ok(ExitCode::SUCCESS)
+}
+
+fn role_name(role: &str) -> String {
+    if role == "coordinator" {
+        "coordinator".into()
+    } else {
+        format!("container {role}")
+    }
 }
 
 /// `samza-run logs APP [CONTAINER]`: the container's (default: the
@@ -397,6 +439,14 @@ impl LocalCluster {
                     // SAFETY: kill has no memory effects; the group is a container this cluster started.
                     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
                 }
+            }
+        }
+        // Also those the resource manager no longer counts (on nodes it
+        // declared lost): every node manager's own table says what it started.
+        for (name, _) in &self.nodes {
+            for pid in crate::nm::running_pids(&self.dir.join(name)) {
+                // SAFETY: as above; the pid's start time matched the table's.
+                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             }
         }
         for (_, c) in self.nodes.iter_mut() {

@@ -19,6 +19,15 @@
 //! Its own state (which container runs which job container, failures) is kept
 //! at the resource manager, so a new attempt after this one dies adopts the
 //! running containers instead of restarting them.
+//!
+//! One owner per task (DESIGN invariant 9): every start of a job container
+//! gets a generation above all earlier ones (kept in that state, so attempts
+//! continue it), which its producers use as their epoch. The coordinator
+//! keys heartbeats by cluster container: only the job container's current
+//! owner has its lease renewed (see `samza_container::lease`), and only while
+//! its node is heard from; any other sender is told to stop. A successor is
+//! started once the old owner is known to have ended, or once the last lease
+//! it could hold has run out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -29,8 +38,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use samza_container::config::JobConfig;
-use samza_container::entry::ContainerEndpoint;
+use samza_container::entry::{ContainerEndpoint, Joined, BIND_ENV, GENERATION_ENV};
 use samza_container::job_model::JobModel;
+use samza_container::lease::Lease;
 use samza_container::systems::SystemRegistry;
 use samza_task_api::metrics::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -49,6 +59,9 @@ pub struct CoordinatorState {
     pub model: BTreeMap<u32, Vec<String>>,
     /// Where the current attempt serves the JobModel and takes heartbeats.
     pub url: Option<String>,
+    /// The last generation given to a container start (they only grow).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -60,6 +73,97 @@ pub struct Slot {
     pub node_url: Option<String>,
     pub done: bool,
     pub restarts: u32,
+    /// The generation of its current container's start.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// Who owns a job container's tasks now, as far as this coordinator decides.
+struct Owner {
+    container: String,
+    node: String,
+}
+
+/// The leases this coordinator grants: owners, their last heartbeats, and
+/// what it knows of their nodes. One lock, so a container that loses its
+/// ownership can never be granted a lease after that moment.
+struct Leases {
+    owners: BTreeMap<u32, Owner>,
+    /// Job container number -> its owner's last heartbeat.
+    beats: BTreeMap<u32, Beat>,
+    /// Cluster container -> when its last lease was granted (receipt time).
+    granted: BTreeMap<String, Instant>,
+    /// Node -> when the resource manager last heard from it (as of the last
+    /// allocate reply).
+    node_seen: BTreeMap<String, Instant>,
+    node_timeout: Duration,
+    lease: Duration,
+}
+
+impl Leases {
+    /// Ends `n`'s ownership; returns when the last lease granted to its
+    /// owner runs out (`None`: it never had one).
+    fn revoke(&mut self, n: u32) -> Option<Instant> {
+        let owner = self.owners.remove(&n)?;
+        self.beats.remove(&n);
+        self.granted.remove(&owner.container).map(|t| t + self.lease)
+    }
+
+    /// A heartbeat of `hb.container` for job container `n`.
+    fn heartbeat(&mut self, n: u32, hb: ContainerHeartbeat) -> HeartbeatAnswer {
+        let now = Instant::now();
+        let owner = match self.owners.get(&n) {
+            Some(o) if o.container == hb.container => o,
+            other => {
+                let who = other.map_or("none".to_string(), |o| o.container.clone());
+                return HeartbeatAnswer {
+                    owner: false,
+                    lease_ms: 0,
+                    reason: Some(format!(
+                        "container {} is not the owner of job container {n} (its owner: {who})",
+                        hb.container
+                    )),
+                };
+            }
+        };
+        // Renewed only while the node is heard from, so that by the time the
+        // resource manager declares it lost every lease there has run out.
+        let cutoff = self.node_timeout.saturating_sub(self.lease);
+        let silent = self.node_seen.get(&owner.node).map(|t| now.saturating_duration_since(*t));
+        let answer = match silent {
+            Some(s) if s < cutoff => {
+                self.granted.insert(hb.container.clone(), now);
+                HeartbeatAnswer { owner: true, lease_ms: self.lease.as_millis() as u64, reason: None }
+            }
+            s => HeartbeatAnswer {
+                owner: true,
+                lease_ms: 0,
+                reason: Some(match s {
+                    Some(s) => {
+                        format!("node {} silent for {:.1} s; lease not renewed", owner.node, s.as_secs_f64())
+                    }
+                    None => format!("node {} is not running; lease not renewed", owner.node),
+                }),
+            },
+        };
+        let beat = Beat { container: hb.container, at: now, url: hb.url, metrics: hb.metrics };
+        self.beats.insert(n, beat);
+        answer
+    }
+
+    fn nodes_heard(&mut self, reply: &AllocateReply) {
+        let now = Instant::now();
+        self.node_seen = reply
+            .node_heartbeat_age_ms
+            .iter()
+            .map(|(n, age)| (n.clone(), now.checked_sub(Duration::from_millis(*age)).unwrap_or(now)))
+            .collect();
+        if reply.node_timeout_ms > 0 {
+            self.node_timeout = Duration::from_millis(reply.node_timeout_ms);
+            // Leases end before a node is declared lost.
+            self.lease = self.lease.min(self.node_timeout / 2);
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -95,13 +199,21 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let _entered = tracing::info_span!("coordinator", job = %cfg.name, app = %app_id, attempt).entered();
     tracing::info!(containers = cfg.container_count, "coordinator started");
 
+    let lease = Duration::from_millis(cfg.cluster.container_lease_ms);
     let served = Arc::new(Served {
         job: cfg.name.clone(),
         cfg: cfg.clone(),
         token: token.clone(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
         model: model.clone(),
-        heartbeats: Mutex::new(BTreeMap::new()),
+        leases: Mutex::new(Leases {
+            owners: BTreeMap::new(),
+            beats: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            node_seen: BTreeMap::new(),
+            node_timeout: Duration::from_secs(10),
+            lease,
+        }),
     });
     let url = serve(served.clone(), &token)?;
     tracing::info!(%url, "serving the JobModel and container heartbeats");
@@ -125,17 +237,22 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         match current {
             Some(c) if c.state == ContainerState::Running => {
                 tracing::info!(container = n, id = %c.id, node = %c.node, "adopted a running container");
-                adopted.push((n, c.id.clone()));
+                adopted.push((n, c.id.clone(), c.node.clone()));
             }
             Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => slot.done = true,
             other => {
+                // A container the last attempt gave a lease to, not known to
+                // have ended, may still hold it: its successor waits a lease.
+                let ended =
+                    other.is_some_and(|c| matches!(c.state, ContainerState::Exited | ContainerState::Killed));
                 if let Some(c) = other {
                     if c.state == ContainerState::Exited {
                         st.failures.push_back(now_ms());
                     }
                 }
+                let wait = (slot.container.is_some() && !ended).then(|| Instant::now() + lease);
                 slot.container = None;
-                asks.push(n);
+                asks.push((n, wait));
             }
         }
     }
@@ -149,13 +266,27 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         cfg,
         st,
         saved: None,
+        pending: Vec::new(),
+        delayed: Vec::new(),
     };
-    for (n, id) in adopted {
+    {
+        // Adopted containers may hold a lease from the last attempt: counted
+        // as granted now.
+        let mut leases = co.served.lock_leases();
+        for (n, id, node) in &adopted {
+            leases.owners.insert(*n, Owner { container: id.clone(), node: node.clone() });
+            leases.granted.insert(id.clone(), Instant::now());
+        }
+    }
+    for (n, id, _) in adopted {
         co.started.insert(n, (id, Instant::now()));
     }
-    let mut pending: Vec<Ask> = asks.into_iter().map(|n| co.ask(n)).collect();
+    for (n, wait) in asks {
+        co.again(n, wait);
+    }
     let mut release = Vec::new();
     loop {
+        co.ask_due();
         co.save()?;
         if co.st.containers.values().all(|s| s.done) {
             co.finish(AppState::Succeeded, None)?;
@@ -163,11 +294,12 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         }
         let req = Allocate {
             attempt: co.attempt,
-            asks: std::mem::take(&mut pending),
+            asks: std::mem::take(&mut co.pending),
             release: std::mem::take(&mut release),
         };
         let path = format!("/v1/apps/{}/allocate", co.app);
         let reply: AllocateReply = retrying("allocate", || co.rm.post(&path, &req))?;
+        co.served.lock_leases().nodes_heard(&reply);
         let mut to_start = Vec::new();
         for a in reply.allocated {
             let n: u32 = a.role.parse()?;
@@ -176,10 +308,15 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                 release.push(a.container);
                 continue;
             }
+            co.st.generation = (co.st.generation + 1).max(samza_container::local::generation_clock());
+            let slot = co.st.containers.get_mut(&n).expect("slot");
+            slot.generation = co.st.generation;
             slot.container = Some(a.container.clone());
             slot.node = Some(a.node.clone());
             slot.node_url = Some(a.node_url.clone());
             co.started.insert(n, (a.container.clone(), Instant::now()));
+            let owner = Owner { container: a.container.clone(), node: a.node.clone() };
+            co.served.lock_leases().owners.insert(n, owner);
             to_start.push((n, a));
         }
         // Recorded before they start: a next attempt must know every
@@ -203,9 +340,11 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             if let Err(e) = r {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
                 release.push(a.container);
-                if let Some(reason) =
-                    co.retry(n, &format!("cannot start it on {}: {e:#}", a.node), &mut pending)
-                {
+                // It may have started after all (the answer was lost): its
+                // successor waits a lease.
+                co.served.lock_leases().revoke(n);
+                let wait = Some(Instant::now() + co.served.lease());
+                if let Some(reason) = co.retry(n, &format!("cannot start it on {}: {e:#}", a.node), wait) {
                     co.finish(AppState::Failed, Some(reason))?;
                     return Ok(());
                 }
@@ -218,15 +357,22 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             };
             let slot = co.st.containers.get_mut(&n).unwrap();
             slot.container = None;
+            let lease_ends = co.served.lock_leases().revoke(n);
             match (c.state, c.exit_code) {
                 (ContainerState::Exited, Some(0)) => {
                     tracing::info!(container = n, id = %c.id, "finished");
                     slot.done = true;
                 }
                 (ContainerState::Lost, _) => {
-                    tracing::warn!(container = n, id = %c.id, node = %c.node, "lost with its node; starting it elsewhere");
+                    // Its process may still run (the node manager died
+                    // alone, or the node is cut off): the successor starts
+                    // once the last lease granted to it has run out.
+                    let wait = lease_ends.filter(|t| *t > Instant::now());
+                    let after =
+                        wait.map_or(0.0, |t| t.saturating_duration_since(Instant::now()).as_secs_f64());
+                    tracing::warn!(container = n, id = %c.id, node = %c.node, wait_s = after, "lost with its node; starting it elsewhere once its lease has run out");
                     slot.restarts += 1;
-                    pending.push(co.ask(n));
+                    co.again(n, wait);
                 }
                 _ => {
                     let mut why = match (c.exit_code, &c.reason) {
@@ -240,8 +386,8 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                         why = format!("{why}; its log ends: {line}");
                     }
                     tracing::warn!(container = n, id = %c.id, node = %c.node, "failed: {why}");
-                    if let Some(reason) = co.retry(n, &format!("{} on {}: {why}", c.id, c.node), &mut pending)
-                    {
+                    // Its node saw it end: no lease to wait for.
+                    if let Some(reason) = co.retry(n, &format!("{} on {}: {why}", c.id, c.node), None) {
                         co.finish(AppState::Failed, Some(reason))?;
                         return Ok(());
                     }
@@ -269,7 +415,10 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             tracing::warn!(container = n, "{why}");
             release.push(id);
             co.started.remove(&n);
-            if let Some(reason) = co.retry(n, &why, &mut pending) {
+            // The resource manager may have renewed its lease until the release.
+            co.served.lock_leases().revoke(n);
+            let wait = Some(Instant::now() + co.served.lease());
+            if let Some(reason) = co.retry(n, &why, wait) {
                 co.finish(AppState::Failed, Some(reason))?;
                 return Ok(());
             }
@@ -285,8 +434,7 @@ struct Served {
     token: String,
     http: reqwest::Client,
     model: JobModel,
-    /// Job container number -> its last heartbeat.
-    heartbeats: Mutex<BTreeMap<u32, Beat>>,
+    leases: Mutex<Leases>,
 }
 
 struct Beat {
@@ -298,17 +446,25 @@ struct Beat {
 }
 
 impl Served {
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease(&self) -> Duration {
+        self.lock_leases().lease
+    }
+
     fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
-        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-        hb.get(&n).filter(|b| b.container == id).map(|b| b.at)
+        let leases = self.lock_leases();
+        leases.beats.get(&n).filter(|b| b.container == id).map(|b| b.at)
     }
 
     /// The job's figures from the containers' last heartbeats (those heard
     /// from within 10 s).
     fn job_metrics(&self) -> JobMetrics {
-        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let leases = self.lock_leases();
         let mut m = JobMetrics::default();
-        for (n, b) in hb.iter().filter(|(_, b)| b.at.elapsed() < Duration::from_secs(10)) {
+        for (n, b) in leases.beats.iter().filter(|(_, b)| b.at.elapsed() < Duration::from_secs(10)) {
             let c = ContainerMetrics {
                 container: b.container.clone(),
                 url: b.url.clone(),
@@ -346,8 +502,8 @@ impl Served {
         let (n, task) = owner
             .map(|(n, t)| (n, t.name.as_str().to_string()))
             .ok_or_else(|| not_found(format!("job {} has no task for that key or name", self.job)))?;
-        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-        let url = hb.get(&n).and_then(|b| b.url.clone()).ok_or_else(|| {
+        let leases = self.lock_leases();
+        let url = leases.beats.get(&n).and_then(|b| b.url.clone()).ok_or_else(|| {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("container {n} (task {task:?}) has not reported its address yet"),
@@ -368,8 +524,8 @@ impl Served {
         let _ = writeln!(out, "samza_job_lag{{job=\"{job}\"}} {}", m.lag);
         let _ = writeln!(out, "# TYPE samza_job_containers_reporting gauge");
         let _ = writeln!(out, "samza_job_containers_reporting{{job=\"{job}\"}} {}", m.containers.len());
-        let hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-        for (n, b) in hb.iter() {
+        let leases = self.lock_leases();
+        for (n, b) in leases.beats.iter() {
             let n = n.to_string();
             b.metrics.to_prometheus(&[("job", job), ("container", &n)], &mut out);
         }
@@ -406,15 +562,6 @@ async fn query(
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct ContainerHeartbeat {
-    container: String,
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    metrics: Snapshot,
-}
-
 /// Serves `GET /v1/model`, `POST /v1/containers/{n}/heartbeat`, the job's
 /// metrics (`GET /v1/metrics`, JSON; `GET /metrics`, Prometheus) with the
 /// cluster token; returns the URL.
@@ -437,27 +584,25 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
                 |State(s): State<Arc<Served>>,
                  UrlPath(n): UrlPath<u32>,
                  axum::Json(hb): axum::Json<ContainerHeartbeat>| async move {
-                    let mut map = s.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-                    let beat = Beat {
-                        container: hb.container,
-                        at: Instant::now(),
-                        url: hb.url,
-                        metrics: hb.metrics,
-                    };
-                    map.insert(n, beat);
-                    axum::Json(serde_json::json!({}))
+                    axum::Json(s.lock_leases().heartbeat(n, hb))
                 },
             ),
         )
         .with_state(served);
-    Ok(samza_container::http::serve("127.0.0.1:0", token, router, "coordinator-http")?)
+    // On its node manager's host address, so containers on other hosts reach it.
+    let host = std::env::var(BIND_ENV).unwrap_or_else(|_| "127.0.0.1".into());
+    Ok(samza_container::http::serve(&format!("{host}:0"), token, router, "coordinator-http")?)
 }
 
 /// A container's side (see `samza_container::entry::ClusterRoles::join`): on
 /// a cluster, the JobModel from the current coordinator, whose address is in
-/// the application's state at the resource manager, and a thread that sends
-/// it a heartbeat every second (finding the coordinator again after it moved).
-pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Option<JobModel>> {
+/// the application's state at the resource manager, its first lease, and a
+/// thread that sends the coordinator a heartbeat every second, renewing the
+/// lease (finding the coordinator again after it moved; asking the resource
+/// manager for the lease while no coordinator answers). The thread ends the
+/// process, with no final commit, once the lease has run out or the
+/// container is told it no longer owns its tasks.
+pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Option<Joined>> {
     let (Ok(app), Ok(rm_url), Ok(token), Ok(id)) = (
         std::env::var("SAMZA_APP_ID"),
         std::env::var("SAMZA_RM_URL"),
@@ -467,45 +612,106 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         return Ok(None);
     };
     let rm = Client::new(&rm_url, &token);
+    let rm2 = rm.clone();
+    let app2 = app.clone();
     let find = move || -> anyhow::Result<Client> {
         let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
         let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
         let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
         Ok(rm.at(&url))
     };
+    let beat = |c: &Client, id: &str| {
+        let body = ContainerHeartbeat {
+            container: id.to_string(),
+            url: endpoint.url.clone(),
+            metrics: endpoint.metrics.snapshot(),
+        };
+        c.post::<_, HeartbeatAnswer>(&format!("/v1/containers/{container}/heartbeat"), &body)
+    };
+    // The JobModel, then a first lease: nothing is processed before it.
     let start = Instant::now();
-    let (coordinator, model) = loop {
-        match find().and_then(|c| c.get::<JobModel>("/v1/model").map(|m| (c, m))) {
-            Ok(x) => break x,
+    let (coordinator, model, lease) = loop {
+        let sent = Instant::now();
+        let r = find().and_then(|c| {
+            let m = c.get::<JobModel>("/v1/model")?;
+            let a = beat(&c, &id)?;
+            Ok((c, m, a))
+        });
+        match r {
+            Ok((_, _, a)) if !a.owner => {
+                anyhow::bail!("not the owner of job container {container}: {}", a.reason.unwrap_or_default())
+            }
+            Ok((c, m, a)) if a.lease_ms > 0 => {
+                break (c, m, Arc::new(Lease::granted(Duration::from_millis(a.lease_ms), sent)))
+            }
+            Ok((_, _, a)) if start.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!("no lease from the coordinator yet: {}", a.reason.unwrap_or_default());
+                std::thread::sleep(Duration::from_millis(200));
+            }
             Err(e) if start.elapsed() < Duration::from_secs(60) => {
                 tracing::warn!("cannot get the JobModel from the coordinator yet: {e:#}");
                 std::thread::sleep(Duration::from_millis(200));
             }
+            Ok((_, _, a)) => {
+                anyhow::bail!("no lease from the job's coordinator: {}", a.reason.unwrap_or_default())
+            }
             Err(e) => return Err(e.context("cannot get the JobModel from the job's coordinator")),
         }
     };
-    tracing::info!(container, url = coordinator.base(), "JobModel from the coordinator");
+    tracing::info!(
+        container,
+        url = coordinator.base(),
+        lease_ms = lease.length().as_millis() as u64,
+        "JobModel and lease from the coordinator"
+    );
     let span = tracing::Span::current();
+    let held = lease.clone();
+    let endpoint2 = endpoint.clone();
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
         let _in_span = span.entered();
-        let mut coordinator = Some(coordinator);
-        loop {
+        let endpoint = endpoint2;
+        let beat = |c: &Client| {
             let body = ContainerHeartbeat {
                 container: id.clone(),
                 url: endpoint.url.clone(),
                 metrics: endpoint.metrics.snapshot(),
             };
-            let ok = coordinator.as_ref().is_some_and(|c| {
-                c.post::<_, serde_json::Value>(&format!("/v1/containers/{container}/heartbeat"), &body)
-                    .is_ok()
-            });
-            if !ok {
-                coordinator = find().ok();
+            c.post::<_, HeartbeatAnswer>(&format!("/v1/containers/{container}/heartbeat"), &body)
+        };
+        let lease_path =
+            format!("/v1/apps/{app2}/containers/{id}/lease?lease_ms={}", held.length().as_millis());
+        let mut coordinator = Some(coordinator);
+        let tick = (held.length() / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            std::thread::sleep(tick);
+            let sent = Instant::now();
+            match coordinator.as_ref().map(beat) {
+                Some(Ok(a)) if !a.owner => {
+                    held.revoke(a.reason.unwrap_or_else(|| "the coordinator says so".into()))
+                }
+                Some(Ok(a)) if a.lease_ms > 0 => held.renew(sent),
+                Some(Ok(a)) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
+                _ => {
+                    coordinator = find().ok();
+                    // No coordinator (a new attempt is starting): the
+                    // resource manager vouches for the container meanwhile.
+                    if coordinator.is_none() {
+                        let sent = Instant::now();
+                        match rm2.get::<LeaseAnswer>(&lease_path) {
+                            Ok(a) if a.granted => held.renew(sent),
+                            Ok(a) if a.gone => held.revoke(a.reason.unwrap_or_default()),
+                            Ok(a) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
+                            Err(e) => tracing::warn!("cannot renew the lease: {e:#}"),
+                        }
+                    }
+                }
             }
-            std::thread::sleep(Duration::from_secs(1));
+            if let Err(why) = held.check() {
+                samza_container::lease::exit_not_owner(container, &why);
+            }
         }
     })?;
-    Ok(Some(model))
+    Ok(Some(Joined { model, lease }))
 }
 
 struct Coordinator {
@@ -521,6 +727,10 @@ struct Coordinator {
     cfg: JobConfig,
     st: CoordinatorState,
     saved: Option<CoordinatorState>,
+    /// Asks for the next allocate call.
+    pending: Vec<Ask>,
+    /// Job containers to ask for once the old owner's lease has run out.
+    delayed: Vec<(Instant, u32)>,
 }
 
 impl Coordinator {
@@ -538,16 +748,40 @@ impl Coordinator {
         }
     }
 
+    /// Asks for job container `n` again, at once or not before `not_before`.
+    fn again(&mut self, n: u32, not_before: Option<Instant>) {
+        match not_before {
+            Some(t) if t > Instant::now() => self.delayed.push((t, n)),
+            _ => {
+                let ask = self.ask(n);
+                self.pending.push(ask);
+            }
+        }
+    }
+
+    /// Moves the delayed asks that are due to the next allocate call.
+    fn ask_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(t, _)| *t <= now);
+        self.delayed = later;
+        for (_, n) in due {
+            tracing::info!(container = n, "the old owner's lease has run out; asking for its successor");
+            let ask = self.ask(n);
+            self.pending.push(ask);
+        }
+    }
+
     /// After a failure of container `n`: counts it and asks for the container
-    /// again; `Some(reason)` instead when the budget is spent (the job fails).
-    fn retry(&mut self, n: u32, why: &str, pending: &mut Vec<Ask>) -> Option<String> {
+    /// again (not before `not_before`); `Some(reason)` instead when the budget
+    /// is spent (the job fails).
+    fn retry(&mut self, n: u32, why: &str, not_before: Option<Instant>) -> Option<String> {
         if let Some(reason) = self.failed(n, why) {
             return Some(reason);
         }
         let slot = self.st.containers.get_mut(&n).expect("a slot per job container");
         slot.container = None;
         slot.restarts += 1;
-        pending.push(self.ask(n));
+        self.again(n, not_before);
         None
     }
 
@@ -584,19 +818,20 @@ impl Coordinator {
             args.push("--override".into());
             args.push(o.clone());
         }
+        let generation = self.st.containers.get(&n).map_or(0, |s| s.generation);
         let launch = Launch {
             container: a.container.clone(),
             app: self.app.clone(),
             package_sha256: app.package_sha256.clone(),
             args,
-            env: BTreeMap::new(),
+            env: BTreeMap::from([(GENERATION_ENV.to_string(), generation.to_string())]),
             files: BTreeMap::from([("job.toml".to_string(), app.config.clone())]),
             resources: a.resources,
             stop_grace_ms: self.cfg.shutdown_timeout_ms,
         };
         let nm = self.rm.at(&a.node_url);
         let _: NodeContainer = nm.post("/v1/containers", &launch)?;
-        tracing::info!(container = n, id = %a.container, node = %a.node, "started");
+        tracing::info!(container = n, id = %a.container, node = %a.node, generation, "started");
         Ok(())
     }
 
@@ -611,7 +846,7 @@ impl Coordinator {
 
     fn save(&mut self) -> anyhow::Result<()> {
         if self.saved.as_ref() != Some(&self.st) {
-            let path = format!("/v1/apps/{}/coordinator-state", self.app);
+            let path = format!("/v1/apps/{}/coordinator-state?attempt={}", self.app, self.attempt);
             retrying("save state", || self.rm.put(&path, &self.st))?;
             self.saved = Some(self.st.clone());
         }
@@ -622,7 +857,7 @@ impl Coordinator {
         self.save()?;
         tracing::info!(app = %self.app, ?state, ?reason, "job finished");
         let path = format!("/v1/apps/{}/finish", self.app);
-        let body = Finish { state, reason };
+        let body = Finish { state, reason, attempt: self.attempt };
         let _: AppInfo = retrying("finish", || self.rm.post(&path, &body))?;
         Ok(())
     }

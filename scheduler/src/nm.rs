@@ -58,7 +58,10 @@ struct Ctr {
 
 pub struct Nm {
     cfg: NmConfig,
+    /// The URL other hosts reach this node manager at.
     url: String,
+    /// Its host part: containers and coordinators bind their servers there.
+    host: String,
     token: Arc<str>,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
@@ -97,9 +100,11 @@ impl Nm {
         for d in ["packages", "containers", "state"] {
             std::fs::create_dir_all(cfg.dir.join(d))?;
         }
+        let host = host_of(&url).to_string();
         let nm = Arc::new(Nm {
             cfg,
             url,
+            host,
             token: token.into(),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
@@ -214,6 +219,10 @@ impl Nm {
                         tracing::info!(container = %id, "the resource manager asks to stop it");
                         self.stop_container(&id, None);
                     }
+                    for id in reply.kill {
+                        tracing::warn!(container = %id, "no longer this node's container at the resource manager; SIGKILL");
+                        self.kill_container(&id);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("heartbeat to {} failed: {e:#}", self.cfg.rm_url);
@@ -316,6 +325,7 @@ impl Nm {
             .env("SAMZA_TOKEN", &*self.token)
             .env("SAMZA_NODE", &self.cfg.node)
             .env("SAMZA_NODE_STATE_DIR", self.cfg.dir.join("state"))
+            .env(samza_container::entry::BIND_ENV, &self.host)
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -434,6 +444,26 @@ impl Nm {
                 signal_group(pid, libc::SIGKILL);
                 return;
             }
+        }
+    }
+
+    /// SIGKILL now (and SIGCONT, should it be stopped): no final commit.
+    fn kill_container(&self, id: &str) {
+        let pid = {
+            let mut mine = self.lock();
+            let Some(c) = mine.get_mut(id) else { return };
+            if c.info.state != ContainerState::Running {
+                return;
+            }
+            c.stop_requested = true;
+            c.info.reason = Some(
+                "killed by its node manager: the resource manager no longer counts it as this node's".into(),
+            );
+            c.info.pid
+        };
+        if let Some(pid) = pid {
+            signal_group(pid, libc::SIGKILL);
+            signal_group(pid, libc::SIGCONT);
         }
     }
 
@@ -573,12 +603,56 @@ async fn logs(
     }
 }
 
+/// The process groups of the containers a node manager with directory `dir`
+/// started that are still alive (pid and kernel start time as in its
+/// table), whether or not the node manager itself still runs.
+pub fn running_pids(dir: &std::path::Path) -> Vec<u32> {
+    let Ok(bytes) = std::fs::read(dir.join("containers.json")) else { return Vec::new() };
+    let Ok(table) = serde_json::from_slice::<BTreeMap<String, Ctr>>(&bytes) else { return Vec::new() };
+    table
+        .values()
+        .filter(|c| c.info.state == ContainerState::Running)
+        .filter_map(|c| {
+            c.info.pid.filter(|p| c.start_ticks.is_some() && proc_start_ticks(*p) == c.start_ticks)
+        })
+        .collect()
+}
+
+/// The host of `http://host:port` (brackets kept for IPv6).
+pub fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    match hostport.rfind(':') {
+        Some(i) if !hostport[i..].contains(']') => &hostport[..i],
+        _ => hostport,
+    }
+}
+
+/// The URL a server bound to `bound` advertises: `advertise` (a host, or a
+/// host:port, or a URL) when given, with the bound port when it names none;
+/// the bound address otherwise, which must then not be a wildcard.
+pub fn advertised_url(bound: std::net::SocketAddr, advertise: Option<&str>) -> anyhow::Result<String> {
+    match advertise {
+        None if bound.ip().is_unspecified() => anyhow::bail!(
+            "bound to the wildcard address {bound}: say which address other hosts reach this server at with --advertise"
+        ),
+        None => Ok(format!("http://{bound}")),
+        Some(a) => {
+            let a = a.trim_end_matches('/');
+            let a = a.strip_prefix("http://").unwrap_or(a);
+            let has_port = a.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with('[') && !p.contains(']') && p.parse::<u16>().is_ok());
+            let url = if has_port { format!("http://{a}") } else { format!("http://{a}:{}", bound.port()) };
+            Ok(url)
+        }
+    }
+}
+
 /// Runs a node manager until the process ends; writes its URL to `<dir>/nm.url`.
-pub async fn serve(cfg: NmConfig, bind: &str, token: &str) -> anyhow::Result<()> {
+pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = advertised_url(listener.local_addr()?, advertise)?;
     std::fs::create_dir_all(&cfg.dir)?;
     let nm = Nm::new(cfg.clone(), url.clone(), token)?;
     crate::rm::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;

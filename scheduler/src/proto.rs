@@ -79,10 +79,16 @@ pub struct HeartbeatReply {
     /// `false`: the resource manager does not know this node (it lost it, or
     /// restarted without it); the node must register again.
     pub known: bool,
-    /// Containers the node must stop (released, their application ended, or
-    /// unknown to the resource manager).
+    /// Containers the node must stop (released, or their application ended):
+    /// SIGTERM, then SIGKILL after the grace period.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Containers the node must end at once with SIGKILL, without a final
+    /// commit: the resource manager no longer counts them as the node's own
+    /// (lost with the node while it was away, or unknown). Their tasks may
+    /// run elsewhere already.
+    #[serde(default)]
+    pub kill: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,11 +246,60 @@ pub struct AllocateReply {
     pub completed: Vec<ContainerInfo>,
     /// Nodes that are running now, by name.
     pub live_nodes: Vec<String>,
+    /// Milliseconds since each running node's last heartbeat: a coordinator
+    /// renews the leases of containers on a node only while it is heard from.
+    #[serde(default)]
+    pub node_heartbeat_age_ms: BTreeMap<String, u64>,
+    /// The resource manager's node-loss timeout.
+    #[serde(default)]
+    pub node_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Finish {
     pub state: AppState,
+    pub reason: Option<String>,
+    /// The coordinator attempt that finishes the application: a stale one is refused.
+    pub attempt: u32,
+}
+
+/// What a container sends its coordinator every second
+/// (`POST /v1/containers/{n}/heartbeat` on the coordinator).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerHeartbeat {
+    /// The cluster container sending it.
+    pub container: String,
+    /// Its HTTP server (metrics, store queries), when it runs one.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub metrics: samza_task_api::metrics::Snapshot,
+}
+
+/// The coordinator's answer to a heartbeat: whether the sender still owns
+/// its job container's tasks, and for how long (its lease).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// `false`: another container (or none) owns them now; stop at once,
+    /// without committing.
+    pub owner: bool,
+    /// The lease granted from the heartbeat's send time; 0: not renewed
+    /// (the node is not heard from), the lease runs out unless a later one is.
+    pub lease_ms: u64,
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/apps/{app}/containers/{id}/lease?lease_ms=N` at the resource
+/// manager: a container's lease while its coordinator cannot be reached.
+/// Granted while the container runs as far as the resource manager knows
+/// (not lost, not being stopped, its application not ended) on a node heard
+/// from within the node timeout less the lease.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    pub granted: bool,
+    /// `true`: the resource manager no longer counts the container as
+    /// running; stop at once.
+    pub gone: bool,
     pub reason: Option<String>,
 }
 

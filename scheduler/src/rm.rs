@@ -460,6 +460,7 @@ impl Rm {
             .route("/v1/apps/{app}/allocate", post(allocate))
             .route("/v1/apps/{app}/coordinator-state", put(coordinator_state))
             .route("/v1/apps/{app}/finish", post(finish))
+            .route("/v1/apps/{app}/containers/{id}/lease", get(container_lease))
             .route("/v1/apps/{app}/metrics", get(app_metrics))
             .route("/v1/apps/{app}/stores/{store}/{key}", get(app_store))
             .route("/metrics", get(prometheus))
@@ -611,28 +612,38 @@ async fn register(State(rm): Shared, Json(req): Json<RegisterNode>) -> Response 
     Json(reply).into_response()
 }
 
-/// Applies a node's container reports; returns the containers it must stop.
+/// Applies a node's container reports; returns the containers it must stop
+/// (released, or their application ended) and those it must kill at once:
+/// containers the resource manager no longer counts as the node's own (it
+/// declared them lost with the node, or never knew them), whose tasks may
+/// run elsewhere already, so they must not even commit.
 fn node_update(inner: &mut Inner, node: &str, containers: &[NodeContainer]) -> HeartbeatReply {
     let mut stop = Vec::new();
+    let mut kill = Vec::new();
     for c in containers {
         let known = inner.owner.get(&c.id).cloned();
         let Some(app_id) = known else {
             if !c.state.is_done() {
-                stop.push(c.id.clone());
+                tracing::warn!(node, container = %c.id, "a container this resource manager does not know; killing it");
+                kill.push(c.id.clone());
             }
             continue;
         };
         inner.update_container(&c.id, c);
         let app = &inner.p.apps[&app_id];
         let mine = app.info.containers.iter().find(|x| x.id == c.id);
-        let unwanted = app.stopping.contains(&c.id)
-            || mine.is_some_and(|x| x.state.is_done() || x.node != node)
-            || app.info.state.is_final();
-        if unwanted && !c.state.is_done() {
+        if c.state.is_done() {
+            continue;
+        }
+        let not_its_own = mine.is_none_or(|x| x.state.is_done() || x.node != node);
+        if not_its_own {
+            tracing::warn!(node, container = %c.id, "no longer this node's container (lost with it); killing it");
+            kill.push(c.id.clone());
+        } else if app.stopping.contains(&c.id) || app.info.state.is_final() {
             stop.push(c.id.clone());
         }
     }
-    HeartbeatReply { known: true, stop }
+    HeartbeatReply { known: true, stop, kill }
 }
 
 async fn heartbeat(
@@ -645,7 +656,7 @@ async fn heartbeat(
     match inner.nodes.get_mut(&node) {
         Some(n) if n.state == NodeState::Running => n.last_heartbeat = Instant::now(),
         // Lost, recovering after a restart, or never seen: register first.
-        _ => return Json(HeartbeatReply { known: false, stop: vec![] }).into_response(),
+        _ => return Json(HeartbeatReply { known: false, stop: vec![], kill: vec![] }).into_response(),
     }
     let reply = node_update(&mut inner, &node, &hb.containers);
     rm.save_or_log(&mut inner);
@@ -740,6 +751,21 @@ async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response {
         return json_err(StatusCode::BAD_REQUEST, "coordinator memory must be positive");
     }
     let mut inner = rm.lock();
+    // One running application per job: two would share its checkpoints,
+    // changelogs and stores.
+    let running = inner.p.apps.values().find(|a| a.info.name == s.name && !a.info.state.is_final());
+    if let Some(a) = running {
+        return json_err(
+            StatusCode::CONFLICT,
+            format!(
+                "job {} is running already as application {} ({}); kill it first (samza-run kill {})",
+                s.name,
+                a.info.app,
+                state_word(a.info.state),
+                a.info.app
+            ),
+        );
+    }
     inner.p.next_app += 1;
     let id = format!("app-{:04}", inner.p.next_app);
     let mut app = App {
@@ -923,17 +949,13 @@ fn node_state_name(s: NodeState) -> &'static str {
 
 fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
     let app = app.to_string();
+    let node_timeout = rm.cfg.node_timeout;
     with_app(rm, &app, |inner| {
         let a = inner.p.apps.get_mut(&app).unwrap();
         if a.info.state.is_final() {
             return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));
         }
-        if req.attempt != a.info.attempt {
-            return Err(json_err(
-                StatusCode::CONFLICT,
-                format!("coordinator attempt {} is not the current one ({})", req.attempt, a.info.attempt),
-            ));
-        }
+        current_attempt(a, req.attempt)?;
         let now = now_ms();
         // Coordinators call every 100 ms; the state is persisted only when a
         // call changes it (allocations mark it in `new_container`).
@@ -990,21 +1012,56 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
             .filter(|(_, n)| n.state == NodeState::Running)
             .map(|(id, _)| id.clone())
             .collect();
+        let node_heartbeat_age_ms = inner
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Running)
+            .map(|(id, n)| (id.clone(), n.last_heartbeat.elapsed().as_millis() as u64))
+            .collect();
         let a = inner.p.apps.get_mut(&app).unwrap();
         a.pending = keep;
         let completed = std::mem::take(&mut a.undelivered);
         inner.dirty |= !completed.is_empty();
-        Ok(AllocateReply { allocated, completed, live_nodes })
+        Ok(AllocateReply {
+            allocated,
+            completed,
+            live_nodes,
+            node_heartbeat_age_ms,
+            node_timeout_ms: node_timeout.as_millis() as u64,
+        })
     })
+}
+
+/// Refuses a coordinator attempt that is not the application's current one
+/// (a coordinator that was replaced while it was paused or cut off).
+fn current_attempt(a: &App, attempt: u32) -> Result<(), Response> {
+    if attempt != a.info.attempt {
+        return Err(json_err(
+            StatusCode::CONFLICT,
+            format!("coordinator attempt {attempt} is not the current one ({})", a.info.attempt),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct AttemptQuery {
+    attempt: u32,
 }
 
 async fn coordinator_state(
     State(rm): Shared,
     UrlPath(app): UrlPath<String>,
+    Query(q): Query<AttemptQuery>,
     Json(v): Json<serde_json::Value>,
 ) -> Response {
     with_app(&rm, &app, |inner| {
-        inner.p.apps.get_mut(&app).unwrap().info.coordinator_state = v;
+        let a = inner.p.apps.get_mut(&app).unwrap();
+        current_attempt(a, q.attempt)?;
+        if a.info.state.is_final() {
+            return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));
+        }
+        a.info.coordinator_state = v;
         inner.dirty = true;
         Ok(serde_json::json!({}))
     })
@@ -1016,6 +1073,7 @@ async fn finish(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(f): Json<
             return Err(json_err(StatusCode::BAD_REQUEST, format!("{:?} is not a final state", f.state)));
         }
         let a = inner.p.apps.get_mut(&app).unwrap();
+        current_attempt(a, f.attempt)?;
         if !a.info.state.is_final() {
             a.info.state = f.state;
             a.info.reason = f.reason.clone();
@@ -1027,22 +1085,70 @@ async fn finish(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(f): Json<
     })
 }
 
+#[derive(Deserialize)]
+struct LeaseQuery {
+    lease_ms: u64,
+}
+
+/// A container's lease while its coordinator cannot be reached (see
+/// [`LeaseAnswer`]): granted only while its node has been heard from within
+/// the node timeout less the lease, so that every lease on a node has run out
+/// by the time the node is declared lost.
+async fn container_lease(
+    State(rm): Shared,
+    UrlPath((app, id)): UrlPath<(String, String)>,
+    Query(q): Query<LeaseQuery>,
+) -> Response {
+    let inner = rm.lock();
+    let Some(a) = inner.p.apps.get(&app) else {
+        return json_err(StatusCode::NOT_FOUND, format!("no application {app:?}"));
+    };
+    let gone =
+        |why: String| Json(LeaseAnswer { granted: false, gone: true, reason: Some(why) }).into_response();
+    let Some(c) = a.info.containers.iter().find(|c| c.id == id) else {
+        return gone(format!("application {app} has no container {id}"));
+    };
+    if a.info.state.is_final() {
+        return gone(format!("application {app} is {}", state_word(a.info.state)));
+    }
+    if c.state.is_done() || a.stopping.contains(&id) {
+        return gone(format!("container {id} is {} at the resource manager", state_word(c.state)));
+    }
+    let cutoff = rm.cfg.node_timeout.saturating_sub(Duration::from_millis(q.lease_ms));
+    let age = inner
+        .nodes
+        .get(&c.node)
+        .filter(|n| n.state == NodeState::Running)
+        .map(|n| n.last_heartbeat.elapsed());
+    match age {
+        Some(age) if age < cutoff => {
+            Json(LeaseAnswer { granted: true, gone: false, reason: None }).into_response()
+        }
+        _ => Json(LeaseAnswer {
+            granted: false,
+            gone: false,
+            reason: Some(format!("node {} is not heard from; lease not renewed", c.node)),
+        })
+        .into_response(),
+    }
+}
+
 /// `SUCCEEDED`, `FAILED`, ... as on the wire.
 pub fn state_word<T: Serialize>(state: T) -> String {
     serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Runs a resource manager until the process ends: binds `bind`, writes the
-/// bound URL to `<dir>/rm.url`.
+/// URL it advertises (`cfg.advertised_url`: a host, host:port or URL; the
+/// bound address when empty) to `<dir>/rm.url`.
 pub async fn serve(mut cfg: RmConfig, bind: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    if cfg.advertised_url.is_empty() {
-        cfg.advertised_url = url.clone();
-    }
+    let advertise = Some(cfg.advertised_url.as_str()).filter(|a| !a.is_empty());
+    let url = crate::nm::advertised_url(addr, advertise)?;
+    cfg.advertised_url = url.clone();
     let dir = cfg.dir.clone();
     let rm = Rm::open(cfg)?;
     write_atomic(&dir.join("rm.url"), url.as_bytes())?;

@@ -23,6 +23,7 @@ pub use task::{
 
 pub use partitioner::{murmur2, partition_for_key};
 pub use system::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec, SystemAdmin,
-    SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStream, SystemStreamPartition,
+    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, ProducerOwner, StreamSpec,
+    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStream,
+    SystemStreamPartition,
 };

@@ -216,6 +216,9 @@ pub enum SystemErrorKind {
     InvalidInput,
     /// I/O or transport failure; may succeed on retry.
     Io,
+    /// A newer incarnation of this writer has taken over (its epoch is
+    /// higher): this one must stop without writing anything more.
+    Fenced,
     Other,
 }
 
@@ -274,6 +277,14 @@ pub trait SystemConsumer: Send {
     ) -> Result<(), SystemError>;
 }
 
+/// Who writes through a producer: an identity that stays the same across
+/// restarts (a job's container) and an epoch that grows with each one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerOwner {
+    pub id: String,
+    pub epoch: u64,
+}
+
 /// Writes messages; `flush` is the barrier after which everything sent is durable.
 pub trait SystemProducer: Send {
     /// Queues `envelope`; may write a batch when enough is buffered.
@@ -281,4 +292,24 @@ pub trait SystemProducer: Send {
 
     /// Returns once every message sent before the call is durable in the system.
     fn flush(&mut self) -> Result<(), SystemError>;
+
+    /// Writes as `owner` from now on, fencing older epochs of the same
+    /// identity: on `partitions` at once, on any other partition before this
+    /// producer's first write to it. Once fenced by a newer epoch, sends and
+    /// flushes fail with [`SystemErrorKind::Fenced`]. Systems that cannot
+    /// fence keep the default, which does nothing (ownership then rests on
+    /// the container's lease alone).
+    fn fence(
+        &mut self,
+        owner: &ProducerOwner,
+        partitions: &[SystemStreamPartition],
+    ) -> Result<(), SystemError> {
+        let _ = (owner, partitions);
+        Ok(())
+    }
+
+    /// Whether [`SystemProducer::fence`] fences (the default does not).
+    fn fences(&self) -> bool {
+        false
+    }
 }

@@ -23,6 +23,11 @@ struct Cli {
     /// Address to listen on (port 0 picks one, written to <dir>/nm.url).
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
+    /// The address other hosts reach this node manager at (host, host:port or
+    /// URL); default: the bound address. Required with a wildcard bind. Its
+    /// containers and the job coordinators it runs bind to this host.
+    #[arg(long)]
+    advertise: Option<String>,
     #[arg(long, default_value_t = 8192)]
     memory_mb: u64,
     #[arg(long, default_value_t = 8)]
@@ -53,7 +58,10 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     // Every line this node manager logs names its node.
     let span = tracing::info_span!("nm", node = %cfg.node);
-    match rt.block_on(tracing::Instrument::instrument(nm::serve(cfg, &cli.bind, &token), span)) {
+    match rt.block_on(tracing::Instrument::instrument(
+        nm::serve(cfg, &cli.bind, cli.advertise.as_deref(), &token),
+        span,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("samza-nm: {e:#}");

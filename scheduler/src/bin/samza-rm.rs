@@ -17,6 +17,10 @@ struct Cli {
     /// written to <dir>/rm.url).
     #[arg(long, default_value = "127.0.0.1:8088")]
     bind: String,
+    /// The address other hosts reach this resource manager at (host, host:port
+    /// or URL); default: the bound address. Required with a wildcard bind.
+    #[arg(long)]
+    advertise: Option<String>,
     /// A node without a heartbeat this long is lost.
     #[arg(long, default_value_t = 10_000)]
     node_timeout_ms: u64,
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
         dir: cli.dir,
         node_timeout: Duration::from_millis(cli.node_timeout_ms),
         max_attempts: cli.max_attempts.max(1),
-        advertised_url: String::new(),
+        advertised_url: cli.advertise.unwrap_or_default(),
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

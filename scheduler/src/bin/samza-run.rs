@@ -59,6 +59,9 @@ enum Cmd {
         app: String,
         #[arg(long)]
         rm: Option<String>,
+        /// How long to wait for the containers to stop.
+        #[arg(long, default_value_t = 60)]
+        wait_s: u64,
     },
     /// A container's log, read from its node: CONTAINER is its id or its number in the job.
     Logs {
@@ -154,7 +157,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Some(Cmd::Status { app, rm, json }) => cli::status(rm.as_deref(), app.as_deref(), json),
-        Some(Cmd::Kill { app, rm }) => cli::kill(rm.as_deref(), &app),
+        Some(Cmd::Kill { app, rm, wait_s }) => {
+            cli::kill(rm.as_deref(), &app, std::time::Duration::from_secs(wait_s))
+        }
         Some(Cmd::Logs { app, container, rm, stdout }) => {
             cli::logs(rm.as_deref(), &app, container.as_deref(), stdout)
         }

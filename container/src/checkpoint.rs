@@ -20,6 +20,10 @@ use samza_task_api::{
 pub struct Checkpoint {
     /// Next offset to read, per input partition.
     pub offsets: Vec<CheckpointEntry>,
+    /// The generation of the container that wrote it (see
+    /// `samza_container::lease`): in the checkpoint stream they only grow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -662,7 +662,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         container,
         url = coordinator.base(),
         lease_ms = lease.length().as_millis() as u64,
-        "JobModel and lease from the coordinator"
+        "JobModel from the coordinator, with a lease"
     );
     let span = tracing::Span::current();
     let held = lease.clone();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub struct Broker {
     child: Option<Child>,
+    host: String,
     port: u16,
     dir: PathBuf,
     storage: String,
@@ -44,16 +45,28 @@ impl Broker {
     /// Starts a broker with this tansu storage engine URL (`memory://tansu/`
     /// keeps nothing across restarts), run from `dir`.
     pub fn start_with(dir: &Path, storage: &str) -> Result<Broker, String> {
+        Self::start_at(dir, storage, "127.0.0.1")
+    }
+
+    /// As [`Broker::start_with`], listening on (and advertising) `host`, an
+    /// address of the calling thread's network (see `samza_scheduler::netns`).
+    pub fn start_at(dir: &Path, storage: &str, host: &str) -> Result<Broker, String> {
         let port =
-            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let mut b = Broker { child: None, port, dir: dir.to_path_buf(), storage: storage.to_string() };
+            TcpListener::bind((host, 0)).and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let mut b = Broker {
+            child: None,
+            host: host.to_string(),
+            port,
+            dir: dir.to_path_buf(),
+            storage: storage.to_string(),
+        };
         b.restart()?;
         Ok(b)
     }
 
     /// `host:port` for `bootstrap-servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -72,7 +85,7 @@ impl Broker {
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let url = format!("tcp://{}:{}", self.host, self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,7 +110,7 @@ impl Broker {
             .map_err(|e| format!("cannot start tansu: {e}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
                 return Err(format!("tansu exited ({status}): {log}"));

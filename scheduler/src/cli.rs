@@ -336,6 +336,29 @@ pub struct LocalCluster {
     bin: PathBuf,
     node_timeout_ms: u64,
     heartbeat_ms: u64,
+    /// Where each node runs (`node-N` on `places[N-1]`; the resource manager
+    /// on the first); empty: everything on loopback here.
+    places: Vec<Place>,
+}
+
+/// A host of a cluster spanning network namespaces (see [`crate::netns`]).
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub netns: String,
+    pub addr: String,
+}
+
+impl Place {
+    fn command(place: Option<&Place>, program: &Path) -> Command {
+        match place {
+            Some(p) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &p.netns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 fn wait_file(path: &Path, child: &mut Child, what: &str) -> anyhow::Result<String> {
@@ -370,9 +393,34 @@ impl LocalCluster {
         node_timeout_ms: u64,
         heartbeat_ms: u64,
     ) -> anyhow::Result<LocalCluster> {
+        Self::start_places(bin, dir, nodes, Vec::new(), node_timeout_ms, heartbeat_ms)
+    }
+
+    /// A cluster across hosts: node `node-N` on `places[N-1]`, the resource
+    /// manager on the first, each daemon bound to its host's address.
+    pub fn start_on(
+        bin: &Path,
+        dir: &Path,
+        places: Vec<Place>,
+        node_timeout_ms: u64,
+        heartbeat_ms: u64,
+    ) -> anyhow::Result<LocalCluster> {
+        anyhow::ensure!(!places.is_empty(), "a cluster needs a host");
+        Self::start_places(bin, dir, places.len() as u32, places, node_timeout_ms, heartbeat_ms)
+    }
+
+    fn start_places(
+        bin: &Path,
+        dir: &Path,
+        nodes: u32,
+        places: Vec<Place>,
+        node_timeout_ms: u64,
+        heartbeat_ms: u64,
+    ) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let (rm, rm_url) = spawn_rm(bin, &dir, "127.0.0.1:0", node_timeout_ms)?;
+        let bind = places.first().map_or("127.0.0.1:0".to_string(), |p| format!("{}:0", p.addr));
+        let (rm, rm_url) = spawn_rm(bin, &dir, &bind, node_timeout_ms, places.first())?;
         let token = auth::read(&dir.join("rm").join("token"))?;
         let mut c = LocalCluster {
             dir,
@@ -383,11 +431,17 @@ impl LocalCluster {
             bin: bin.to_path_buf(),
             node_timeout_ms,
             heartbeat_ms,
+            places,
         };
         for i in 1..=nodes {
             c.start_node(&format!("node-{i}"))?;
         }
         Ok(c)
+    }
+
+    fn place_of(&self, node: &str) -> Option<&Place> {
+        let n: usize = node.strip_prefix("node-")?.parse().ok()?;
+        self.places.get(n.checked_sub(1)?)
     }
 
     /// Starts (or restarts) the node manager `name`.
@@ -399,7 +453,9 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
-        let mut child = Command::new(self.bin.join("samza-nm"))
+        let place = self.place_of(name);
+        let bind = place.map_or("127.0.0.1:0".to_string(), |p| format!("{}:0", p.addr));
+        let mut child = Place::command(place, &self.bin.join("samza-nm"))
             .arg("--node")
             .arg(name)
             .arg("--dir")
@@ -407,7 +463,7 @@ impl LocalCluster {
             .arg("--rm")
             .arg(&self.rm_url)
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(bind)
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
             .env("SAMZA_TOKEN_FILE", self.dir.join("rm").join("token"))
@@ -424,7 +480,7 @@ impl LocalCluster {
     /// Restarts the resource manager on the same directory and port.
     pub fn restart_rm(&mut self) -> anyhow::Result<()> {
         let bind = self.rm_url.trim_start_matches("http://").to_string();
-        (self.rm, _) = spawn_rm(&self.bin, &self.dir, &bind, self.node_timeout_ms)?;
+        (self.rm, _) = spawn_rm(&self.bin, &self.dir, &bind, self.node_timeout_ms, self.places.first())?;
         Ok(())
     }
 
@@ -466,11 +522,17 @@ impl Drop for LocalCluster {
 
 /// Starts `samza-rm` on `bind` with its state in `<dir>/rm` and its log
 /// appended to `<dir>/rm.log`; returns it and its URL once it listens.
-fn spawn_rm(bin: &Path, dir: &Path, bind: &str, node_timeout_ms: u64) -> anyhow::Result<(Child, String)> {
+fn spawn_rm(
+    bin: &Path,
+    dir: &Path,
+    bind: &str,
+    node_timeout_ms: u64,
+    place: Option<&Place>,
+) -> anyhow::Result<(Child, String)> {
     let rm_dir = dir.join("rm");
     let _ = std::fs::remove_file(rm_dir.join("rm.url"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rm.log"))?;
-    let mut rm = Command::new(bin.join("samza-rm"))
+    let mut rm = Place::command(place, &bin.join("samza-rm"))
         .arg("--dir")
         .arg(&rm_dir)
         .arg("--bind")

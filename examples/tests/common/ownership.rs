@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test file uses its own subset
 //! What must never happen while a task changes owner, read back from the
 //! streams afterwards: a checkpoint written by an older generation after a
 //! newer one, a checkpointed offset going backwards, an emitted count going

@@ -45,7 +45,11 @@ pub fn ensure_stream(admin: &dyn SystemAdmin, stream: &SystemStream) -> Result<(
     Ok(())
 }
 
-/// Reads the latest checkpoint of every task.
+/// How long reading the checkpoints waits for a slow checkpoint system.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Reads the latest checkpoint of every task, to the stream's end as it was
+/// when the read started.
 pub fn read_all(
     admin: &dyn SystemAdmin,
     mut consumer: Box<dyn SystemConsumer>,
@@ -62,14 +66,28 @@ pub fn read_all(
     consumer.register(&stream.partition(0), p0.oldest)?;
     let mut buf = Vec::new();
     let mut next = p0.oldest;
+    let ssp = stream.partition(0);
+    let started = std::time::Instant::now();
     while next < p0.upcoming {
         buf.clear();
         consumer.poll(&mut buf, 10_000, Duration::from_millis(200))?;
         if buf.is_empty() {
-            return Err(SystemError::new(
-                SystemErrorKind::Io,
-                format!("checkpoint stream {stream} ended at offset {next} before {}", p0.upcoming),
-            ));
+            // At the end past a gap compaction left, or a slow system: wait
+            // for the latter, never take part of the stream for all of it.
+            if consumer.position(&ssp).is_some_and(|p| p >= p0.upcoming) {
+                break;
+            }
+            if started.elapsed() >= READ_TIMEOUT {
+                return Err(SystemError::new(
+                    SystemErrorKind::Io,
+                    format!(
+                        "checkpoint stream {stream} delivered nothing past offset {next} of {} within {} s",
+                        p0.upcoming,
+                        READ_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            continue;
         }
         for env in &buf {
             next = env.offset + 1;
@@ -91,6 +109,17 @@ pub fn read_all(
                             ),
                         )
                     })?;
+                    // A checkpoint of an older generation than one already
+                    // read was written by a container that had lost its
+                    // tasks (its bytes arrived late): never go back to it.
+                    let stale = latest
+                        .get(&task)
+                        .and_then(|have: &Checkpoint| have.generation)
+                        .is_some_and(|g| cp.generation.is_some_and(|mine| mine < g));
+                    if stale {
+                        tracing::warn!(%task, offset = env.offset, generation = ?cp.generation, "ignoring a checkpoint of an older generation");
+                        continue;
+                    }
                     latest.insert(task, cp);
                 }
             }

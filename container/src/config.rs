@@ -212,6 +212,9 @@ struct StoreSection {
     ttl_ms: Option<u64>,
     #[serde(default)]
     write_back_ms: Option<u64>,
+    /// A restore that has not read its changelog to the end by then fails.
+    #[serde(default)]
+    restore_timeout_ms: Option<u64>,
     #[serde(default)]
     key_serde: Option<SerdeName>,
     #[serde(default)]
@@ -230,6 +233,8 @@ pub struct StoreConfig {
     pub key_serde: SerdeName,
     /// How tools and queries show a value (default: bytes, as UTF-8 text when it is).
     pub msg_serde: SerdeName,
+    /// How long a restore waits for the changelog's end (default 10 min).
+    pub restore_timeout_ms: u64,
 }
 
 fn one() -> u32 {
@@ -631,6 +636,7 @@ fn resolve(
                 options,
                 key_serde: st.key_serde.unwrap_or(SerdeName::String),
                 msg_serde: st.msg_serde.unwrap_or(SerdeName::Bytes),
+                restore_timeout_ms: st.restore_timeout_ms.unwrap_or(600_000),
             },
         );
     }

@@ -158,10 +158,10 @@ pub fn main_with_roles(
                     let lost =
                         e.downcast_ref::<run_loop::ContainerError>().is_some_and(|e| e.lost_ownership());
                     if lost {
-                        crate::lease::EXIT_NOT_OWNER
-                    } else {
-                        1
+                        // Nothing queued may reach a system after this process.
+                        crate::lease::exit_abortively();
                     }
+                    1
                 }
             };
             // On a cluster, the exit code also goes to a file in the working

@@ -97,12 +97,43 @@ pub fn exit_not_owner(container: u32, why: &str) -> ! {
         "error: container {container}: no longer the owner of its tasks: {why}; exiting without a commit"
     );
     tracing::warn!(container, reason = why, "lost the tasks' lease; exiting without a commit");
+    exit_abortively()
+}
+
+/// Exits with [`EXIT_NOT_OWNER`] so that nothing this process wrote but
+/// did not see acknowledged reaches a system after it is gone: every socket
+/// is reset on exit instead of closed gracefully. (A graceful close leaves
+/// unsent and unacknowledged bytes to the kernel, which goes on sending them;
+/// from a host cut off the network they would arrive once it is back, after
+/// the successor's writes, as a stale checkpoint or output.)
+pub fn exit_abortively() -> ! {
     if std::env::var_os("SAMZA_CONTAINER_ID").is_some() {
         let _ = std::fs::write("exit-code", EXIT_NOT_OWNER.to_string());
     }
+    reset_sockets_on_close();
     // SAFETY: _exit ends the process without running exit handlers or
     // destructors, so no other thread's half-done work is flushed anywhere.
     unsafe { libc::_exit(i32::from(EXIT_NOT_OWNER)) }
+}
+
+/// SO_LINGER 0 on every socket of this process: closing one (exit closes
+/// all) resets the connection and drops what is still queued.
+fn reset_sockets_on_close() {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return };
+    for fd in fds.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on a descriptor of this process with a valid
+        // option value; it fails harmlessly (ENOTSOCK) on non-sockets.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1108,7 +1108,8 @@ fn open_store(
             let scfg = &cfg.systems[system];
             let f = sys(systems.get(scfg).cloned(), || "cannot set up systems".into())?;
             let consumer = sys(f.consumer(scfg), || format!("cannot read changelog {ssp}"))?;
-            Some(ChangelogSource { ssp: ssp.clone(), meta: m, consumer })
+            let timeout = Duration::from_millis(sc.restore_timeout_ms);
+            Some(ChangelogSource { ssp: ssp.clone(), meta: m, consumer, timeout })
         }
     };
     let want = Marker {

@@ -68,7 +68,12 @@ fn ssp() -> SystemStreamPartition {
 fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> (TaskStore, u64, String) {
     let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
-    let source = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
+    let source = ChangelogSource {
+        ssp: ssp(),
+        meta,
+        consumer: changelog.consumer(&sc).unwrap(),
+        timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
+    };
     let opened = restore::open(EngineKind::Rocksdb, dir, marker, Some(source)).unwrap();
     let options =
         StoreOptions { cache_entries: 4, write_batch_entries: 1000, ttl_ms: None, write_back_ms: 1 << 40 };
@@ -221,7 +226,12 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     }
     let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
-    let src = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
+    let src = ChangelogSource {
+        ssp: ssp(),
+        meta,
+        consumer: changelog.consumer(&sc).unwrap(),
+        timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
+    };
     let m = Marker { offset: 100, ..marker.clone() };
     let opened = restore::open(EngineKind::Rocksdb, &dir, &m, Some(src)).unwrap();
     assert_eq!((opened.report.mode.as_str(), opened.report.records), ("tail", 5), "{:?}", opened.report);
@@ -230,7 +240,12 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
 
     // State of another task is discarded and rebuilt in full.
     let meta = changelog.partition_metadata("cl").unwrap()[0];
-    let src = ChangelogSource { ssp: ssp(), meta, consumer: changelog.consumer(&sc).unwrap() };
+    let src = ChangelogSource {
+        ssp: ssp(),
+        meta,
+        consumer: changelog.consumer(&sc).unwrap(),
+        timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
+    };
     let other = Marker { task: "other".into(), ..marker.clone() };
     let opened = restore::open(EngineKind::Rocksdb, &dir, &other, Some(src)).unwrap();
     assert_eq!((opened.report.mode.as_str(), opened.report.records), ("full", 105));
@@ -242,7 +257,12 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     fresh.create("cl", 1);
     fresh.append("cl", Some(0), Some(vec![1].into()), Some(vec![1].into()), 0).unwrap();
     let meta = fresh.partition_metadata("cl").unwrap()[0];
-    let src = ChangelogSource { ssp: ssp(), meta, consumer: fresh.consumer(&sc).unwrap() };
+    let src = ChangelogSource {
+        ssp: ssp(),
+        meta,
+        consumer: fresh.consumer(&sc).unwrap(),
+        timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
+    };
     let opened = restore::open(EngineKind::Rocksdb, &dir, &other, Some(src)).unwrap();
     assert_eq!(opened.report.mode, "full");
     assert!(opened.report.discarded.unwrap().contains("ends at 1"), "ahead of the changelog");

@@ -190,6 +190,10 @@ impl SystemConsumer for LogSystemConsumer {
             self.watcher.wait(deadline - now)?;
         }
     }
+
+    fn position(&self, ssp: &SystemStreamPartition) -> Option<Offset> {
+        self.partitions.iter().find(|r| *r.ssp == *ssp).map(|r| r.reader.position())
+    }
 }
 
 /// Producer of the embedded log; `flush` appends and syncs every buffered

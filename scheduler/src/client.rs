@@ -48,9 +48,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Client {
+        Self::with_timeout(base, token, Duration::from_secs(60))
+    }
+
+    /// A client whose calls give up after `timeout` (connecting included).
+    pub fn with_timeout(base: &str, token: &str, timeout: Duration) -> Client {
         let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .expect("an HTTP client with default TLS-less settings builds");
         Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() }

@@ -612,9 +612,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         return Ok(None);
     };
     let rm = Client::new(&rm_url, &token);
-    let rm2 = rm.clone();
-    let app2 = app.clone();
-    let find = move || -> anyhow::Result<Client> {
+    let find = |rm: &Client| -> anyhow::Result<Client> {
         let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
         let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
         let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
@@ -632,7 +630,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     let start = Instant::now();
     let (coordinator, model, lease) = loop {
         let sent = Instant::now();
-        let r = find().and_then(|c| {
+        let r = find(&rm).and_then(|c| {
             let m = c.get::<JobModel>("/v1/model")?;
             let a = beat(&c, &id)?;
             Ok((c, m, a))
@@ -667,9 +665,24 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     let span = tracing::Span::current();
     let held = lease.clone();
     let endpoint2 = endpoint.clone();
+    // The heartbeat thread is also the lease's watchdog: no call of its may
+    // block for long (a host cut off the network answers nothing), so it
+    // checks the lease at least every `tick`, whatever the main thread is
+    // blocked in.
+    let tick = (lease.length() / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let rm = Client::with_timeout(&rm_url, &token, tick);
+    let coordinator = rm.at(coordinator.base());
+    let app2 = app.clone();
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
         let _in_span = span.entered();
         let endpoint = endpoint2;
+        let find = |rm: &Client| -> anyhow::Result<Client> {
+            let info: AppInfo = rm.get(&format!("/v1/apps/{app2}"))?;
+            let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
+            let url =
+                url.ok_or_else(|| anyhow::anyhow!("application {app2} has no coordinator address yet"))?;
+            Ok(rm.at(&url))
+        };
         let beat = |c: &Client| {
             let body = ContainerHeartbeat {
                 container: id.clone(),
@@ -681,7 +694,6 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         let lease_path =
             format!("/v1/apps/{app2}/containers/{id}/lease?lease_ms={}", held.length().as_millis());
         let mut coordinator = Some(coordinator);
-        let tick = (held.length() / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             std::thread::sleep(tick);
             let sent = Instant::now();
@@ -692,12 +704,12 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
                 Some(Ok(a)) if a.lease_ms > 0 => held.renew(sent),
                 Some(Ok(a)) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
                 _ => {
-                    coordinator = find().ok();
+                    coordinator = find(&rm).ok();
                     // No coordinator (a new attempt is starting): the
                     // resource manager vouches for the container meanwhile.
                     if coordinator.is_none() {
                         let sent = Instant::now();
-                        match rm2.get::<LeaseAnswer>(&lease_path) {
+                        match rm.get::<LeaseAnswer>(&lease_path) {
                             Ok(a) if a.granted => held.renew(sent),
                             Ok(a) if a.gone => held.revoke(a.reason.unwrap_or_default()),
                             Ok(a) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),

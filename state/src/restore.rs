@@ -58,7 +58,13 @@ pub struct ChangelogSource {
     pub ssp: SystemStreamPartition,
     pub meta: PartitionMetadata,
     pub consumer: Box<dyn SystemConsumer>,
+    /// A restore that has not reached `meta.upcoming` by then fails (it
+    /// never stops short: a store with part of its changelog would be wrong).
+    pub timeout: Duration,
 }
+
+/// How long a restore waits for its changelog by default.
+pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Opened {
     pub engine: Box<dyn Engine>,
@@ -196,14 +202,33 @@ fn replay(
         .map_err(|e| StateError::Changelog(format!("cannot read {} from {from}: {e}", c.ssp)))?;
     let mut buf = Vec::new();
     let (mut records, mut bytes, mut next) = (0u64, 0u64, from);
+    let started = Instant::now();
+    let mut told = started;
     while next < upcoming {
         buf.clear();
         c.consumer
             .poll(&mut buf, 100_000, Duration::from_millis(200))
             .map_err(|e| StateError::Changelog(format!("cannot read {}: {e}", c.ssp)))?;
         if buf.is_empty() {
-            // Compaction may have removed the last records before `upcoming`.
-            break;
+            // Compaction may have removed the last records before `upcoming`;
+            // a consumer that knows its position says so. Otherwise the
+            // system is slow or away: wait for it, never stop short.
+            if c.consumer.position(&c.ssp).is_some_and(|p| p >= upcoming) {
+                next = upcoming;
+                break;
+            }
+            if started.elapsed() >= c.timeout {
+                return Err(StateError::Changelog(format!(
+                    "restore of {} reached offset {next} of {upcoming} in {:.0} s and got nothing more: the changelog's system is unavailable or too slow",
+                    c.ssp,
+                    c.timeout.as_secs_f64()
+                )));
+            }
+            if told.elapsed() >= Duration::from_secs(5) {
+                told = Instant::now();
+                tracing::warn!(changelog = %c.ssp, next, upcoming, records, "restore waiting for the changelog");
+            }
+            continue;
         }
         // One write batch per poll, borrowing the polled records.
         let mut batch: Vec<BorrowedWrite<'_>> = Vec::with_capacity(buf.len());

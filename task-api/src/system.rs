@@ -275,6 +275,15 @@ pub trait SystemConsumer: Send {
         max_messages: usize,
         max_wait: Duration,
     ) -> Result<(), SystemError>;
+
+    /// The offset of the next record of `ssp` this consumer will return,
+    /// when it knows it has read everything before it (gaps that compaction
+    /// left included); `None` when it cannot tell. Lets a reader that must
+    /// reach an offset tell "at the end" from "the system is slow".
+    fn position(&self, ssp: &SystemStreamPartition) -> Option<Offset> {
+        let _ = ssp;
+        None
+    }
 }
 
 /// Who writes through a producer: an identity that stays the same across

@@ -137,6 +137,7 @@ write-batch-entries = 500000
             consumer: Box::new(
                 samza_log::system::LogSystemConsumer::new(log.clone()).map_err(|e| e.to_string())?,
             ),
+            timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
         })
     };
     let t = Instant::now();

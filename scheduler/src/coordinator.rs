@@ -628,7 +628,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     };
     // The JobModel, then a first lease: nothing is processed before it.
     let start = Instant::now();
-    let (coordinator, model, lease) = loop {
+    let (coordinator, model, granted, lease) = loop {
         let sent = Instant::now();
         let r = find(&rm).and_then(|c| {
             let m = c.get::<JobModel>("/v1/model")?;
@@ -640,7 +640,8 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
                 anyhow::bail!("not the owner of job container {container}: {}", a.reason.unwrap_or_default())
             }
             Ok((c, m, a)) if a.lease_ms > 0 => {
-                break (c, m, Arc::new(Lease::granted(Duration::from_millis(a.lease_ms), sent)))
+                let granted = Duration::from_millis(a.lease_ms);
+                break (c, m, granted, Arc::new(Lease::granted(own_lease(granted), sent)));
             }
             Ok((_, _, a)) if start.elapsed() < Duration::from_secs(60) => {
                 tracing::warn!("no lease from the coordinator yet: {}", a.reason.unwrap_or_default());
@@ -669,7 +670,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     // block for long (a host cut off the network answers nothing), so it
     // checks the lease at least every `tick`, whatever the main thread is
     // blocked in.
-    let tick = (lease.length() / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick = watchdog_tick(granted);
     let rm = Client::with_timeout(&rm_url, &token, tick);
     let coordinator = rm.at(coordinator.base());
     let app2 = app.clone();
@@ -691,8 +692,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
             };
             c.post::<_, HeartbeatAnswer>(&format!("/v1/containers/{container}/heartbeat"), &body)
         };
-        let lease_path =
-            format!("/v1/apps/{app2}/containers/{id}/lease?lease_ms={}", held.length().as_millis());
+        let lease_path = format!("/v1/apps/{app2}/containers/{id}/lease?lease_ms={}", granted.as_millis());
         let mut coordinator = Some(coordinator);
         loop {
             std::thread::sleep(tick);
@@ -724,6 +724,20 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         }
     })?;
     Ok(Some(Joined { model, lease }))
+}
+
+/// How often a container's heartbeat thread renews and checks its lease of
+/// length `granted` (and the longest any of its calls may block).
+fn watchdog_tick(granted: Duration) -> Duration {
+    (granted / 5).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// The lease a container holds itself to when granted `granted`: two
+/// watchdog ticks shorter, so that it has ended (the watchdog checks once a
+/// tick, and a call blocks at most a tick) by the time the coordinator counts
+/// the lease as run out.
+fn own_lease(granted: Duration) -> Duration {
+    granted.saturating_sub(watchdog_tick(granted) * 2)
 }
 
 struct Coordinator {
@@ -893,5 +907,84 @@ fn retrying<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leases() -> Leases {
+        Leases {
+            owners: BTreeMap::from([(0, Owner { container: "app-1-c2".into(), node: "node-1".into() })]),
+            beats: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            node_seen: BTreeMap::from([("node-1".to_string(), Instant::now())]),
+            node_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(5),
+        }
+    }
+
+    fn beat(container: &str) -> ContainerHeartbeat {
+        ContainerHeartbeat { container: container.into(), url: None, metrics: Snapshot::default() }
+    }
+
+    #[test]
+    fn only_the_owner_is_granted_a_lease_and_a_stranger_never_looks_like_it() {
+        let mut l = leases();
+        let a = l.heartbeat(0, beat("app-1-c2"));
+        assert!(a.owner && a.lease_ms == 5000, "{a:?}");
+        let stranger = l.heartbeat(0, beat("app-1-c9"));
+        assert!(!stranger.owner && stranger.lease_ms == 0);
+        assert_eq!(
+            stranger.reason.as_deref(),
+            Some("container app-1-c9 is not the owner of job container 0 (its owner: app-1-c2)")
+        );
+        // The stranger's heartbeat is not the owner's: it never keeps the owner alive.
+        assert_eq!(l.beats[&0].container, "app-1-c2");
+        assert!(!l.granted.contains_key("app-1-c9"));
+    }
+
+    #[test]
+    fn a_revoked_owner_is_told_to_stop_and_its_last_lease_bounds_the_successor() {
+        let mut l = leases();
+        let before = Instant::now();
+        l.heartbeat(0, beat("app-1-c2"));
+        let ends = l.revoke(0).expect("it had a lease");
+        assert!(ends >= before + Duration::from_secs(5) && ends <= Instant::now() + Duration::from_secs(5));
+        let a = l.heartbeat(0, beat("app-1-c2"));
+        assert!(!a.owner, "{a:?}");
+        // A container that never had a lease needs no wait.
+        l.owners.insert(1, Owner { container: "app-1-c3".into(), node: "node-1".into() });
+        assert_eq!(l.revoke(1), None);
+    }
+
+    #[test]
+    fn a_container_holds_itself_to_a_lease_two_watchdog_ticks_shorter() {
+        assert_eq!(own_lease(Duration::from_secs(5)), Duration::from_secs(3));
+        assert_eq!(watchdog_tick(Duration::from_millis(750)), Duration::from_millis(150));
+        assert_eq!(own_lease(Duration::from_millis(750)), Duration::from_millis(450));
+    }
+
+    #[test]
+    fn leases_are_not_renewed_on_a_node_that_is_not_heard_from() {
+        let mut l = leases();
+        l.node_seen.insert("node-1".into(), Instant::now() - Duration::from_secs(6));
+        let a = l.heartbeat(0, beat("app-1-c2"));
+        assert!(a.owner && a.lease_ms == 0, "{a:?}");
+        assert!(a.reason.unwrap().starts_with("node node-1 silent for 6.0 s"));
+        assert!(!l.granted.contains_key("app-1-c2"), "no lease granted");
+        // Leases end before the node is declared lost, however they are configured.
+        let reply = AllocateReply {
+            allocated: vec![],
+            completed: vec![],
+            live_nodes: vec![],
+            node_heartbeat_age_ms: BTreeMap::new(),
+            node_timeout_ms: 4000,
+        };
+        l.nodes_heard(&reply);
+        assert_eq!(l.lease, Duration::from_secs(2));
+        let a = l.heartbeat(0, beat("app-1-c2"));
+        assert_eq!(a.reason.as_deref(), Some("node node-1 is not running; lease not renewed"));
     }
 }

@@ -661,3 +661,24 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
     axum::serve(listener, nm.router()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_advertises_what_it_is_told_or_its_bound_address_never_a_wildcard() {
+        let bound: std::net::SocketAddr = "10.0.0.2:8042".parse().unwrap();
+        assert_eq!(advertised_url(bound, None).unwrap(), "http://10.0.0.2:8042");
+        let any: std::net::SocketAddr = "0.0.0.0:8042".parse().unwrap();
+        let e = advertised_url(any, None).unwrap_err().to_string();
+        assert!(e.contains("wildcard address 0.0.0.0:8042") && e.contains("--advertise"), "{e}");
+        assert_eq!(advertised_url(any, Some("m2.example")).unwrap(), "http://m2.example:8042");
+        assert_eq!(advertised_url(any, Some("10.0.0.2:9000")).unwrap(), "http://10.0.0.2:9000");
+        assert_eq!(advertised_url(any, Some("http://10.0.0.2:9000/")).unwrap(), "http://10.0.0.2:9000");
+        assert_eq!(advertised_url(any, Some("[fd00::2]")).unwrap(), "http://[fd00::2]:8042");
+        assert_eq!(host_of("http://10.0.0.2:8042"), "10.0.0.2");
+        assert_eq!(host_of("http://[fd00::2]:8042"), "[fd00::2]");
+        assert_eq!(host_of("http://m2.example:8042/v1"), "m2.example");
+    }
+}

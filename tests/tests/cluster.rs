@@ -252,3 +252,43 @@ fn samza_run_kill_stops_the_application_and_its_containers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_second_submission_and_a_stale_attempt_are_refused() {
+    let s = Setup::new(2);
+    s.input(30_000);
+    let job = s.job("copy", "\n[params]\nsleep-us = 500000\n");
+    let app = s.submit(&job);
+    let info = s.wait_running(&app);
+    // The same job again, while it runs: refused, naming the running application.
+    let out = s.samza_run(&[job.to_str().unwrap(), "--detach"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("job copy-job is running already as application {app} (RUNNING)")),
+        "{err}"
+    );
+    // A coordinator attempt that is not the current one changes nothing.
+    let rm = s.rm();
+    let stale = info.attempt + 1;
+    let e = rm
+        .put(&format!("/v1/apps/{app}/coordinator-state?attempt={stale}"), &serde_json::json!({}))
+        .unwrap_err();
+    let h = e.downcast_ref::<samza_scheduler::client::HttpError>().expect("an HTTP error");
+    assert_eq!(h.status, 409, "{e:#}");
+    assert!(h.message.contains(&format!("coordinator attempt {stale} is not the current one (1)")), "{e:#}");
+    let finish = Finish { state: AppState::Failed, reason: Some("stale".into()), attempt: stale };
+    let e = rm.post::<_, AppInfo>(&format!("/v1/apps/{app}/finish"), &finish).unwrap_err();
+    assert!(e.to_string().contains("is not the current one"), "{e:#}");
+    let alloc = Allocate { attempt: stale, ..Default::default() };
+    let e = rm.post::<_, AllocateReply>(&format!("/v1/apps/{app}/allocate"), &alloc).unwrap_err();
+    assert!(e.to_string().contains("is not the current one"), "{e:#}");
+    let after = s.app(&app);
+    assert_eq!(after.state, AppState::Running, "{:#?}", after.events);
+    assert_ne!(after.coordinator_state, serde_json::json!({}), "the stale attempt's state was not taken");
+    // Once it is killed, the job may run again.
+    let out = s.samza_run(&["kill", &app]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = s.submit(&job);
+    assert_ne!(again, app);
+}

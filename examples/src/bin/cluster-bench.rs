@@ -262,7 +262,11 @@ fn failover(
             anyhow::ensure!(hit.elapsed() < Duration::from_secs(60), "the old container 0 never ended");
             std::thread::sleep(Duration::from_millis(2));
         }
-        println!("{}: the old container 0 ended by its lease after {:.2} s", fault.name(), hit.elapsed().as_secs_f64());
+        println!(
+            "{}: the old container 0 ended by its lease after {:.2} s",
+            fault.name(),
+            hit.elapsed().as_secs_f64()
+        );
     } else {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -282,3 +282,56 @@ fn broken_job_files_fail_before_anything_starts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_newer_generation_of_a_container_fences_the_running_one_which_exits_without_committing() {
+    const N: u64 = 40_000;
+    let job = Job::new(N, "[systems.log.streams.in]\nbounded = true\n[params]\nsleep-us = 100000\n");
+    let child = job.start(&[]);
+    wait_for("container 0 to make progress", Duration::from_secs(60), || {
+        job.status(0).is_some_and(|s| s["processed"].as_u64().unwrap_or(0) > 2_000)
+    });
+    let generation: u64 = std::fs::read_to_string(job.dir.path().join("state/copy-job/generation"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Container 0 started again, as its successor would be: a higher generation.
+    let successor = Command::new(JOB)
+        .args(["container", "--config"])
+        .arg(job.path())
+        .args(["--container-id", "0", "--override", "params.sleep-us=0"])
+        .env("SAMZA_GENERATION", (generation + 1).to_string())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(successor.status.success(), "{}", String::from_utf8_lossy(&successor.stderr));
+    let (out, err) = finish(child);
+    assert!(!out.status.success(), "the fenced run fails: {err}");
+    let fenced = format!("fenced: producer copy-job/container-0 epoch {generation} may no longer write");
+    assert!(
+        err.contains(&fenced) && err.contains(&format!("epoch {} has taken over", generation + 1)),
+        "{err}"
+    );
+    // In the checkpoint stream the older generation never writes after the newer one.
+    let s = job.log.stream("__samza_checkpoint_copy-job").unwrap();
+    let mut r = s.reader(0, StartAt::Oldest).unwrap();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let c = r.read(1 << 20).unwrap();
+        if c.is_empty() {
+            break;
+        }
+        for rec in c.records() {
+            let rec = rec.unwrap();
+            let task = String::from_utf8(rec.key.unwrap().to_vec()).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(rec.value.unwrap()).unwrap();
+            let g = v["generation"].as_u64().unwrap();
+            let before = last.insert(task.clone(), g).unwrap_or(0);
+            assert!(g >= before, "{task}: generation {g} wrote after {before}");
+        }
+    }
+    assert_eq!(last.get("Partition 0"), Some(&(generation + 1)), "{last:?}");
+    // The successor read its partition to the end.
+    assert_eq!(job.checkpoints().get(&("in".into(), 0)), Some(&N));
+}

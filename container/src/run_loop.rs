@@ -943,7 +943,12 @@ impl Loop {
         //    markers move to the changelogs' ends.
         for task in self.tasks.iter_mut() {
             for slot in task.stores.iter_mut() {
-                let due = write_back == WriteBack::All || with_store(&slot.shared, |st| st.write_back_due());
+                // A store without a changelog is the only copy of its writes:
+                // they reach its engine (WAL synced) before the checkpoint
+                // that covers them, at every commit.
+                let due = write_back == WriteBack::All
+                    || slot.changelog.is_none()
+                    || with_store(&slot.shared, |st| st.write_back_due());
                 if !due {
                     continue;
                 }

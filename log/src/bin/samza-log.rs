@@ -334,9 +334,12 @@ fn consume(
         let mut any = false;
         for (p, reader) in readers.iter_mut() {
             let chunk = reader.read(1 << 20)?;
+            // A chunk can hold no record at or after the start (batches
+            // before it, read where the index gave no shortcut): read on
+            // until a chunk is empty.
+            any |= !chunk.is_empty();
             for rec in chunk.records() {
                 let rec = rec?;
-                any = true;
                 let key = rec.key.map(String::from_utf8_lossy);
                 let value = rec.value.map(String::from_utf8_lossy);
                 match format {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod coordinator;
 pub mod dashboard;
+pub mod durable;
 pub mod netns;
 pub mod nm;
 pub mod proto;

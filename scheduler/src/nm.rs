@@ -69,6 +69,9 @@ pub struct Nm {
     metrics: MetricsRegistry,
 }
 
+/// A container's record in its directory (its entry of the table).
+const PROCESS_FILE: &str = "process.json";
+
 fn proc_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name: state (3rd) ... start time (22nd).
@@ -126,7 +129,7 @@ impl Nm {
     fn persist(&self, table: &BTreeMap<String, Ctr>) {
         let r = serde_json::to_vec(table)
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::rm::write_atomic(&self.table_path(), &b));
+            .and_then(|b| crate::durable::write_atomic(&self.table_path(), &b));
         if let Err(e) = r {
             tracing::error!("cannot persist the container table in {}: {e}", self.table_path().display());
         }
@@ -135,8 +138,19 @@ impl Nm {
     /// After a restart: containers still alive are watched again; the others
     /// ended while nobody watched.
     fn readopt(self: &Arc<Self>) -> anyhow::Result<()> {
-        let table: BTreeMap<String, Ctr> = match std::fs::read(self.table_path()) {
-            Ok(b) => serde_json::from_slice(&b)?,
+        let path = self.table_path();
+        let table: BTreeMap<String, Ctr> = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Never refuse to start over it: set it aside, and
+                    // re-adopt from what each container's directory records.
+                    let aside = path.with_extension("json.unreadable");
+                    tracing::error!(table = %path.display(), error = %e, aside = %aside.display(), "the container table is unreadable; re-adopting from the container directories");
+                    std::fs::rename(&path, &aside)?;
+                    self.records_in_container_dirs()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
@@ -153,8 +167,13 @@ impl Nm {
                     let (id2, pid) = (id.clone(), c.info.pid.unwrap());
                     spawn(async move { nm.watch_adopted(id2, pid).await });
                 } else {
+                    // Its exit code is in the file it left, when it exited on its own.
                     c.info.state = ContainerState::Exited;
-                    c.info.reason = Some("ended while the node manager was down (exit code unknown)".into());
+                    c.info.exit_code = self.exit_code_file(&id);
+                    if c.info.exit_code.is_none() {
+                        c.info.reason =
+                            Some("ended while the node manager was down (exit code unknown)".into());
+                    }
                     c.ended_at = Some(Instant::now());
                 }
             } else {
@@ -164,6 +183,30 @@ impl Nm {
         }
         self.persist(&mine);
         Ok(())
+    }
+
+    /// The exit code a container left in its directory's `exit-code`.
+    fn exit_code_file(&self, id: &str) -> Option<i32> {
+        let file = self.cfg.dir.join("containers").join(id).join("exit-code");
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// The containers' own records (`containers/<id>/process.json`, written
+    /// at launch): the table again, when `containers.json` is unreadable.
+    fn records_in_container_dirs(&self) -> BTreeMap<String, Ctr> {
+        let mut out = BTreeMap::new();
+        let Ok(dirs) = std::fs::read_dir(self.cfg.dir.join("containers")) else { return out };
+        for d in dirs.filter_map(|d| d.ok()) {
+            let file = d.path().join(PROCESS_FILE);
+            match std::fs::read(&file).map(|b| serde_json::from_slice::<Ctr>(&b)) {
+                Ok(Ok(c)) => {
+                    out.insert(c.info.id.clone(), c);
+                }
+                Ok(Err(e)) => tracing::warn!(file = %file.display(), error = %e, "unreadable process record"),
+                Err(_) => {}
+            }
+        }
+        out
     }
 
     fn reports(&self) -> Vec<NodeContainer> {
@@ -279,13 +322,7 @@ impl Nm {
                 "package hash mismatch: expected {sha}, downloaded bytes hash to {got}; not run"
             ));
         }
-        let tmp = path.with_extension("download");
-        let r = (|| -> std::io::Result<()> {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
-            std::fs::rename(&tmp, &path)
-        })();
+        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(0o555));
         r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
         Ok(path)
     }
@@ -353,6 +390,11 @@ impl Nm {
                 stop_grace_ms: l.stop_grace_ms,
                 ended_at: None,
             };
+            // The container's own record, should the table be lost.
+            let record = serde_json::to_vec(&c).map_err(std::io::Error::other);
+            if let Err(e) = record.and_then(|b| crate::durable::write_atomic(&work.join(PROCESS_FILE), &b)) {
+                tracing::warn!(container = %l.container, error = %e, "cannot write the process record");
+            }
             mine.insert(l.container.clone(), c);
             self.persist(&mine);
         }
@@ -655,7 +697,7 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
     let url = advertised_url(listener.local_addr()?, advertise)?;
     std::fs::create_dir_all(&cfg.dir)?;
     let nm = Nm::new(cfg.clone(), url.clone(), token)?;
-    crate::rm::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;
+    crate::durable::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;
     tracing::info!(node = %cfg.node, %url, rm = %cfg.rm_url, "node manager listening");
     spawn(nm.clone().run_heartbeats());
     axum::serve(listener, nm.router()).await?;

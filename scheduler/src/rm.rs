@@ -16,7 +16,7 @@
 //! containers they still run, and nothing is killed by the restart.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -429,16 +429,8 @@ impl Rm {
         if !inner.dirty {
             return Ok(());
         }
-        let path = self.cfg.dir.join("state.json");
-        let tmp = self.cfg.dir.join("state.json.tmp");
         let bytes = serde_json::to_vec(&inner.p)?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        crate::durable::write_atomic(&self.cfg.dir.join("state.json"), &bytes)?;
         inner.dirty = false;
         Ok(())
     }
@@ -704,13 +696,7 @@ async fn upload(State(rm): Shared, UrlPath(sha): UrlPath<String>, body: Bytes) -
     if path.is_file() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    let tmp = dir.join(format!("{sha}.upload-{}", std::process::id()));
-    let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::write(&tmp, &body)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await;
+    let r = tokio::task::spawn_blocking(move || crate::durable::write_atomic(&path, &body)).await;
     match r {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
         Ok(Err(e)) => json_err(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store package: {e}")),
@@ -1151,17 +1137,11 @@ pub async fn serve(mut cfg: RmConfig, bind: &str) -> anyhow::Result<()> {
     cfg.advertised_url = url.clone();
     let dir = cfg.dir.clone();
     let rm = Rm::open(cfg)?;
-    write_atomic(&dir.join("rm.url"), url.as_bytes())?;
+    crate::durable::write_atomic(&dir.join("rm.url"), url.as_bytes())?;
     tracing::info!(%url, dir = %dir.display(), "resource manager listening");
     tokio::spawn(rm.clone().run_duties());
     axum::serve(listener, rm.router()).await?;
     Ok(())
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -292,3 +292,37 @@ fn a_second_submission_and_a_stale_attempt_are_refused() {
     let again = s.submit(&job);
     assert_ne!(again, app);
 }
+
+#[test]
+fn a_node_manager_with_an_unreadable_table_starts_and_reports_what_its_containers_left() {
+    let mut s = Setup::new(1);
+    s.input(20_000);
+    let job = s.job("copy", "\n[params]\nsleep-us = 100000\n");
+    let app = s.submit(&job);
+    let info = s.wait_running(&app);
+    let job_pids: Vec<u32> = running_job_containers(&info).iter().filter_map(|c| c.pid).collect();
+    assert_eq!(job_pids.len(), 2, "{:#?}", info.containers);
+    // kill -9 the node manager; its job containers finish their bounded input meanwhile.
+    let (_, nm) = s.cluster.nodes.iter_mut().find(|(n, _)| n == "node-1").unwrap();
+    nm.kill().unwrap();
+    nm.wait().unwrap();
+    let start = Instant::now();
+    while job_pids.iter().any(|p| alive(*p)) {
+        assert!(start.elapsed() < Duration::from_secs(8), "the containers did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A torn table: the node manager starts anyway, from the containers' own records.
+    std::fs::write(s.cluster.dir.join("node-1/containers.json"), b"{\"app-0001-c2\": {\"info\"").unwrap();
+    s.cluster.start_node("node-1").unwrap();
+    assert!(s.cluster.dir.join("node-1/containers.json.unreadable").is_file());
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(60), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    let job_containers: Vec<&ContainerInfo> =
+        done.containers.iter().filter(|c| c.role != "coordinator").collect();
+    assert_eq!(job_containers.len(), 2, "none run again: {:#?}", done.events);
+    assert!(
+        job_containers.iter().all(|c| c.exit_code == Some(0)),
+        "their real exit codes: {job_containers:#?}"
+    );
+    assert_eq!(s.out_count(), 40_000);
+}

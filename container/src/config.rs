@@ -406,6 +406,8 @@ fn resolve(
         ("cluster.coordinator-memory-mb", f.cluster.coordinator_memory_mb),
         ("cluster.container-vcores", f.cluster.container_vcores.into()),
         ("cluster.container-lease-ms", f.cluster.container_lease_ms),
+        ("cluster.container-heartbeat-timeout-ms", f.cluster.container_heartbeat_timeout_ms),
+        ("job.shutdown-timeout-ms", f.job.shutdown_timeout_ms),
     ] {
         if v == 0 {
             return Err(invalid(path, key, "must be positive"));
@@ -615,6 +617,9 @@ fn resolve(
         };
         let mut options = StoreOptions::default();
         if let Some(n) = st.cache_entries {
+            if n == 0 {
+                return Err(invalid(path, format!("stores.{name}.cache-entries"), "must be positive"));
+            }
             options.cache_entries = n;
         }
         if let Some(n) = st.write_batch_entries {
@@ -641,6 +646,13 @@ fn resolve(
         );
     }
     let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
+    if state_dir.exists() && !state_dir.is_dir() {
+        return Err(invalid(
+            path,
+            "job.state-dir",
+            format!("{} exists and is not a directory", state_dir.display()),
+        ));
+    }
     Ok(JobConfig {
         path: path.to_path_buf(),
         name: f.job.name,
@@ -819,6 +831,36 @@ threshold = 3
         assert!(e.contains("after --config overrides") && e.contains("container-count"), "{e}");
         let e = parse(GOOD, &["nokey"]).unwrap_err().to_string();
         assert!(e.contains("expected key=value"), "{e}");
+    }
+
+    #[test]
+    fn zero_timeouts_and_caches_and_a_state_dir_that_is_a_file_are_refused() {
+        for (from, to, key) in [
+            (
+                "container-count = 2",
+                "container-count = 2\nshutdown-timeout-ms = 0",
+                "job.shutdown-timeout-ms",
+            ),
+            (
+                "[params]",
+                "[cluster]\ncontainer-heartbeat-timeout-ms = 0\n[params]",
+                "cluster.container-heartbeat-timeout-ms",
+            ),
+            ("[params]", "[cluster]\ncontainer-lease-ms = 0\n[params]", "cluster.container-lease-ms"),
+            (
+                "[params]",
+                "[stores.s]\nengine = \"in-memory\"\ncache-entries = 0\n[params]",
+                "stores.s.cache-entries",
+            ),
+        ] {
+            let e = parse(&GOOD.replacen(from, to, 1), &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key}: must be positive")), "{key}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state"), "").unwrap();
+        let text = GOOD.replacen("container-count = 2", "container-count = 2\nstate-dir = \"state\"", 1);
+        let e = JobConfig::parse(&text, &dir.path().join("job.toml"), &[]).unwrap_err().to_string();
+        assert!(e.contains("job.state-dir:") && e.contains("exists and is not a directory"), "{e}");
     }
 
     #[test]

@@ -162,10 +162,20 @@ throttle-us = 500000
 
     // The job finishes; every user's stored count is at least the truth.
     let start = Instant::now();
+    let mut total = 0;
     let done = loop {
         let info = get();
         if info.state.is_final() {
             break info;
+        }
+        // The job's processed total never goes down across the replacement.
+        if let Ok(m) = rm.get::<JobMetrics>(&format!("/v1/apps/{app}/metrics")) {
+            assert!(
+                m.processed >= total,
+                "the job's processed total went down from {total} to {}",
+                m.processed
+            );
+            total = m.processed;
         }
         assert!(start.elapsed() < Duration::from_secs(180), "job did not finish: {:#?}", info.events);
         std::thread::sleep(Duration::from_millis(200));

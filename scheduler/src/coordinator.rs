@@ -62,6 +62,10 @@ pub struct CoordinatorState {
     /// The last generation given to a container start (they only grow).
     #[serde(default)]
     pub generation: u64,
+    /// Messages processed by containers that have ended: the job's total
+    /// stays monotonic across replacements and coordinator attempts.
+    #[serde(default)]
+    pub retired_processed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +102,12 @@ struct Leases {
     node_seen: BTreeMap<String, Instant>,
     node_timeout: Duration,
     lease: Duration,
+    /// Processed by owners that are gone (see `CoordinatorState::retired_processed`).
+    retired: u64,
+}
+
+fn processed(b: &Beat) -> u64 {
+    b.metrics.sum("container.processed").max(0) as u64
 }
 
 impl Leases {
@@ -105,7 +115,9 @@ impl Leases {
     /// owner runs out (`None`: it never had one).
     fn revoke(&mut self, n: u32) -> Option<Instant> {
         let owner = self.owners.remove(&n)?;
-        self.beats.remove(&n);
+        if let Some(b) = self.beats.remove(&n) {
+            self.retired += processed(&b);
+        }
         self.granted.remove(&owner.container).map(|t| t + self.lease)
     }
 
@@ -147,7 +159,10 @@ impl Leases {
             },
         };
         let beat = Beat { container: hb.container, at: now, url: hb.url, metrics: hb.metrics };
-        self.beats.insert(n, beat);
+        if let Some(old) = self.beats.insert(n, beat).filter(|old| old.container != self.beats[&n].container)
+        {
+            self.retired += processed(&old);
+        }
         answer
     }
 
@@ -213,11 +228,13 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             node_seen: BTreeMap::new(),
             node_timeout: Duration::from_secs(10),
             lease,
+            retired: 0,
         }),
     });
     let url = serve(served.clone(), &token)?;
     tracing::info!(%url, "serving the JobModel and container heartbeats");
     let mut st: CoordinatorState = serde_json::from_value(app.coordinator_state.clone()).unwrap_or_default();
+    served.lock_leases().retired = st.retired_processed;
     st.url = Some(url);
     st.model = model
         .containers
@@ -287,6 +304,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let mut release = Vec::new();
     loop {
         co.ask_due();
+        co.st.retired_processed = co.served.lock_leases().retired;
         co.save()?;
         if co.st.containers.values().all(|s| s.done) {
             co.finish(AppState::Succeeded, None)?;
@@ -463,16 +481,21 @@ impl Served {
     /// from within 10 s).
     fn job_metrics(&self) -> JobMetrics {
         let leases = self.lock_leases();
-        let mut m = JobMetrics::default();
-        for (n, b) in leases.beats.iter().filter(|(_, b)| b.at.elapsed() < Duration::from_secs(10)) {
+        // Every owner's count, and those of the owners before them: a
+        // replacement never makes the job's total go down.
+        let mut m = JobMetrics { processed: leases.retired, ..JobMetrics::default() };
+        for (n, b) in leases.beats.iter() {
+            m.processed += processed(b);
+            if b.at.elapsed() >= Duration::from_secs(10) {
+                continue;
+            }
             let c = ContainerMetrics {
                 container: b.container.clone(),
                 url: b.url.clone(),
                 heartbeat_age_ms: b.at.elapsed().as_millis() as u64,
-                processed: b.metrics.sum("container.processed").max(0) as u64,
+                processed: processed(b),
                 lag: b.metrics.sum("ssp.lag").max(0) as u64,
             };
-            m.processed += c.processed;
             m.lag += c.lag;
             m.containers.insert(*n, c);
         }
@@ -922,6 +945,7 @@ mod tests {
             node_seen: BTreeMap::from([("node-1".to_string(), Instant::now())]),
             node_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(5),
+            retired: 0,
         }
     }
 
@@ -957,6 +981,25 @@ mod tests {
         // A container that never had a lease needs no wait.
         l.owners.insert(1, Owner { container: "app-1-c3".into(), node: "node-1".into() });
         assert_eq!(l.revoke(1), None);
+    }
+
+    #[test]
+    fn the_processed_total_counts_replaced_owners_too() {
+        let mut l = leases();
+        let registry = samza_task_api::MetricsRegistry::new();
+        registry.counter("container.processed").add(700);
+        let mut hb = beat("app-1-c2");
+        hb.metrics = registry.snapshot();
+        l.heartbeat(0, hb);
+        l.revoke(0);
+        l.owners.insert(0, Owner { container: "app-1-c5".into(), node: "node-1".into() });
+        let fresh = samza_task_api::MetricsRegistry::new();
+        fresh.counter("container.processed").add(10);
+        let mut hb = beat("app-1-c5");
+        hb.metrics = fresh.snapshot();
+        l.heartbeat(0, hb);
+        let total = l.retired + l.beats.values().map(processed).sum::<u64>();
+        assert_eq!(total, 710, "700 by the old owner, 10 by its successor");
     }
 
     #[test]

@@ -436,8 +436,9 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         // everything processed (bounded input done, or a clean stop).
         lp.window()?;
     }
-    lp.commit(WriteBack::All)?;
+    // Then `close`, whose store writes and outputs the final commit includes.
     lp.close()?;
+    lp.commit(WriteBack::All)?;
     lp.write_status(true);
     tracing::info!(container = spec.container_id, ?outcome, processed = lp.processed(), "container stopped");
     Ok(outcome)
@@ -1002,13 +1003,18 @@ impl Loop {
     }
 
     fn close(&mut self) -> Result<(), ContainerError> {
-        for task in &mut self.tasks {
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
             let _in_task = task.span.clone().entered();
-            task.task.close().map_err(|e| ContainerError::Task {
+            task.task.close(&mut task.collector).map_err(|e| ContainerError::Task {
                 task: task.name.clone(),
                 phase: "close",
                 message: e.to_string(),
             })?;
+            task.dirty = true;
+            for out in task.collector.drain() {
+                self.producers.send(&self.cfg, &self.systems, out)?;
+            }
         }
         Ok(())
     }

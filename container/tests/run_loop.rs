@@ -304,3 +304,68 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
     }
     assert_eq!(streams.messages("out", 0).len(), 95);
 }
+
+/// Counts messages in its store and, in `close`, writes and emits its total.
+#[derive(Default)]
+struct Totals {
+    store: Option<KeyValueStore<String, String>>,
+    n: u64,
+}
+
+impl StreamTask for Totals {
+    fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.store = Some(ctx.store("totals", StringSerde, StringSerde)?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _: &IncomingMessageEnvelope,
+        _: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        self.n += 1;
+        Ok(())
+    }
+
+    fn close(&mut self, out: &mut MessageCollector) -> Result<(), TaskError> {
+        self.store.as_ref().unwrap().put(&"total".to_string(), &self.n.to_string())?;
+        out.send(OutgoingMessageEnvelope::new(
+            SystemStream::new("mem", "out"),
+            None,
+            Some(format!("closed after {}", self.n).into()),
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn what_close_writes_and_emits_is_in_the_final_commit() {
+    let toml = r#"
+[job]
+name = "t"
+[task]
+class = "totals"
+inputs = ["mem.in"]
+window-ms = 100000
+[systems.mem]
+type = "in-memory"
+[systems.mem.streams.in]
+bounded = true
+[systems.mem.streams.out]
+partitions = 1
+[stores.totals]
+engine = "in-memory"
+changelog = "mem.totals-changelog"
+"#;
+    let mut t = TestRunner::with_config(TaskRegistry::new().register::<Totals>("totals"), toml, &[]).unwrap();
+    t.create_stream("in", 1);
+    for i in 0..25 {
+        t.send("in", None, &format!("m{i}"));
+    }
+    t.run().unwrap();
+    assert_eq!(t.values("out"), ["closed after 25"]);
+    assert_eq!(t.values("totals-changelog"), ["25"], "the store write of close reached the changelog");
+    let cp = t.checkpoints();
+    assert_eq!(cp.values().next().unwrap().offsets[0].offset, 25);
+}

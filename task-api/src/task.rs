@@ -211,6 +211,12 @@ impl TaskCoordinator {
 /// The runtime calls `init` once, then `process` for each message of its
 /// partitions in offset order per partition, `window` on the window timer
 /// (never at the same time as `process`), and `close` when the task stops.
+///
+/// At the end (every bounded input read to its end, or a stop asked for: a
+/// signal, or every task voting to shut down) the order is: a last `window`
+/// (when `task.window-ms` is set), then `close`, then the final commit. What
+/// `close` writes to its stores and sends to `collector` is in that commit.
+/// After a failure neither runs: the next run resumes at the last commit.
 pub trait StreamTask: Send {
     fn init(&mut self, _context: &mut TaskContext) -> Result<(), TaskError> {
         Ok(())
@@ -231,7 +237,7 @@ pub trait StreamTask: Send {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), TaskError> {
+    fn close(&mut self, _collector: &mut MessageCollector) -> Result<(), TaskError> {
         Ok(())
     }
 }

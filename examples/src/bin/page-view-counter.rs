@@ -72,10 +72,6 @@ impl StreamTask for Counter {
         }
         Ok(())
     }
-
-    fn close(&mut self) -> Result<(), TaskError> {
-        Ok(())
-    }
 }
 
 fn main() -> std::process::ExitCode {

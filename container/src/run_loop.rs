@@ -681,6 +681,12 @@ impl Loop {
             }
 
             let Some(g) = self.choose(&mut rr) else {
+                // Nothing buffered may go next (a bootstrap partition waits
+                // for its messages behind a full buffer of others): read on
+                // regardless of the buffer, briefly, so it never stalls.
+                if buffered >= self.cfg.poll_batch / 2 {
+                    self.poll(Duration::from_millis(10))?;
+                }
                 continue;
             };
             let mut stop = None;

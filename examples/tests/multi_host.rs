@@ -212,51 +212,15 @@ throttle-us = {throttle_us}
         out
     }
 
-    /// Latest count per user in the output (decimal text); checks that no
-    /// user's count ever goes down along the way.
+    /// Latest count per user in the output; checks that no user's count
+    /// ever goes down along the way.
     fn emitted(&self) -> HashMap<String, i64> {
-        let mut latest = HashMap::new();
-        for (user, v) in self.topic("user-counts").concat() {
-            let n: i64 = String::from_utf8(v).unwrap().parse().unwrap();
-            if let Some(before) = latest.insert(user.clone(), n) {
-                assert!(n >= before, "the count of {user} went down from {before} to {n}");
-            }
-        }
-        latest
+        ownership::check_count_records(self.topic("user-counts").concat(), "user-counts")
     }
 
     /// Per task: generations never go down, offsets never go backwards.
     fn check_checkpoints(&self) -> BTreeMap<String, Vec<u64>> {
-        let mut last: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
-        let mut generations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (i, (task, value)) in
-            self.topic("__samza_checkpoint_page-view-counter").concat().into_iter().enumerate()
-        {
-            let cp: serde_json::Value = serde_json::from_slice(&value).unwrap();
-            let generation = cp["generation"].as_u64().expect("checkpoints carry the writer's generation");
-            let offsets: BTreeMap<String, u64> = cp["offsets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (format!("{}[{}]", e["stream"], e["partition"]), e["offset"].as_u64().unwrap()))
-                .collect();
-            if let Some((g, before)) = last.get(&task) {
-                assert!(
-                    generation >= *g,
-                    "checkpoint #{i} of {task}: generation {generation} wrote after {g}"
-                );
-                for (ssp, o) in &offsets {
-                    let b = before.get(ssp).copied().unwrap_or(0);
-                    assert!(*o >= b, "checkpoint #{i} of {task}: {ssp} went back from {b} to {o}");
-                }
-            }
-            let gens = generations.entry(task.clone()).or_default();
-            if gens.last() != Some(&generation) {
-                gens.push(generation);
-            }
-            last.insert(task, (generation, offsets));
-        }
-        generations
+        ownership::check_checkpoint_records(self.topic("__samza_checkpoint_page-view-counter").concat())
     }
 
     /// Stops the cluster and checks none of `pids` is left.

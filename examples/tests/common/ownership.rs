@@ -35,11 +35,14 @@ pub fn history(log: &Log, stream: &str) -> Vec<Vec<(String, Vec<u8>)>> {
 /// down (no older owner wrote after a newer one) and no partition's offset
 /// goes backwards. Returns the generations seen per task.
 pub fn check_checkpoints(log: &Log, job: &str) -> BTreeMap<String, Vec<u64>> {
+    check_checkpoint_records(history(log, &format!("__samza_checkpoint_{job}")).concat())
+}
+
+/// [`check_checkpoints`] over a checkpoint stream's records, (task, value) in order.
+pub fn check_checkpoint_records(records: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Vec<u64>> {
     let mut last: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
     let mut generations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (i, (task, value)) in
-        history(log, &format!("__samza_checkpoint_{job}")).concat().into_iter().enumerate()
-    {
+    for (i, (task, value)) in records.into_iter().enumerate() {
         let cp: serde_json::Value = serde_json::from_slice(&value).unwrap();
         let generation = cp["generation"].as_u64().expect("checkpoints carry the writer's generation");
         let offsets: BTreeMap<String, u64> = cp["offsets"]
@@ -75,18 +78,18 @@ pub fn check_checkpoints(log: &Log, job: &str) -> BTreeMap<String, Vec<u64>> {
 /// Checks an output of the counter (user -> count as decimal text): no
 /// user's emitted count ever goes down. Returns the latest per user.
 pub fn check_counts_never_go_down(log: &Log, stream: &str) -> HashMap<String, i64> {
+    check_count_records(history(log, stream).concat(), stream)
+}
+
+/// [`check_counts_never_go_down`] over an output's records, (user, count) in order.
+pub fn check_count_records(records: Vec<(String, Vec<u8>)>, stream: &str) -> HashMap<String, i64> {
     let mut latest: HashMap<String, i64> = HashMap::new();
-    for part in history(log, stream) {
-        for (user, v) in part {
-            let n = decode_count(&v);
-            if let Some(before) = latest.get(&user) {
-                assert!(
-                    n >= *before,
-                    "the count of {user} emitted on {stream} went down from {before} to {n}"
-                );
-            }
-            latest.insert(user, n);
+    for (user, v) in records {
+        let n = decode_count(&v);
+        if let Some(before) = latest.get(&user) {
+            assert!(n >= *before, "the count of {user} emitted on {stream} went down from {before} to {n}");
         }
+        latest.insert(user, n);
     }
     latest
 }

@@ -60,6 +60,23 @@ impl JobModel {
     }
 }
 
+/// `partition` grouping joins partition N of every input: inputs with
+/// different partition counts would leave some tasks with only some of
+/// their inputs (a join missing its other side, without a word), so they
+/// are an error naming the streams and counts.
+pub fn check_copartitioned(inputs: &[(SystemStream, u32)], grouper: Grouper) -> Result<(), String> {
+    if grouper != Grouper::Partition {
+        return Ok(());
+    }
+    let Some((first, n)) = inputs.first() else { return Ok(()) };
+    match inputs.iter().find(|(_, m)| m != n) {
+        None => Ok(()),
+        Some((other, m)) => Err(format!(
+            "inputs are not co-partitioned: {first} has {n} partitions, {other} has {m}; task.grouper = \"partition\" joins partition N of every input, so give them the same partition count (or set task.grouper = \"ssp\": one task per input partition)"
+        )),
+    }
+}
+
 /// Groups the inputs' partitions into tasks and spreads the tasks over containers.
 ///
 /// `partition` grouping: task `Partition N` owns partition N of every input that
@@ -98,6 +115,21 @@ pub fn build(inputs: &[(SystemStream, u32)], grouper: Grouper, container_count: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inputs_with_different_partition_counts_are_refused_under_partition_grouping() {
+        let a = (SystemStream::new("log", "page-views"), 6);
+        let b = (SystemStream::new("log", "profiles"), 4);
+        let e = check_copartitioned(&[a.clone(), b.clone()], Grouper::Partition).unwrap_err();
+        assert!(
+            e.starts_with(
+                "inputs are not co-partitioned: log.page-views has 6 partitions, log.profiles has 4"
+            ),
+            "{e}"
+        );
+        assert!(check_copartitioned(&[a.clone(), b], Grouper::Ssp).is_ok());
+        assert!(check_copartitioned(&[a.clone(), a], Grouper::Partition).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -224,7 +224,10 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let counts: Vec<_> = cfg.inputs.iter().map(|i| (i.clone(), input_meta[i].len() as u32)).collect();
     let model = match &spec.model {
         Some(m) => m.clone(),
-        None => job_model::build(&counts, cfg.grouper, cfg.container_count),
+        None => {
+            job_model::check_copartitioned(&counts, cfg.grouper).map_err(ContainerError::Setup)?;
+            job_model::build(&counts, cfg.grouper, cfg.container_count)
+        }
     };
     let my_tasks = model.containers.get(&spec.container_id).cloned().unwrap_or_default();
     if my_tasks.is_empty() {

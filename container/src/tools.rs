@@ -42,6 +42,8 @@ pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Resul
         };
         counts.push((input.clone(), n));
     }
+    job_model::check_copartitioned(&counts, cfg.grouper)
+        .map_err(|e| anyhow!("{}: {e}", cfg.path.display()))?;
     Ok(job_model::build(&counts, cfg.grouper, cfg.container_count))
 }
 

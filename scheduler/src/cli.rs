@@ -52,6 +52,14 @@ fn fmt_time(ms: i64) -> String {
 pub fn submit(job: &Path, overrides: &[String], rm: Option<&str>, detach: bool) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let rm = client(rm.or(cfg.cluster.rm.as_deref()))?;
+    // Inputs that do not exist (and declare no partition count), or that are
+    // not co-partitioned, fail here rather than spend coordinator attempts.
+    // Systems this tool does not know (a job's own types) are checked by the
+    // coordinator.
+    let registry = systems();
+    if cfg.inputs.iter().all(|i| cfg.systems.get(&*i.system).is_some_and(|sc| registry.get(sc).is_ok())) {
+        tools::compute_model(&cfg, &registry)?;
+    }
     let binary = cfg.binary.clone().ok_or_else(|| {
         anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
     })?;

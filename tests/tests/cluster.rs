@@ -326,3 +326,15 @@ fn a_node_manager_with_an_unreadable_table_starts_and_reports_what_its_container
     );
     assert_eq!(s.out_count(), 40_000);
 }
+
+#[test]
+fn a_job_whose_input_does_not_exist_is_refused_before_it_is_submitted() {
+    let s = Setup::new(1);
+    let job = s.job("copy", "");
+    let out = s.samza_run(&[job.to_str().unwrap(), "--detach"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input stream log.in does not exist and declares no partition count"), "{err}");
+    let apps: Vec<AppInfo> = s.rm().get("/v1/apps").unwrap();
+    assert!(apps.is_empty(), "no application (and no coordinator attempt) for it: {apps:#?}");
+}

@@ -22,6 +22,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The generation after `last`: above it, and above the clock in
+/// milliseconds, so that generations issued by different launchers (a
+/// cluster's coordinators, `samza-run` on one machine) overtake each other.
+pub fn next_generation(last: u64) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (last + 1).max(clock)
+}
+
+/// Whether a lease of `lease` may be renewed for a container whose node has
+/// been silent for `node_silent`: only while every lease granted on the node
+/// ends before the node is declared lost (after `node_timeout`). The one rule
+/// the coordinator and the resource manager both apply.
+pub fn renewable(node_silent: Duration, node_timeout: Duration, lease: Duration) -> bool {
+    node_silent < node_timeout.saturating_sub(lease)
+}
+
 /// Exit code of a container that stopped because it lost its tasks
 /// (lease expired, revoked, or fenced by a successor).
 pub const EXIT_NOT_OWNER: u8 = 3;

@@ -52,9 +52,8 @@ fn local_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// A generation above the last one issued for this job here (and above the
-/// clock in milliseconds, so generations issued elsewhere, by a cluster's
-/// coordinators, are overtaken too), recorded in `path`.
+/// The next generation for this job here (see `lease::next_generation`),
+/// recorded in `path`.
 pub fn next_generation(path: &Path) -> anyhow::Result<u64> {
     let last: u64 = match std::fs::read_to_string(path) {
         Ok(s) => {
@@ -63,17 +62,12 @@ pub fn next_generation(path: &Path) -> anyhow::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     };
-    let g = (last + 1).max(generation_clock());
+    let g = crate::lease::next_generation(last);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, g.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(g)
-}
-
-/// Milliseconds since the Unix epoch: the floor of every generation issued.
-pub fn generation_clock() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {

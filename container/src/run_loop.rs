@@ -414,7 +414,6 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         consumers,
         producers,
         lease: spec.lease,
-        generation: spec.owner.as_ref().map(|o| o.epoch),
         cp_producer,
         cp_stream,
         index: HashMap::new(),
@@ -465,8 +464,6 @@ struct Loop {
     consumers: BTreeMap<String, Box<dyn SystemConsumer>>,
     producers: Producers,
     lease: Option<Arc<crate::lease::Lease>>,
-    /// The container's generation, recorded in its checkpoints.
-    generation: Option<u64>,
     cp_producer: Box<dyn SystemProducer>,
     cp_stream: samza_task_api::SystemStream,
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
@@ -989,7 +986,7 @@ impl Loop {
                         offset: self.ssps[*g].next_offset,
                     })
                     .collect(),
-                generation: self.generation,
+                generation: self.producers.owner.as_ref().map(|o| o.epoch),
             };
             sys(checkpoint::write(self.cp_producer.as_mut(), &self.cp_stream, &task.name, &cp), || {
                 format!("cannot write checkpoint of task {}", task.name)

@@ -279,8 +279,4 @@ impl SystemProducer for LogSystemProducer {
         }
         Ok(())
     }
-
-    fn fences(&self) -> bool {
-        true
-    }
 }

@@ -275,29 +275,19 @@ pub fn kill(rm: Option<&str>, app: &str, wait: Duration) -> anyhow::Result<ExitC
         );
         for c in &left {
             let pid = c.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
-            eprintln!("  {} ({}) on node {}{pid}", c.id, role_name(&c.role), c.node);
+            eprintln!("  {}{pid}", crate::rm::describe(c));
         }
         println!("{} {}", info.app, state_word(info.state));
         return Ok(ExitCode::FAILURE);
     }
-    let lost: Vec<&ContainerInfo> =
-        info.containers.iter().filter(|c| c.state == ContainerState::Lost).collect();
-    let recent_lost = lost.iter().filter(|c| c.reason.is_some()).count();
-    if recent_lost > 0 {
+    let lost = info.containers.iter().filter(|c| c.state == ContainerState::Lost).count();
+    if lost > 0 {
         eprintln!(
-            "samza-run: {app}: {recent_lost} container(s) were lost with their nodes; if still alive there, they stop by their lease"
+            "samza-run: {app}: {lost} container(s) were lost with their nodes; if still alive there, they stop by their lease"
         );
     }
     println!("{} {}", info.app, state_word(info.state));
     Ok(ExitCode::SUCCESS)
-}
-
-fn role_name(role: &str) -> String {
-    if role == "coordinator" {
-        "coordinator".into()
-    } else {
-        format!("container {role}")
-    }
 }
 
 /// `samza-run logs APP [CONTAINER]`: the container's (default: the

@@ -77,9 +77,6 @@ pub struct Slot {
     pub node_url: Option<String>,
     pub done: bool,
     pub restarts: u32,
-    /// The generation of its current container's start.
-    #[serde(default)]
-    pub generation: u64,
 }
 
 /// Who owns a job container's tasks now, as far as this coordinator decides.
@@ -111,6 +108,15 @@ fn processed(b: &Beat) -> u64 {
 }
 
 impl Leases {
+    /// Makes `container` on `node` the owner of job container `n`;
+    /// `granted`: a lease it may hold already (adopted from the last attempt).
+    fn own(&mut self, n: u32, container: &str, node: &str, granted: Option<Instant>) {
+        self.owners.insert(n, Owner { container: container.to_string(), node: node.to_string() });
+        if let Some(t) = granted {
+            self.granted.insert(container.to_string(), t);
+        }
+    }
+
     /// Ends `n`'s ownership; returns when the last lease granted to its
     /// owner runs out (`None`: it never had one).
     fn revoke(&mut self, n: u32) -> Option<Instant> {
@@ -140,10 +146,9 @@ impl Leases {
         };
         // Renewed only while the node is heard from, so that by the time the
         // resource manager declares it lost every lease there has run out.
-        let cutoff = self.node_timeout.saturating_sub(self.lease);
         let silent = self.node_seen.get(&owner.node).map(|t| now.saturating_duration_since(*t));
         let answer = match silent {
-            Some(s) if s < cutoff => {
+            Some(s) if samza_container::lease::renewable(s, self.node_timeout, self.lease) => {
                 self.granted.insert(hb.container.clone(), now);
                 HeartbeatAnswer { owner: true, lease_ms: self.lease.as_millis() as u64, reason: None }
             }
@@ -158,11 +163,10 @@ impl Leases {
                 }),
             },
         };
+        // Only the owner's beats are kept, and `revoke` retires them: a beat
+        // replaced here is the same container's.
         let beat = Beat { container: hb.container, at: now, url: hb.url, metrics: hb.metrics };
-        if let Some(old) = self.beats.insert(n, beat).filter(|old| old.container != self.beats[&n].container)
-        {
-            self.retired += processed(&old);
-        }
+        self.beats.insert(n, beat);
         answer
     }
 
@@ -291,8 +295,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         // as granted now.
         let mut leases = co.served.lock_leases();
         for (n, id, node) in &adopted {
-            leases.owners.insert(*n, Owner { container: id.clone(), node: node.clone() });
-            leases.granted.insert(id.clone(), Instant::now());
+            leases.own(*n, id, node, Some(Instant::now()));
         }
     }
     for (n, id, _) in adopted {
@@ -326,16 +329,13 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                 release.push(a.container);
                 continue;
             }
-            co.st.generation = (co.st.generation + 1).max(samza_container::local::generation_clock());
-            let slot = co.st.containers.get_mut(&n).expect("slot");
-            slot.generation = co.st.generation;
             slot.container = Some(a.container.clone());
             slot.node = Some(a.node.clone());
             slot.node_url = Some(a.node_url.clone());
+            co.st.generation = samza_container::lease::next_generation(co.st.generation);
             co.started.insert(n, (a.container.clone(), Instant::now()));
-            let owner = Owner { container: a.container.clone(), node: a.node.clone() };
-            co.served.lock_leases().owners.insert(n, owner);
-            to_start.push((n, a));
+            co.served.lock_leases().own(n, &a.container, &a.node, None);
+            to_start.push((n, a, co.st.generation));
         }
         // Recorded before they start: a next attempt must know every
         // container that may be running, to adopt it.
@@ -345,9 +345,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             let co = &co;
             let handles: Vec<_> = to_start
                 .into_iter()
-                .map(|(n, a)| {
+                .map(|(n, a, generation)| {
                     scope.spawn(move || {
-                        let r = co.launch(n, &a);
+                        let r = co.launch(n, &a, generation);
                         (n, a, r)
                     })
                 })
@@ -358,10 +358,8 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             if let Err(e) = r {
                 tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
                 release.push(a.container);
-                // It may have started after all (the answer was lost): its
-                // successor waits a lease.
-                co.served.lock_leases().revoke(n);
-                let wait = Some(Instant::now() + co.served.lease());
+                // It may have started after all (the answer was lost).
+                let wait = co.served.give_up(n);
                 if let Some(reason) = co.retry(n, &format!("cannot start it on {}: {e:#}", a.node), wait) {
                     co.finish(AppState::Failed, Some(reason))?;
                     return Ok(());
@@ -434,8 +432,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
             release.push(id);
             co.started.remove(&n);
             // The resource manager may have renewed its lease until the release.
-            co.served.lock_leases().revoke(n);
-            let wait = Some(Instant::now() + co.served.lease());
+            let wait = co.served.give_up(n);
             if let Some(reason) = co.retry(n, &why, wait) {
                 co.finish(AppState::Failed, Some(reason))?;
                 return Ok(());
@@ -468,8 +465,13 @@ impl Served {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lease(&self) -> Duration {
-        self.lock_leases().lease
+    /// Ends `n`'s ownership of a container that may still run and hold a
+    /// lease this coordinator cannot bound (one the resource manager renewed,
+    /// or a start it never heard of): its successor waits a whole lease.
+    fn give_up(&self, n: u32) -> Option<Instant> {
+        let mut leases = self.lock_leases();
+        leases.revoke(n);
+        Some(Instant::now() + leases.lease)
     }
 
     fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
@@ -635,27 +637,13 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         return Ok(None);
     };
     let rm = Client::new(&rm_url, &token);
-    let find = |rm: &Client| -> anyhow::Result<Client> {
-        let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
-        let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
-        let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
-        Ok(rm.at(&url))
-    };
-    let beat = |c: &Client, id: &str| {
-        let body = ContainerHeartbeat {
-            container: id.to_string(),
-            url: endpoint.url.clone(),
-            metrics: endpoint.metrics.snapshot(),
-        };
-        c.post::<_, HeartbeatAnswer>(&format!("/v1/containers/{container}/heartbeat"), &body)
-    };
     // The JobModel, then a first lease: nothing is processed before it.
     let start = Instant::now();
     let (coordinator, model, granted, lease) = loop {
         let sent = Instant::now();
-        let r = find(&rm).and_then(|c| {
+        let r = find_coordinator(&rm, &app).and_then(|c| {
             let m = c.get::<JobModel>("/v1/model")?;
-            let a = beat(&c, &id)?;
+            let a = send_heartbeat(&c, container, &id, &endpoint)?;
             Ok((c, m, a))
         });
         match r {
@@ -688,7 +676,6 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     );
     let span = tracing::Span::current();
     let held = lease.clone();
-    let endpoint2 = endpoint.clone();
     // The heartbeat thread is also the lease's watchdog: no call of its may
     // block for long (a host cut off the network answers nothing), so it
     // checks the lease at least every `tick`, whatever the main thread is
@@ -696,38 +683,21 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
     let tick = watchdog_tick(granted);
     let rm = Client::with_timeout(&rm_url, &token, tick);
     let coordinator = rm.at(coordinator.base());
-    let app2 = app.clone();
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
         let _in_span = span.entered();
-        let endpoint = endpoint2;
-        let find = |rm: &Client| -> anyhow::Result<Client> {
-            let info: AppInfo = rm.get(&format!("/v1/apps/{app2}"))?;
-            let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
-            let url =
-                url.ok_or_else(|| anyhow::anyhow!("application {app2} has no coordinator address yet"))?;
-            Ok(rm.at(&url))
-        };
-        let beat = |c: &Client| {
-            let body = ContainerHeartbeat {
-                container: id.clone(),
-                url: endpoint.url.clone(),
-                metrics: endpoint.metrics.snapshot(),
-            };
-            c.post::<_, HeartbeatAnswer>(&format!("/v1/containers/{container}/heartbeat"), &body)
-        };
-        let lease_path = format!("/v1/apps/{app2}/containers/{id}/lease?lease_ms={}", granted.as_millis());
+        let lease_path = format!("/v1/apps/{app}/containers/{id}/lease?lease_ms={}", granted.as_millis());
         let mut coordinator = Some(coordinator);
         loop {
             std::thread::sleep(tick);
             let sent = Instant::now();
-            match coordinator.as_ref().map(beat) {
+            match coordinator.as_ref().map(|c| send_heartbeat(c, container, &id, &endpoint)) {
                 Some(Ok(a)) if !a.owner => {
                     held.revoke(a.reason.unwrap_or_else(|| "the coordinator says so".into()))
                 }
                 Some(Ok(a)) if a.lease_ms > 0 => held.renew(sent),
                 Some(Ok(a)) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
                 _ => {
-                    coordinator = find(&rm).ok();
+                    coordinator = find_coordinator(&rm, &app).ok();
                     // No coordinator (a new attempt is starting): the
                     // resource manager vouches for the container meanwhile.
                     if coordinator.is_none() {
@@ -747,6 +717,29 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
         }
     })?;
     Ok(Some(Joined { model, lease }))
+}
+
+/// The application's current coordinator, from its state at the resource manager.
+fn find_coordinator(rm: &Client, app: &str) -> anyhow::Result<Client> {
+    let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
+    let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
+    let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
+    Ok(rm.at(&url))
+}
+
+/// One heartbeat of cluster container `id`, job container `container`.
+fn send_heartbeat(
+    c: &Client,
+    container: u32,
+    id: &str,
+    endpoint: &ContainerEndpoint,
+) -> anyhow::Result<HeartbeatAnswer> {
+    let body = ContainerHeartbeat {
+        container: id.to_string(),
+        url: endpoint.url.clone(),
+        metrics: endpoint.metrics.snapshot(),
+    };
+    c.post(&format!("/v1/containers/{container}/heartbeat"), &body)
 }
 
 /// How often a container's heartbeat thread renews and checks its lease of
@@ -852,7 +845,7 @@ impl Coordinator {
         })
     }
 
-    fn launch(&self, n: u32, a: &Allocation) -> anyhow::Result<()> {
+    fn launch(&self, n: u32, a: &Allocation, generation: u64) -> anyhow::Result<()> {
         let app = &self.record;
         let mut args = vec![
             "container".to_string(),
@@ -867,7 +860,6 @@ impl Coordinator {
             args.push("--override".into());
             args.push(o.clone());
         }
-        let generation = self.st.containers.get(&n).map_or(0, |s| s.generation);
         let launch = Launch {
             container: a.container.clone(),
             app: self.app.clone(),

@@ -7,7 +7,7 @@
 //! them must be ended first by whoever started them.
 //!
 //! A host can be cut off (its link set down at the bridge) and reconnected.
-//! Processes run on a host through `ip netns exec`; a thread joins a host's
+//! Processes run on a host through `ip netns exec` (`cli::Place`); a thread joins a host's
 //! network with [`TestNet::enter`] (its sockets, and the threads and
 //! processes it starts afterwards, are on that host).
 //!
@@ -86,18 +86,6 @@ impl TestNet {
     /// Host `n`'s namespace name.
     pub fn netns(&self, n: usize) -> &str {
         &self.hosts[n - 1]
-    }
-
-    pub fn hosts(&self) -> usize {
-        self.hosts.len()
-    }
-
-    /// `program` to run on host `n` (`ip netns exec`, which execs it: the
-    /// child's pid is the program's).
-    pub fn command(&self, n: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.netns(n)]).arg(program);
-        c
     }
 
     /// Puts the calling thread on host `n`'s network: its sockets, and the

@@ -72,6 +72,12 @@ pub struct Nm {
 /// A container's record in its directory (its entry of the table).
 const PROCESS_FILE: &str = "process.json";
 
+/// Whether process `pid` runs: it exists and is not a zombie waiting to be
+/// reaped (a stopped process runs, as far as this says).
+pub fn process_running(pid: u32) -> bool {
+    proc_start_ticks(pid).is_some()
+}
+
 fn proc_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name: state (3rd) ... start time (22nd).

@@ -117,7 +117,7 @@ fn push_event(app: &mut App, message: String) {
     }
 }
 
-fn describe(c: &ContainerInfo) -> String {
+pub(crate) fn describe(c: &ContainerInfo) -> String {
     let who =
         if c.role == "coordinator" { "coordinator".to_string() } else { format!("container {}", c.role) };
     format!("{who} ({}) on {}", c.id, c.node)
@@ -992,18 +992,13 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
                 None => keep.push(p),
             }
         }
-        let live_nodes = inner
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.state == NodeState::Running)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let node_heartbeat_age_ms = inner
+        let node_heartbeat_age_ms: BTreeMap<String, u64> = inner
             .nodes
             .iter()
             .filter(|(_, n)| n.state == NodeState::Running)
             .map(|(id, n)| (id.clone(), n.last_heartbeat.elapsed().as_millis() as u64))
             .collect();
+        let live_nodes = node_heartbeat_age_ms.keys().cloned().collect();
         let a = inner.p.apps.get_mut(&app).unwrap();
         a.pending = keep;
         let completed = std::mem::take(&mut a.undelivered);
@@ -1100,14 +1095,14 @@ async fn container_lease(
     if c.state.is_done() || a.stopping.contains(&id) {
         return gone(format!("container {id} is {} at the resource manager", state_word(c.state)));
     }
-    let cutoff = rm.cfg.node_timeout.saturating_sub(Duration::from_millis(q.lease_ms));
+    let lease = Duration::from_millis(q.lease_ms);
     let age = inner
         .nodes
         .get(&c.node)
         .filter(|n| n.state == NodeState::Running)
         .map(|n| n.last_heartbeat.elapsed());
     match age {
-        Some(age) if age < cutoff => {
+        Some(age) if samza_container::lease::renewable(age, rm.cfg.node_timeout, lease) => {
             Json(LeaseAnswer { granted: true, gone: false, reason: None }).into_response()
         }
         _ => Json(LeaseAnswer {

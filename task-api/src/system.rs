@@ -316,9 +316,4 @@ pub trait SystemProducer: Send {
         let _ = (owner, partitions);
         Ok(())
     }
-
-    /// Whether [`SystemProducer::fence`] fences (the default does not).
-    fn fences(&self) -> bool {
-        false
-    }
 }

@@ -32,15 +32,8 @@ use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::{LocalCluster, Place};
 use samza_scheduler::client::Client;
 use samza_scheduler::netns::TestNet;
+use samza_scheduler::nm::process_running as alive;
 use samza_scheduler::proto::*;
-
-/// Whether `pid` runs (not gone, not a zombie waiting to be reaped).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).is_some_and(|s| s != 'Z'),
-        Err(_) => false,
-    }
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64

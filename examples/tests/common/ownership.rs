@@ -116,10 +116,4 @@ pub fn check_not_below_truth(counts: &HashMap<String, i64>, truth: &HashMap<Stri
     }
 }
 
-/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).is_some_and(|s| s != 'Z'),
-        Err(_) => false,
-    }
-}
+pub use samza_scheduler::nm::process_running as alive;

@@ -1158,6 +1158,49 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_comes_back_kills_what_was_lost_with_it_and_stops_what_was_released() {
+        let lost = container(1, ContainerState::Lost);
+        let released = container(2, ContainerState::Running);
+        let kept = container(3, ContainerState::Running);
+        let info: AppInfo = serde_json::from_value(serde_json::json!({
+            "app": "app-0001", "name": "j", "state": "RUNNING", "reason": null, "attempt": 1,
+            "config": "", "base_dir": "", "overrides": [], "coordinator": {"memory_mb": 1, "vcores": 1},
+            "containers": [lost, released, kept], "events": [], "coordinator_state": null,
+            "submitted_ms": 0, "package_sha256": "00"
+        }))
+        .unwrap();
+        let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
+        let app = App { info, pending: vec![], undelivered: vec![], stopping: vec!["app-0001-c2".into()] };
+        let mut inner = Inner {
+            p: Persisted {
+                next_app: 2,
+                next_container: 10,
+                apps: BTreeMap::from([("app-0001".into(), app)]),
+            },
+            nodes: BTreeMap::new(),
+            owner,
+            dirty: false,
+            max_attempts: 2,
+        };
+        let report = |id: &str| NodeContainer {
+            id: id.into(),
+            app: "app-0001".into(),
+            state: ContainerState::Running,
+            pid: Some(42),
+            exit_code: None,
+            reason: None,
+            resources: Resources::default(),
+        };
+        let reports: Vec<NodeContainer> =
+            ["app-0001-c1", "app-0001-c2", "app-0001-c3", "app-0009-c7"].into_iter().map(report).collect();
+        let reply = node_update(&mut inner, "node-1", &reports);
+        // Lost with the node, or unknown: SIGKILL, no final commit. Released: a clean stop.
+        assert_eq!(reply.kill, ["app-0001-c1", "app-0009-c7"]);
+        assert_eq!(reply.stop, ["app-0001-c2"]);
+        assert_eq!(inner.p.apps["app-0001"].info.containers[0].state, ContainerState::Lost, "stays lost");
+    }
+
+    #[test]
     fn ended_containers_beyond_the_history_are_forgotten_oldest_first() {
         let mut containers: Vec<ContainerInfo> =
             (0..KEEP_ENDED + 5).map(|n| container(n, ContainerState::Exited)).collect();

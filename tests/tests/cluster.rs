@@ -286,9 +286,12 @@ fn a_second_submission_and_a_stale_attempt_are_refused() {
     let after = s.app(&app);
     assert_eq!(after.state, AppState::Running, "{:#?}", after.events);
     assert_ne!(after.coordinator_state, serde_json::json!({}), "the stale attempt's state was not taken");
-    // Once it is killed, the job may run again.
+    // Once it is killed, the job may run again. `kill` returns only once
+    // every container of it has stopped.
     let out = s.samza_run(&["kill", &app]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = s.app(&app);
+    assert!(killed.containers.iter().all(|c| c.state.is_done()), "{:#?}", killed.containers);
     let again = s.submit(&job);
     assert_ne!(again, app);
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use samza_state::{EngineKind, StoreOptions};
-use samza_task_api::{Config, SerdeName, SystemStream};
+use samza_task_api::{Config, SerdeName, SystemStream, COMMON_SYSTEM_KEYS};
 use serde::Deserialize;
 
 /// Why a job configuration was rejected.
@@ -146,13 +146,14 @@ struct TaskSection {
     poll_batch: usize,
 }
 
+/// The keys of `[systems.<name>]` the runtime owns (`COMMON_SYSTEM_KEYS`);
+/// the rest of the section belongs to the system type's factory, which
+/// deserializes and checks it (`systems.rs`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 struct SystemSection {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    dir: Option<PathBuf>,
     #[serde(default)]
     default_offset: Option<DefaultOffset>,
     #[serde(default)]
@@ -163,16 +164,6 @@ struct SystemSection {
     msg_serde: Option<SerdeName>,
     #[serde(default)]
     streams: BTreeMap<String, StreamSection>,
-    #[serde(default)]
-    bootstrap_servers: Option<String>,
-    #[serde(default)]
-    replication_factor: Option<u32>,
-    #[serde(default)]
-    settings: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    consumer_settings: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    producer_settings: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -272,24 +263,16 @@ pub enum DefaultOffset {
     Upcoming,
 }
 
-/// A configured system.
-#[derive(Debug, Clone, Default)]
+/// A configured system: its type and the part of its section that belongs
+/// to the type (resolved by the type's factory: `SystemRegistry::resolve`).
+#[derive(Debug, Clone)]
 pub struct SystemConfig {
     pub name: String,
-    /// `embedded-log`, or a type the job binary registered.
+    /// The type a factory is registered for (`embedded-log`, `kafka`, or one
+    /// the job binary registered).
     pub kind: String,
-    /// Directory of an embedded log (resolved against the job file's directory).
-    pub dir: Option<PathBuf>,
-    /// Kafka: the brokers to bootstrap from (`host:port,...`).
-    pub bootstrap_servers: Option<String>,
-    /// Kafka: the replication factor of topics the job creates (default 3,
-    /// capped at the number of brokers).
-    pub replication_factor: Option<u32>,
-    /// Client settings passed as they are (librdkafka's, for Kafka): to every
-    /// client, then to consumers and producers only (the later wins).
-    pub settings: BTreeMap<String, String>,
-    pub consumer_settings: BTreeMap<String, String>,
-    pub producer_settings: BTreeMap<String, String>,
+    /// The section's own keys, after `--config` overrides.
+    pub section: toml::Table,
 }
 
 /// Settings of one stream, after system-level defaults are applied.
@@ -313,6 +296,11 @@ pub struct StreamConfig {
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     pub path: PathBuf,
+    /// The file as written (system factories read their sections from it,
+    /// so that their errors name the line).
+    pub text: String,
+    /// The directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
     pub name: String,
     pub container_count: u32,
     pub state_dir: PathBuf,
@@ -358,9 +346,19 @@ impl JobConfig {
         let file = File::deserialize(toml::Value::Table(table.clone()))
             .map_err(|e| parse_err(format!("after --config overrides: {}", e.to_string().trim_end())))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut sections = BTreeMap::new();
+        if let Some(toml::Value::Table(systems)) = table.get("systems") {
+            for (name, section) in systems {
+                let mut own = section.as_table().cloned().unwrap_or_default();
+                own.retain(|k, _| !COMMON_SYSTEM_KEYS.iter().any(|c| *c == k));
+                sections.insert(name.clone(), own);
+            }
+        }
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat);
-        resolve(file, path, &base, Config::new(flat), overrides.to_vec())
+        let mut cfg = resolve(file, path, &base, Config::new(flat), overrides.to_vec(), sections)?;
+        cfg.text = text.to_string();
+        Ok(cfg)
     }
 
     /// Settings of `stream` (system defaults when the stream has no section).
@@ -393,6 +391,7 @@ fn resolve(
     base: &Path,
     flat: Config,
     overrides: Vec<String>,
+    mut sections: BTreeMap<String, toml::Table>,
 ) -> Result<JobConfig, ConfigError> {
     if !valid_name(&f.job.name) {
         return Err(invalid(
@@ -425,10 +424,8 @@ fn resolve(
         None => None,
         Some(s) => {
             let key = "metrics.snapshot-stream";
-            let (system, stream) = s
-                .split_once('.')
-                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-                .ok_or_else(|| invalid(path, key, format!("{s:?} is not system.stream")))?;
+            let stream: SystemStream = s.parse().map_err(|e| invalid(path, key, format!("{e}")))?;
+            let system = &*stream.system;
             if !f.systems.contains_key(system) {
                 return Err(invalid(path, key, format!("system {system:?} is not defined under [systems]")));
             }
@@ -436,10 +433,7 @@ fn resolve(
             if interval == 0 {
                 return Err(invalid(path, "metrics.snapshot-interval-ms", "must be positive"));
             }
-            Some(MetricsConfig {
-                snapshot_stream: SystemStream::new(system, stream),
-                snapshot_interval_ms: interval,
-            })
+            Some(MetricsConfig { snapshot_stream: stream, snapshot_interval_ms: interval })
         }
     };
     if f.task.class.is_empty() {
@@ -471,49 +465,12 @@ fn resolve(
                 "system names may only contain letters, digits, '.', '_' and '-'",
             ));
         }
-        let dir = match s.kind.as_str() {
-            "embedded-log" => Some(base.join(s.dir.clone().ok_or_else(|| {
-                invalid(path, format!("systems.{name}.dir"), "an embedded-log system needs a directory")
-            })?)),
-            _ => s.dir.as_ref().map(|d| base.join(d)),
-        };
-        let strings = |table: &BTreeMap<String, toml::Value>, what: &str| {
-            table
-                .iter()
-                .map(|(k, v)| match v {
-                    toml::Value::String(s) => Ok((k.clone(), s.clone())),
-                    toml::Value::Integer(i) => Ok((k.clone(), i.to_string())),
-                    toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
-                    toml::Value::Float(f) => Ok((k.clone(), f.to_string())),
-                    _ => Err(invalid(
-                        path,
-                        format!("systems.{name}.{what}.{k}"),
-                        "must be a string, number or boolean",
-                    )),
-                })
-                .collect::<Result<BTreeMap<_, _>, _>>()
-        };
-        if s.kind == "kafka" && s.bootstrap_servers.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(
-                path,
-                format!("systems.{name}.bootstrap-servers"),
-                "a kafka system needs its brokers, e.g. \"broker1:9092,broker2:9092\"",
-            ));
-        }
-        if s.replication_factor == Some(0) {
-            return Err(invalid(path, format!("systems.{name}.replication-factor"), "must be at least 1"));
-        }
         systems.insert(
             name.clone(),
             SystemConfig {
                 name: name.clone(),
                 kind: s.kind.clone(),
-                dir,
-                bootstrap_servers: s.bootstrap_servers.clone(),
-                replication_factor: s.replication_factor,
-                settings: strings(&s.settings, "settings")?,
-                consumer_settings: strings(&s.consumer_settings, "consumer-settings")?,
-                producer_settings: strings(&s.producer_settings, "producer-settings")?,
+                section: sections.remove(name).unwrap_or_default(),
             },
         );
         for (stream, st) in &s.streams {
@@ -531,16 +488,11 @@ fn resolve(
     let mut inputs = Vec::new();
     for (i, input) in f.task.inputs.iter().enumerate() {
         let key = format!("task.inputs[{i}]");
-        let (system, stream) = input
-            .split_once('.')
-            .ok_or_else(|| invalid(path, &key, format!("{input:?} is not \"system.stream\"")))?;
+        let ss: SystemStream = input.parse().map_err(|e| invalid(path, &key, format!("{e}")))?;
+        let system = &*ss.system;
         let Some(sys) = f.systems.get(system) else {
             return Err(invalid(path, &key, format!("system {system:?} is not defined under [systems]")));
         };
-        if stream.is_empty() {
-            return Err(invalid(path, &key, format!("{input:?} names no stream")));
-        }
-        let ss = SystemStream::new(system, stream);
         if inputs.contains(&ss) {
             return Err(invalid(path, &key, format!("{input:?} is listed twice")));
         }
@@ -578,9 +530,8 @@ fn resolve(
             None => None,
             Some(c) => {
                 let key = format!("stores.{name}.changelog");
-                let (system, stream) = c
-                    .split_once('.')
-                    .ok_or_else(|| invalid(path, &key, format!("{c:?} is not \"system.stream\"")))?;
+                let cl: SystemStream = c.parse().map_err(|e| invalid(path, &key, format!("{e}")))?;
+                let system = &*cl.system;
                 if !f.systems.contains_key(system) {
                     return Err(invalid(
                         path,
@@ -588,10 +539,6 @@ fn resolve(
                         format!("system {system:?} is not defined under [systems]"),
                     ));
                 }
-                if stream.is_empty() {
-                    return Err(invalid(path, &key, format!("{c:?} is not \"system.stream\"")));
-                }
-                let cl = SystemStream::new(system, stream);
                 // A changelog holds one store's entries; an input read back
                 // as a changelog, or a changelog read as input, corrupts both.
                 let shared =
@@ -655,6 +602,8 @@ fn resolve(
     }
     Ok(JobConfig {
         path: path.to_path_buf(),
+        text: String::new(),
+        base_dir: base.to_path_buf(),
         name: f.job.name,
         container_count: f.job.container_count,
         state_dir,
@@ -805,7 +754,8 @@ threshold = 3
         assert_eq!(c.name, "pass-through");
         assert_eq!(c.container_count, 2);
         assert_eq!(c.binary.as_deref(), Some(Path::new("/jobs/bin/job")));
-        assert_eq!(c.systems["log"].dir.as_deref(), Some(Path::new("/jobs/data/log")));
+        assert_eq!(c.systems["log"].kind, "embedded-log");
+        assert_eq!(c.systems["log"].section.get("dir").and_then(|d| d.as_str()), Some("data/log"));
         assert_eq!(c.inputs, vec![SystemStream::new("log", "in"), SystemStream::new("log", "side")]);
         let side = c.stream(&SystemStream::new("log", "side"));
         assert!(side.bootstrap);
@@ -892,8 +842,6 @@ threshold = 3
         assert!(e.contains("task.inputs[1]: system \"kafka\" is not defined"), "{e}");
         let e = parse(&GOOD.replace("\"json\"", "\"yaml\""), &[]).unwrap_err().to_string();
         assert!(e.contains("line 17") && e.contains("yaml"), "{e}");
-        let e = parse(&GOOD.replace("dir = \"data/log\"", ""), &[]).unwrap_err().to_string();
-        assert!(e.contains("systems.log.dir"), "{e}");
         let e =
             parse(&GOOD.replace("container-count = 2", "container-count = 0"), &[]).unwrap_err().to_string();
         assert!(e.contains("job.container-count: must be at least 1"), "{e}");
@@ -906,22 +854,7 @@ threshold = 3
         let e = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"metrics\"\n"), &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("metrics.snapshot-stream: \"metrics\" is not system.stream"), "{e}");
-        let e =
-            parse(&GOOD.replace("[systems.log]", "[systems.kafka]\ntype = \"kafka\"\n[systems.log]"), &[])
-                .unwrap_err()
-                .to_string();
-        assert!(e.contains("systems.kafka.bootstrap-servers: a kafka system needs its brokers"), "{e}");
-        let e = parse(
-            &GOOD.replace(
-                "[systems.log]",
-                "[systems.kafka]\ntype = \"kafka\"\nbootstrap-servers = \"b:9092\"\n[systems.kafka.settings]\nx = [1]\n[systems.log]",
-            ),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("systems.kafka.settings.x: must be a string, number or boolean"), "{e}");
+        assert!(e.contains("metrics.snapshot-stream: \"metrics\" is not \"system.stream\""), "{e}");
         let c = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"log.m\"\n"), &[]).unwrap();
         assert_eq!(c.metrics.unwrap().snapshot_interval_ms, 60_000);
     }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use samza_task_api::TaskRegistry;
 
 use crate::config::JobConfig;
+use crate::env;
 use crate::run_loop::{self, ContainerSpec};
 use crate::systems::SystemRegistry;
 
@@ -50,6 +51,14 @@ enum Command {
     },
     /// Run the job's coordinator on a cluster (started by the resource manager).
     Coordinator,
+    /// Check the job's configuration with this binary's system types and
+    /// tasks, and exit (samza-run does, before it starts anything).
+    Check {
+        #[arg(long = "config")]
+        config: PathBuf,
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
 }
 
 /// What a container tells its job's coordinator in every heartbeat.
@@ -73,15 +82,6 @@ pub struct Joined {
 /// that renew it (with the container's address and metrics); `None` elsewhere.
 pub type JoinCluster = fn(u32, ContainerEndpoint) -> anyhow::Result<Option<Joined>>;
 
-/// The environment variable that carries a container's generation: set by
-/// its launcher (the job coordinator on a cluster, `samza-run` on one
-/// machine), it grows with every start of the same job container.
-pub const GENERATION_ENV: &str = "SAMZA_GENERATION";
-
-/// The host a container or coordinator binds its HTTP server to (its node
-/// manager's host address; loopback when unset).
-pub const BIND_ENV: &str = "SAMZA_BIND";
-
 /// What a job binary does on a cluster (the cluster scheduler provides it;
 /// `samza::main` passes it in).
 #[derive(Clone, Copy)]
@@ -96,9 +96,9 @@ pub struct ClusterRoles {
 /// the job and container (and the task, in task code) in containers, the
 /// application in coordinators, the node in node managers.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMZA_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::env::var("SAMZA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if std::env::var(env::LOG_FORMAT).is_ok_and(|f| f == "json") {
         let _ = builder.json().with_current_span(false).try_init();
     } else {
         // Colours only on a terminal: container logs go to files.
@@ -106,17 +106,9 @@ pub fn init_tracing() {
     }
 }
 
-/// Parses the command line and runs the job binary in the role it names.
-pub fn main(tasks: TaskRegistry) -> ExitCode {
-    main_with_systems(tasks, SystemRegistry::default())
-}
-
-/// As [`main`], with user-defined system types.
-pub fn main_with_systems(tasks: TaskRegistry, systems: SystemRegistry) -> ExitCode {
-    main_with_roles(tasks, systems, None)
-}
-
-/// As [`main_with_systems`], with the coordinator role for clusters.
+/// Parses the command line and runs the job binary in the role it names,
+/// with the system types in `systems` (the facade, `samza::main`, adds
+/// the built-in ones) and, when given, the roles of a cluster.
 pub fn main_with_roles(
     tasks: TaskRegistry,
     systems: SystemRegistry,
@@ -138,6 +130,13 @@ pub fn main_with_roles(
             Some(roles) => (roles.coordinator)(systems),
             None => {
                 eprintln!("error: this job binary was built without the cluster coordinator");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check { config, overrides } => match check(&config, &overrides, &tasks, &systems) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -167,12 +166,26 @@ pub fn main_with_roles(
             // On a cluster, the exit code also goes to a file in the working
             // directory: a node manager that restarted meanwhile is not this
             // process's parent and reads it there.
-            if std::env::var_os("SAMZA_CONTAINER_ID").is_some() {
+            if env::on_cluster() {
                 let _ = std::fs::write("exit-code", code.to_string());
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// What `<job-binary> check` checks: the file, every system's section by
+/// its type's factory, and that the task class is registered.
+fn check(
+    config: &std::path::Path,
+    overrides: &[String],
+    tasks: &TaskRegistry,
+    systems: &SystemRegistry,
+) -> anyhow::Result<()> {
+    let cfg = JobConfig::load(config, overrides)?;
+    systems.resolve(&cfg)?;
+    run_loop::task_factory(&cfg, tasks)?;
+    Ok(())
 }
 
 fn run_container(
@@ -194,20 +207,21 @@ fn run_container(
     };
     // On a cluster, stores live under the node's own state directory, so host
     // affinity means "the same node".
-    if let Some(dir) = std::env::var_os("SAMZA_NODE_STATE_DIR") {
+    if let Some(dir) = std::env::var_os(env::NODE_STATE_DIR) {
         cfg.state_dir = PathBuf::from(dir);
     }
     if container_id >= cfg.container_count {
         anyhow::bail!("container id {container_id} is not below job.container-count {}", cfg.container_count);
     }
+    let systems = systems.resolve(&cfg)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
-    let status_path = std::env::var_os("SAMZA_STATUS_FILE").map(PathBuf::from);
+    let status_path = std::env::var_os(env::STATUS_FILE).map(PathBuf::from);
     // Every line this container logs names its job and container (and its
     // application on a cluster).
-    let app = std::env::var("SAMZA_APP_ID").unwrap_or_default();
+    let app = std::env::var(env::APP_ID).unwrap_or_default();
     let span = if app.is_empty() {
         tracing::info_span!("container", job = %cfg.name, container = container_id)
     } else {
@@ -219,7 +233,7 @@ fn run_container(
     let metrics = samza_task_api::MetricsRegistry::new();
     let cfg = Arc::new(cfg);
     let (queries_tx, queries) = std::sync::mpsc::channel();
-    let url = match std::env::var("SAMZA_TOKEN") {
+    let url = match std::env::var(env::TOKEN) {
         Ok(token) if !token.is_empty() => {
             let labels = vec![
                 ("job".to_string(), cfg.name.clone()),
@@ -227,7 +241,7 @@ fn run_container(
             ];
             let router = crate::http::metrics_routes(metrics.clone(), labels)
                 .merge(crate::http::store_routes(cfg.clone(), queries_tx));
-            let bind = std::env::var(BIND_ENV).unwrap_or_else(|_| "127.0.0.1".into());
+            let bind = std::env::var(env::BIND).unwrap_or_else(|_| "127.0.0.1".into());
             let url = crate::http::serve(&format!("{bind}:0"), &token, router, "container-http")
                 .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
             tracing::info!(%url, "serving metrics and store queries");
@@ -237,7 +251,7 @@ fn run_container(
     };
     if let (Some(path), Some(url)) = (&status_path, &url) {
         // Found by samza-run before the first status is written.
-        let _ = std::fs::write(path.with_extension("url"), url);
+        let _ = std::fs::write(crate::layout::url_file(path), url);
     }
     let joined = match join {
         Some(join) => join(container_id, ContainerEndpoint { url, metrics: metrics.clone() })?,
@@ -250,10 +264,10 @@ fn run_container(
     // The generation its launcher gave it makes this start the owner of the
     // container's tasks; without one (a container started by hand) nothing
     // is fenced.
-    let owner = match std::env::var(GENERATION_ENV) {
+    let owner = match std::env::var(env::GENERATION) {
         Ok(g) => Some(samza_task_api::ProducerOwner {
             id: format!("{}/container-{container_id}", cfg.name),
-            epoch: g.parse().map_err(|_| anyhow::anyhow!("{GENERATION_ENV}={g:?} is not a number"))?,
+            epoch: g.parse().map_err(|_| anyhow::anyhow!("{}={g:?} is not a number", env::GENERATION))?,
         }),
         Err(_) => None,
     };

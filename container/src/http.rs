@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use samza_task_api::MetricsRegistry;
 
 use crate::config::JobConfig;
-use crate::run_loop::StoreQuery;
+use crate::query::{QueryError, StoreQuery};
 
 /// Constant-time comparison of a presented token with the expected one.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -30,7 +30,30 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+    ApiError::new(status, message).into_response()
+}
+
+/// An error answer of any of the project's HTTP APIs (containers,
+/// coordinators, resource and node managers): a status and a message,
+/// rendered as `{"error": message}`, which `samza_scheduler::client` reads
+/// back into its `HttpError`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
 }
 
 /// Axum middleware: 401 unless the request carries the token.
@@ -134,7 +157,10 @@ pub fn store_routes(cfg: Arc<JobConfig>, queries: std::sync::mpsc::Sender<StoreQ
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("value of {key:?}: {e}")),
                 },
                 Ok(Ok(Ok(None))) => error(StatusCode::NOT_FOUND, format!("no key {key:?} in store {store}")),
-                Ok(Ok(Err(e))) => error(StatusCode::NOT_FOUND, e),
+                Ok(Ok(Err(e @ QueryError::NotHere(_)))) => error(StatusCode::NOT_FOUND, e.to_string()),
+                Ok(Ok(Err(e @ QueryError::Failed { .. }))) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                }
                 Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "the container's run loop has stopped"),
                 Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the run loop did not answer within 10 s"),
             }

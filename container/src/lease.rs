@@ -125,7 +125,7 @@ pub fn exit_not_owner(container: u32, why: &str) -> ! {
 /// from a host cut off the network they would arrive once it is back, after
 /// the successor's writes, as a stale checkpoint or output.)
 pub fn exit_abortively() -> ! {
-    if std::env::var_os("SAMZA_CONTAINER_ID").is_some() {
+    if crate::env::on_cluster() {
         let _ = std::fs::write("exit-code", EXIT_NOT_OWNER.to_string());
     }
     reset_sockets_on_close();

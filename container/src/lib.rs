@@ -5,12 +5,16 @@
 pub mod checkpoint;
 pub mod config;
 pub mod entry;
+pub mod env;
 pub mod http;
 pub mod job_model;
+pub mod layout;
 pub mod lease;
 pub mod local;
 pub mod memory;
+pub mod query;
 pub mod run_loop;
+pub mod status;
 pub mod systems;
 pub mod testing;
 pub mod tools;

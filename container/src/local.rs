@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::JobConfig;
+use crate::layout;
+use crate::status::ContainerStatus;
 
 struct Running {
     id: u32,
@@ -70,6 +72,26 @@ pub fn next_generation(path: &Path) -> anyhow::Result<u64> {
     Ok(g)
 }
 
+/// Has the job binary check the config with its own system types and tasks
+/// (`<binary> check`), so that a mistake fails once, here, before any
+/// container starts.
+fn check_with_binary(binary: &Path, job: &Path, overrides: &[String]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("check").arg("--config").arg(job);
+    for o in overrides {
+        cmd.arg("--override").arg(o);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("{}", err.trim_end());
+    }
+    Ok(())
+}
+
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let binary = binary.or_else(|| cfg.binary.clone()).ok_or_else(|| {
@@ -82,7 +104,8 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
             binary.display()
         );
     }
-    let job_dir = cfg.state_dir.join(&cfg.name);
+    check_with_binary(&binary, job, overrides)?;
+    let job_dir = layout::job_dir(&cfg.state_dir, &cfg.name);
     std::fs::create_dir_all(&job_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -90,14 +113,14 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
     }
 
     // The containers serve their metrics on loopback behind this run's token.
-    let token = local_token(&job_dir.join("token"))?;
+    let token = local_token(&layout::token_file(&cfg.state_dir, &cfg.name))?;
     // This run's containers own their tasks from now on: a generation above
     // every earlier one fences containers of an earlier run still alive.
-    let generation = next_generation(&job_dir.join("generation"))?;
+    let generation = next_generation(&layout::generation_file(&cfg.state_dir, &cfg.name))?;
     let mut running = Vec::new();
     for id in 0..cfg.container_count {
-        let log = job_dir.join(format!("container-{id}.log"));
-        let status = job_dir.join(format!("container-{id}.status.json"));
+        let log = layout::log_file(&cfg.state_dir, &cfg.name, id);
+        let status = layout::status_file(&cfg.state_dir, &cfg.name, id);
         let _ = std::fs::remove_file(&status);
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = Command::new(&binary);
@@ -105,9 +128,9 @@ fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Res
         for o in overrides {
             cmd.arg("--override").arg(o);
         }
-        cmd.env("SAMZA_STATUS_FILE", &status)
-            .env("SAMZA_TOKEN", &token)
-            .env(crate::entry::GENERATION_ENV, generation.to_string())
+        cmd.env(crate::env::STATUS_FILE, &status)
+            .env(crate::env::TOKEN, &token)
+            .env(crate::env::GENERATION, generation.to_string())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -231,24 +254,12 @@ impl Progress {
         let mut processed = 0i64;
         let mut lag: BTreeMap<String, u64> = BTreeMap::new();
         for r in running {
-            let Ok(f) = File::open(&r.status) else {
+            let Some(status) = ContainerStatus::read(&r.status) else {
                 continue;
             };
-            let Ok(v) = serde_json::from_reader::<_, serde_json::Value>(f) else {
-                continue;
-            };
-            processed += v["processed"].as_i64().unwrap_or(0);
-            for p in v["partitions"].as_array().into_iter().flatten() {
-                let name = format!(
-                    "{}.{}",
-                    p["system"].as_str().unwrap_or("?"),
-                    p["stream"].as_str().unwrap_or("?")
-                );
-                let l = p["upcoming"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(p["next_offset"].as_u64().unwrap_or(0));
-                *lag.entry(name).or_default() += l;
+            processed += status.processed as i64;
+            for p in &status.partitions {
+                *lag.entry(format!("{}.{}", p.system, p.stream)).or_default() += p.lag();
             }
         }
         let now = Instant::now();

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use samza_task_api::{
     partition_for_key, IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata,
-    StreamSpec, SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer,
+    StreamSpec, SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemFactory, SystemProducer,
     SystemStreamPartition,
 };
 
-use crate::config::SystemConfig;
-use crate::systems::SystemFactory;
+/// The in-memory system has no keys of its own.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InMemoryConfig {}
 
 /// One stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,15 +92,17 @@ impl InMemoryStreams {
 }
 
 impl SystemFactory for InMemoryStreams {
-    fn admin(&self, _: &SystemConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+    type Config = InMemoryConfig;
+
+    fn admin(&self, _: &str, _: &InMemoryConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
         Ok(Arc::new(self.clone()))
     }
 
-    fn consumer(&self, _: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+    fn consumer(&self, _: &str, _: &InMemoryConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
         Ok(Box::new(InMemoryConsumer { streams: self.clone(), registered: Vec::new(), rotate: 0 }))
     }
 
-    fn producer(&self, _: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+    fn producer(&self, _: &str, _: &InMemoryConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
         Ok(Box::new(self.clone()))
     }
 }

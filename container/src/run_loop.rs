@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use samza_task_api::{
     IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, ProducerOwner,
     RequestScope, SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError,
-    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName, TaskRegistry,
+    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskError, TaskFactory, TaskName,
+    TaskRegistry,
 };
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
 use crate::config::{DefaultOffset, JobConfig, StoreConfig};
 use crate::job_model;
-use crate::systems::SystemRegistry;
+use crate::status::{ContainerStatus, PartitionStatus, StoreStatus};
+use crate::systems::Systems;
 use crate::tools::store_dir;
 use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
 use samza_task_api::SharedStore;
@@ -38,12 +40,28 @@ pub enum ContainerError {
         #[source]
         source: SystemError,
     },
-    #[error("task {task} failed processing {ssp} offset {offset}: {message}")]
-    Process { task: TaskName, ssp: SystemStreamPartition, offset: u64, message: String },
-    #[error("task {task} failed in {phase}: {message}")]
-    Task { task: TaskName, phase: &'static str, message: String },
-    #[error("store {store} of task {task}: {message}")]
-    Store { task: TaskName, store: String, message: String },
+    #[error("task {task} failed processing {ssp} offset {offset}: {source}")]
+    Process {
+        task: TaskName,
+        ssp: SystemStreamPartition,
+        offset: u64,
+        #[source]
+        source: TaskError,
+    },
+    #[error("task {task} failed in {phase}: {source}")]
+    Task {
+        task: TaskName,
+        phase: &'static str,
+        #[source]
+        source: TaskError,
+    },
+    #[error("store {store} of task {task}: {source}")]
+    Store {
+        task: TaskName,
+        store: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{0}")]
     Setup(String),
     /// The container no longer owns its tasks (lease expired or revoked);
@@ -84,7 +102,8 @@ pub struct ContainerSpec {
     pub config: Arc<JobConfig>,
     pub container_id: u32,
     pub tasks: TaskRegistry,
-    pub systems: SystemRegistry,
+    /// The job's systems, resolved by the job binary's registry.
+    pub systems: Systems,
     /// Set by a signal handler (or a test) to stop after the current message.
     pub shutdown: Arc<AtomicBool>,
     /// Where to write the container's progress once a second, for `samza-run`.
@@ -106,18 +125,7 @@ pub struct ContainerSpec {
     pub lease: Option<Arc<crate::lease::Lease>>,
 }
 
-/// A read of one key from a running task's store.
-pub struct StoreQuery {
-    pub store: String,
-    pub key: Vec<u8>,
-    /// The task whose store to read; `None`: the first of the container's
-    /// tasks that has the key.
-    pub task: Option<String>,
-    pub reply: tokio::sync::oneshot::Sender<QueryAnswer>,
-}
-
-/// The task that has the key and its value, none, or why it cannot be read.
-pub type QueryAnswer = Result<Option<(String, Vec<u8>)>, String>;
+pub use crate::query::{QueryAnswer, QueryError, StoreQuery};
 
 struct SspState {
     ssp: Arc<SystemStreamPartition>,
@@ -181,13 +189,23 @@ fn with_store<T>(shared: &SharedStore, f: impl FnOnce(&mut TaskStore) -> T) -> T
 /// Messages processed per choice of partition before choosing again.
 const RUN: usize = 256;
 
+/// The factory of the job's `task.class` in this binary.
+pub fn task_factory(cfg: &JobConfig, tasks: &TaskRegistry) -> Result<TaskFactory, ContainerError> {
+    tasks.get(&cfg.task_class).cloned().ok_or_else(|| {
+        ContainerError::Setup(format!(
+            "task.class {:?} is not registered in this job binary (registered: {})",
+            cfg.task_class,
+            tasks.names().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
 /// Runs one container of the job until its inputs end, it is told to stop, or it fails.
 pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let cfg = spec.config.clone();
     let mut admins: BTreeMap<String, Arc<dyn SystemAdmin>> = BTreeMap::new();
-    for (name, sc) in &cfg.systems {
-        let factory = sys(spec.systems.get(sc).cloned(), || "cannot set up systems".into())?;
-        admins.insert(name.clone(), sys(factory.admin(sc), || format!("cannot open system {name}"))?);
+    for name in cfg.systems.keys() {
+        admins.insert(name.clone(), sys(spec.systems.admin(name), || format!("cannot open system {name}"))?);
     }
 
     // Streams declared with a partition count are created when missing.
@@ -250,8 +268,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
 
     // Checkpoints.
     let cp_stream = cfg.checkpoint_stream();
-    let cp_sys = &cfg.systems[&cfg.checkpoint_system];
-    let cp_factory = sys(spec.systems.get(cp_sys).cloned(), || "cannot set up checkpoints".into())?;
+    let cp_sys = &cfg.checkpoint_system;
     let cp_admin = &admins[&cfg.checkpoint_system];
     sys(checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream), || {
         format!("cannot create checkpoint stream {cp_stream}")
@@ -260,7 +277,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     // and changelog partitions before it reads them, so an older generation
     // still running (paused, cut off) can write none of them from now on.
     let mut cp_producer =
-        sys(cp_factory.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
+        sys(spec.systems.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
     let mut producers = Producers { owner: spec.owner.clone(), ..Producers::default() };
     if let Some(owner) = &spec.owner {
         sys(cp_producer.fence(owner, &[cp_stream.partition(0)]), || {
@@ -278,18 +295,12 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         tracing::info!(owner = %owner.id, generation = owner.epoch, "took over the container's tasks");
     }
     let checkpoints = sys(
-        cp_factory.consumer(cp_sys).and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
+        spec.systems.consumer(cp_sys).and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
         || format!("cannot read checkpoints from {cp_stream}"),
     )?;
 
     // Task instances and their partitions.
-    let factory = spec.tasks.get(&cfg.task_class).cloned().ok_or_else(|| {
-        ContainerError::Setup(format!(
-            "task.class {:?} is not registered in this job binary (registered: {})",
-            cfg.task_class,
-            spec.tasks.names().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let factory = task_factory(&cfg, &spec.tasks)?;
     let flat = Arc::new(cfg.flat.clone());
     let metrics = spec.metrics.clone();
     let mut tasks: Vec<TaskInstance> = Vec::new();
@@ -321,9 +332,8 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
             let consumer = match consumers.entry(ss.system.to_string()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let sc = &cfg.systems[&*ss.system];
-                    let f = sys(spec.systems.get(sc).cloned(), || "cannot set up systems".into())?;
-                    v.insert(sys(f.consumer(sc), || format!("cannot open consumer of system {}", ss.system))?)
+                    let consumer = spec.systems.consumer(&ss.system);
+                    v.insert(sys(consumer, || format!("cannot open consumer of system {}", ss.system))?)
                 }
             };
             sys(consumer.register(ssp, start), || format!("cannot read {ssp} from offset {start}"))?;
@@ -349,7 +359,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         let mut task = factory(&flat).map_err(|e| ContainerError::Task {
             task: name.clone(),
             phase: "construction",
-            message: e.to_string(),
+            source: e,
         })?;
         let mut ctx = TaskContext::new(
             name.clone(),
@@ -376,7 +386,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
         task.init(&mut ctx).map_err(|e| ContainerError::Task {
             task: name.clone(),
             phase: "init",
-            message: e.to_string(),
+            source: e,
         })?;
         tracing::info!(partitions = %tm.ssps.iter().map(ToString::to_string).collect::<Vec<_>>().join(","), "task initialised");
         drop(entered);
@@ -457,7 +467,7 @@ enum WriteBack {
 struct Loop {
     cfg: Arc<JobConfig>,
     container_id: u32,
-    systems: SystemRegistry,
+    systems: Systems,
     admins: BTreeMap<String, Arc<dyn SystemAdmin>>,
     tasks: Vec<TaskInstance>,
     ssps: Vec<SspState>,
@@ -562,20 +572,14 @@ struct Producers {
 
 impl Producers {
     /// The producer of `system`, opened (and fenced) when missing.
-    fn open(
-        &mut self,
-        cfg: &JobConfig,
-        systems: &SystemRegistry,
-        system: &str,
-    ) -> Result<usize, ContainerError> {
+    fn open(&mut self, cfg: &JobConfig, systems: &Systems, system: &str) -> Result<usize, ContainerError> {
         if let Some(i) = self.open.iter().position(|(n, _)| &**n == system) {
             return Ok(i);
         }
-        let sc = cfg.systems.get(system).ok_or_else(|| {
-            ContainerError::Setup(format!("system {system:?} is not defined under [systems]"))
-        })?;
-        let f = sys(systems.get(sc).cloned(), || "cannot set up systems".into())?;
-        let mut p = sys(f.producer(sc), || format!("cannot open producer of system {system}"))?;
+        if !cfg.systems.contains_key(system) {
+            return Err(ContainerError::Setup(format!("system {system:?} is not defined under [systems]")));
+        }
+        let mut p = sys(systems.producer(system), || format!("cannot open producer of system {system}"))?;
         if let Some(owner) = &self.owner {
             sys(p.fence(owner, &[]), || {
                 format!("cannot fence the producer of system {system} as {}", owner.id)
@@ -589,7 +593,7 @@ impl Producers {
     fn fence(
         &mut self,
         cfg: &JobConfig,
-        systems: &SystemRegistry,
+        systems: &Systems,
         system: &str,
         ssps: &[SystemStreamPartition],
     ) -> Result<(), ContainerError> {
@@ -604,7 +608,7 @@ impl Producers {
     fn send(
         &mut self,
         cfg: &JobConfig,
-        systems: &SystemRegistry,
+        systems: &Systems,
         out: OutgoingMessageEnvelope,
     ) -> Result<(), ContainerError> {
         let system = &out.stream.system;
@@ -770,7 +774,13 @@ impl Loop {
                     match with_store(&slot.shared, |st| samza_task_api::RawStore::get(st, &q.key)) {
                         Ok(Some(v)) => found = Ok(Some((task.name.as_str().to_string(), v))),
                         Ok(None) => {}
-                        Err(e) => found = Err(format!("task {}: store {}: {e}", task.name, q.store)),
+                        Err(source) => {
+                            found = Err(QueryError::Failed {
+                                task: task.name.clone(),
+                                store: q.store.clone(),
+                                source,
+                            })
+                        }
                     }
                 }
                 if !matches!(found, Ok(None)) {
@@ -778,10 +788,10 @@ impl Loop {
                 }
             }
             if !has_store {
-                found = Err(match &q.task {
+                found = Err(QueryError::NotHere(match &q.task {
                     Some(t) => format!("this container has no task {t:?} with a store {:?}", q.store),
                     None => format!("this container's tasks have no store {:?}", q.store),
-                });
+                }));
             }
             let _ = q.reply.send(found);
         }
@@ -854,21 +864,23 @@ impl Loop {
         let s = &self.ssps[g];
         let t = s.task;
         let task = &mut self.tasks[t];
-        let fail = |message: String| ContainerError::Process {
+        let fail = |source: TaskError| ContainerError::Process {
             task: task.name.clone(),
             ssp: (*env.ssp).clone(),
             offset: env.offset,
-            message,
+            source,
         };
         if let (Some(serde), Some(k)) = (s.key_serde, env.key.as_deref()) {
-            serde.check(k).map_err(|e| fail(format!("key does not decode as {serde:?}: {e}")))?;
+            serde
+                .check(k)
+                .map_err(|e| fail(TaskError::serde(format!("key does not decode as {serde:?}: {e}"))))?;
         }
         if let (Some(serde), Some(m)) = (s.msg_serde, env.message.as_deref()) {
-            serde.check(m).map_err(|e| fail(format!("message does not decode as {serde:?}: {e}")))?;
+            serde
+                .check(m)
+                .map_err(|e| fail(TaskError::serde(format!("message does not decode as {serde:?}: {e}"))))?;
         }
-        task.task
-            .process(&env, &mut task.collector, &mut task.coordinator)
-            .map_err(|e| fail(e.to_string()))?;
+        task.task.process(&env, &mut task.collector, &mut task.coordinator).map_err(fail)?;
         task.dirty = true;
         let s = &mut self.ssps[g];
         s.next_offset = env.offset + 1;
@@ -906,9 +918,9 @@ impl Loop {
         for t in 0..self.tasks.len() {
             let task = &mut self.tasks[t];
             let _in_task = task.span.clone().entered();
-            task.task.window(&mut task.collector, &mut task.coordinator).map_err(|e| {
-                ContainerError::Task { task: task.name.clone(), phase: "window", message: e.to_string() }
-            })?;
+            task.task
+                .window(&mut task.collector, &mut task.coordinator)
+                .map_err(|e| ContainerError::Task { task: task.name.clone(), phase: "window", source: e })?;
             task.dirty = true;
             match (self.after_call(t)?, stop) {
                 (Some(Stop::Shutdown), _) => stop = Some(Stop::Shutdown),
@@ -959,16 +971,16 @@ impl Loop {
                 if !due {
                     continue;
                 }
-                let err = |e: String| ContainerError::Store {
+                let err = |e: samza_state::StateError| ContainerError::Store {
                     task: task.name.clone(),
                     store: slot.name.clone(),
-                    message: e,
+                    source: e.into(),
                 };
-                with_store(&slot.shared, TaskStore::write_back).map_err(|e| err(e.to_string()))?;
+                with_store(&slot.shared, TaskStore::write_back).map_err(err)?;
                 if let Some((dir, marker)) = &mut slot.persistent {
                     if marker.offset != slot.changelog_next {
                         marker.offset = slot.changelog_next;
-                        samza_state::restore::write_marker(dir, marker).map_err(|e| err(e.to_string()))?;
+                        samza_state::restore::write_marker(dir, marker).map_err(err)?;
                     }
                 }
             }
@@ -1015,7 +1027,7 @@ impl Loop {
             task.task.close(&mut task.collector).map_err(|e| ContainerError::Task {
                 task: task.name.clone(),
                 phase: "close",
-                message: e.to_string(),
+                source: e,
             })?;
             task.dirty = true;
             for out in task.collector.drain() {
@@ -1050,36 +1062,38 @@ impl Loop {
         let Some(path) = &self.status_path else {
             return;
         };
-        let partitions: Vec<_> = self
+        let partitions = self
             .ssps
             .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "system": s.ssp.system(), "stream": s.ssp.stream(), "partition": s.ssp.partition,
-                    "next_offset": s.next_offset, "upcoming": up(s),
-                })
+            .map(|s| PartitionStatus {
+                system: s.ssp.system().to_string(),
+                stream: s.ssp.stream().to_string(),
+                partition: s.ssp.partition,
+                next_offset: s.next_offset,
+                upcoming: up(s),
             })
             .collect();
-        let stores: Vec<_> = self
+        let stores = self
             .tasks
             .iter()
             .flat_map(|t| {
-                t.stores.iter().map(move |s| {
-                    serde_json::json!({ "task": t.name.as_str(), "store": s.name, "restore": s.report })
+                t.stores.iter().map(move |s| StoreStatus {
+                    task: t.name.as_str().to_string(),
+                    store: s.name.clone(),
+                    restore: s.report.clone(),
                 })
             })
             .collect();
-        let status = serde_json::json!({
-            "stores": stores,
-            "container": self.container_id,
-            "pid": std::process::id(),
-            "processed": self.processed(),
-            "finished": finished,
-            "partitions": partitions,
-        });
-        let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, status.to_string()).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
-            tracing::debug!(path = %path.display(), "cannot write status");
+        let status = ContainerStatus {
+            container: self.container_id,
+            pid: std::process::id(),
+            processed: self.processed(),
+            finished,
+            partitions,
+            stores,
+        };
+        if let Err(e) = status.write(path) {
+            tracing::debug!(path = %path.display(), "cannot write status: {e}");
         }
     }
 }
@@ -1094,7 +1108,7 @@ enum Stop {
 #[allow(clippy::too_many_arguments)]
 fn open_store(
     cfg: &JobConfig,
-    systems: &SystemRegistry,
+    systems: &Systems,
     admins: &BTreeMap<String, Arc<dyn SystemAdmin>>,
     task: &TaskName,
     index: u32,
@@ -1103,8 +1117,11 @@ fn open_store(
     metrics: &MetricsRegistry,
     commit_requested: &Arc<AtomicBool>,
 ) -> Result<StoreSlot, ContainerError> {
-    let fail =
-        |message: String| ContainerError::Store { task: task.clone(), store: name.to_string(), message };
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| ContainerError::Store {
+        task: task.clone(),
+        store: name.to_string(),
+        source,
+    };
     let dir = store_dir(cfg, name, task);
     let changelog = sc.changelog.as_ref().map(|cl| cl.partition(index));
     let source = match &changelog {
@@ -1115,16 +1132,17 @@ fn open_store(
                 format!("cannot read changelog {ssp}")
             })?;
             let m = meta.get(ssp.partition as usize).copied().ok_or_else(|| {
-                fail(format!(
-                    "changelog {} has {} partitions; this task needs partition {}",
-                    ssp.system_stream,
-                    meta.len(),
-                    ssp.partition
-                ))
+                fail(
+                    format!(
+                        "changelog {} has {} partitions; this task needs partition {}",
+                        ssp.system_stream,
+                        meta.len(),
+                        ssp.partition
+                    )
+                    .into(),
+                )
             })?;
-            let scfg = &cfg.systems[system];
-            let f = sys(systems.get(scfg).cloned(), || "cannot set up systems".into())?;
-            let consumer = sys(f.consumer(scfg), || format!("cannot read changelog {ssp}"))?;
+            let consumer = sys(systems.consumer(system), || format!("cannot read changelog {ssp}"))?;
             let timeout = Duration::from_millis(sc.restore_timeout_ms);
             Some(ChangelogSource { ssp: ssp.clone(), meta: m, consumer, timeout })
         }
@@ -1136,8 +1154,7 @@ fn open_store(
         changelog: changelog.clone(),
         offset: 0,
     };
-    let opened =
-        samza_state::restore::open(sc.engine, &dir, &want, source).map_err(|e| fail(e.to_string()))?;
+    let opened = samza_state::restore::open(sc.engine, &dir, &want, source).map_err(|e| fail(e.into()))?;
     let r = &opened.report;
     tracing::info!(%task, store = name, mode = %r.mode, records = r.records, bytes = r.bytes, millis = r.millis, "store ready");
     let labels = [("store", name), ("task", task.as_str())];

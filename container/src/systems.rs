@@ -1,64 +1,239 @@
-//! Systems by type: how the runtime gets an admin, consumer and producer for
-//! each `[systems.<name>]` of a job. `embedded-log` is built in; a job binary
-//! (or the test runner) can register more types.
+//! Systems by type: the factories a job binary registered
+//! ([`SystemRegistry`]), and the job's systems bound to their checked configs
+//! ([`Systems`]), from which the runtime gets admins, consumers and producers.
+//!
+//! The runtime knows no system type by name. Each `[systems.<name>]` section
+//! names its `type`; the factory registered for that type deserializes the
+//! section's own keys into its config type, first from the file as written
+//! (so errors carry the line), then again after `--config` overrides, and
+//! checks it. The built-in types (`embedded-log`, `kafka`) are registered by
+//! the facade crate, `samza`, like any other.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use samza_log::system::{LogSystemAdmin, LogSystemConsumer, LogSystemProducer};
-use samza_log::Log;
-use samza_task_api::{SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer};
+use samza_task_api::{
+    SystemAdmin, SystemConsumer, SystemContext, SystemError, SystemErrorKind, SystemFactory, SystemProducer,
+    COMMON_SYSTEM_KEYS,
+};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
-use crate::config::SystemConfig;
+use crate::config::{ConfigError, JobConfig, SystemConfig};
 
-/// Makes the three roles of one system type.
-pub trait SystemFactory: Send + Sync {
-    fn admin(&self, config: &SystemConfig) -> Result<Arc<dyn SystemAdmin>, SystemError>;
-    fn consumer(&self, config: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError>;
-    fn producer(&self, config: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError>;
+/// A factory with its config type erased, so factories of different types
+/// share one map.
+trait ErasedFactory: Send + Sync {
+    fn parse(
+        &self,
+        job: &JobConfig,
+        system: &SystemConfig,
+    ) -> Result<Arc<dyn Any + Send + Sync>, ConfigError>;
+    fn admin(&self, system: &str, config: &dyn Any) -> Result<Arc<dyn SystemAdmin>, SystemError>;
+    fn consumer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemConsumer>, SystemError>;
+    fn producer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemProducer>, SystemError>;
 }
 
-/// The embedded log (`type = "embedded-log"`, `dir = ...`).
-pub struct EmbeddedLogFactory;
+struct Typed<F>(F);
 
-fn open_log(config: &SystemConfig) -> Result<Log, SystemError> {
-    let dir = config.dir.as_ref().ok_or_else(|| {
-        SystemError::new(SystemErrorKind::InvalidInput, format!("systems.{}.dir is not set", config.name))
-    })?;
-    Ok(Log::open(dir)?)
+impl<F: SystemFactory> Typed<F> {
+    fn config(config: &dyn Any) -> &F::Config {
+        // `Systems` pairs each config with the factory that parsed it.
+        config.downcast_ref().expect("a system's config is of its factory's type")
+    }
 }
 
-impl SystemFactory for EmbeddedLogFactory {
-    fn admin(&self, config: &SystemConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
-        Ok(Arc::new(LogSystemAdmin::new(open_log(config)?)))
+impl<F: SystemFactory> ErasedFactory for Typed<F> {
+    fn parse(
+        &self,
+        job: &JobConfig,
+        system: &SystemConfig,
+    ) -> Result<Arc<dyn Any + Send + Sync>, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: job.path.clone(), message };
+        // As written first, so that errors name the line ...
+        let mut config: F::Config = toml::Deserializer::new(&job.text)
+            .deserialize_map(FileVisitor { system: &system.name, _config: PhantomData::<F::Config> })
+            .map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        // ... then with the overrides applied, which is what runs.
+        if !job.overrides.is_empty() {
+            config = F::Config::deserialize(toml::Value::Table(system.section.clone()))
+                .map_err(|e| parse_err(format!("after --config overrides: {}", e.to_string().trim_end())))?;
+        }
+        let context = SystemContext { name: &system.name, base_dir: &job.base_dir };
+        self.0.check(&context, &mut config).map_err(|issue| ConfigError::Invalid {
+            path: job.path.clone(),
+            key: format!("systems.{}.{}", system.name, issue.key),
+            message: issue.message,
+        })?;
+        Ok(Arc::new(config))
     }
 
-    fn consumer(&self, config: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        Ok(Box::new(LogSystemConsumer::new(open_log(config)?)?))
+    fn admin(&self, system: &str, config: &dyn Any) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        self.0.admin(system, Self::config(config))
     }
 
-    fn producer(&self, config: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(LogSystemProducer::new(open_log(config)?)))
+    fn consumer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        self.0.consumer(system, Self::config(config))
+    }
+
+    fn producer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemProducer>, SystemError> {
+        self.0.producer(system, Self::config(config))
+    }
+}
+
+/// Walks the job file to `[systems.<system>]` and deserializes its own keys
+/// there, so the deserializer's errors carry the position in the file.
+struct FileVisitor<'a, C> {
+    system: &'a str,
+    _config: PhantomData<C>,
+}
+
+impl<'de, C: DeserializeOwned> Visitor<'de> for FileVisitor<'_, C> {
+    type Value = C;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a job file")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<C, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "systems" && found.is_none() {
+                found = Some(map.next_value_seed(SystemsSeed { system: self.system, _config: PhantomData })?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        found.flatten().ok_or_else(|| de::Error::custom(format!("no section [systems.{}]", self.system)))
+    }
+}
+
+/// `[systems]`: finds the one system's section.
+struct SystemsSeed<'a, C> {
+    system: &'a str,
+    _config: PhantomData<C>,
+}
+
+impl<'de, C: DeserializeOwned> DeserializeSeed<'de> for SystemsSeed<'_, C> {
+    type Value = Option<C>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<C>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, C: DeserializeOwned> Visitor<'de> for SystemsSeed<'_, C> {
+    type Value = Option<C>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a table of systems")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<C>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.system && found.is_none() {
+                found = Some(map.next_value_seed(OwnKeysSeed(PhantomData))?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// One system's section, minus the keys the runtime owns.
+struct OwnKeysSeed<C>(PhantomData<C>);
+
+impl<'de, C: DeserializeOwned> DeserializeSeed<'de> for OwnKeysSeed<C> {
+    type Value = C;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<C, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, C: DeserializeOwned> Visitor<'de> for OwnKeysSeed<C> {
+    type Value = C;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a system's table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<C, A::Error> {
+        C::deserialize(de::value::MapAccessDeserializer::new(OwnKeys(map)))
+    }
+}
+
+/// A map that skips the runtime's keys of a system section.
+struct OwnKeys<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for OwnKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, mut seed: K) -> Result<Option<K::Value>, A::Error> {
+        // The config's key seed runs inside the deserializer's own key
+        // deserialization, so an unknown key is reported at its line.
+        loop {
+            match self.0.next_key_seed(OwnKey(seed))? {
+                None => return Ok(None),
+                Some(Ok(key)) => return Ok(Some(key)),
+                Some(Err(unused)) => {
+                    self.0.next_value::<IgnoredAny>()?;
+                    seed = unused;
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
+}
+
+/// A key of a system section: handed to the config's seed, or (for a key
+/// the runtime owns) the seed is handed back unused.
+struct OwnKey<K>(K);
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for OwnKey<K> {
+    type Value = Result<K::Value, K>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let key = String::deserialize(d)?;
+        if COMMON_SYSTEM_KEYS.contains(&key.as_str()) {
+            return Ok(Err(self.0));
+        }
+        let key: de::value::StringDeserializer<de::value::Error> =
+            de::IntoDeserializer::into_deserializer(key);
+        self.0.deserialize(key).map(Ok).map_err(de::Error::custom)
     }
 }
 
 /// System factories by type name.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SystemRegistry {
-    factories: BTreeMap<String, Arc<dyn SystemFactory>>,
-}
-
-impl Default for SystemRegistry {
-    fn default() -> Self {
-        let mut r = SystemRegistry { factories: BTreeMap::new() };
-        r.register("embedded-log", EmbeddedLogFactory);
-        r
-    }
+    factories: BTreeMap<String, Arc<dyn ErasedFactory>>,
 }
 
 impl SystemRegistry {
-    pub fn register(&mut self, kind: &str, factory: impl SystemFactory + 'static) {
-        self.factories.insert(kind.to_string(), Arc::new(factory));
+    /// No system types; the facade's `samza::systems()` has the built-in ones.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `factory` for `type = "<kind>"` (replacing one of the same type).
+    pub fn register<F: SystemFactory>(&mut self, kind: &str, factory: F) -> &mut Self {
+        self.factories.insert(kind.to_string(), Arc::new(Typed(factory)));
+        self
+    }
+
+    /// Adds `other`'s factories, replacing those of the same types.
+    pub fn extend(&mut self, other: SystemRegistry) -> &mut Self {
+        self.factories.extend(other.factories);
+        self
     }
 
     /// Whether a factory is registered for `kind`.
@@ -66,17 +241,179 @@ impl SystemRegistry {
         self.factories.contains_key(kind)
     }
 
-    pub fn get(&self, config: &SystemConfig) -> Result<&Arc<dyn SystemFactory>, SystemError> {
-        self.factories.get(&config.kind).ok_or_else(|| {
-            SystemError::new(
-                SystemErrorKind::InvalidInput,
-                format!(
-                    "systems.{}.type: unknown system type {:?} (known: {})",
-                    config.name,
-                    config.kind,
+    /// The job's systems, each section parsed and checked by its type's factory.
+    pub fn resolve(&self, job: &JobConfig) -> Result<Systems, ConfigError> {
+        let mut bound = BTreeMap::new();
+        for system in job.systems.values() {
+            let factory = self.factories.get(&system.kind).ok_or_else(|| ConfigError::Invalid {
+                path: job.path.clone(),
+                key: format!("systems.{}.type", system.name),
+                message: format!(
+                    "unknown system type {:?} (known: {})",
+                    system.kind,
                     self.factories.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
+            })?;
+            let config = factory.parse(job, system)?;
+            bound.insert(system.name.clone(), Bound { factory: factory.clone(), config });
+        }
+        Ok(Systems { bound })
+    }
+
+    /// As [`resolve`](Self::resolve), for the systems whose type is
+    /// registered here; the others are left to a binary that knows them.
+    pub fn resolve_known(&self, job: &JobConfig) -> Result<Systems, ConfigError> {
+        let mut known = job.clone();
+        known.systems.retain(|_, s| self.contains(&s.kind));
+        self.resolve(&known)
+    }
+}
+
+#[derive(Clone)]
+struct Bound {
+    factory: Arc<dyn ErasedFactory>,
+    config: Arc<dyn Any + Send + Sync>,
+}
+
+/// A job's systems, by name, bound to their checked configs.
+#[derive(Clone, Default)]
+pub struct Systems {
+    bound: BTreeMap<String, Bound>,
+}
+
+impl fmt::Debug for Systems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.bound.keys()).finish()
+    }
+}
+
+impl Systems {
+    fn get(&self, system: &str) -> Result<&Bound, SystemError> {
+        self.bound.get(system).ok_or_else(|| {
+            SystemError::new(
+                SystemErrorKind::InvalidInput,
+                format!("system {system:?} is not defined under [systems] (or its type is unknown here)"),
             )
         })
+    }
+
+    /// Whether `system` is one of the job's systems of a type known here.
+    pub fn contains(&self, system: &str) -> bool {
+        self.bound.contains_key(system)
+    }
+
+    pub fn admin(&self, system: &str) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        let b = self.get(system)?;
+        b.factory.admin(system, b.config.as_ref())
+    }
+
+    pub fn consumer(&self, system: &str) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        let b = self.get(system)?;
+        b.factory.consumer(system, b.config.as_ref())
+    }
+
+    pub fn producer(&self, system: &str) -> Result<Box<dyn SystemProducer>, SystemError> {
+        let b = self.get(system)?;
+        b.factory.producer(system, b.config.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use samza_task_api::ConfigIssue;
+
+    use super::*;
+
+    /// A system type as a job author would write one: its own keys, checked.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct GenConfig {
+        count: u64,
+        #[serde(default)]
+        dir: Option<PathBuf>,
+    }
+
+    struct Gen;
+
+    impl SystemFactory for Gen {
+        type Config = GenConfig;
+
+        fn check(&self, system: &SystemContext<'_>, c: &mut GenConfig) -> Result<(), ConfigIssue> {
+            if c.count == 0 {
+                return Err(ConfigIssue::new("count", "must be positive"));
+            }
+            c.dir = c.dir.as_deref().map(|d| system.resolve(d));
+            Ok(())
+        }
+
+        // The admin shows the config it was given, for the tests to read.
+        fn admin(&self, system: &str, c: &GenConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+            Err(SystemError::new(
+                SystemErrorKind::Other,
+                format!("{system}: count {} dir {:?}", c.count, c.dir),
+            ))
+        }
+
+        fn consumer(&self, _: &str, _: &GenConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+            unimplemented!("not used by these tests")
+        }
+
+        fn producer(&self, _: &str, _: &GenConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+            unimplemented!("not used by these tests")
+        }
+    }
+
+    const JOB: &str = r#"[job]
+name = "j"
+[task]
+class = "c"
+inputs = ["gen.in"]
+[systems.gen]
+type = "gen"
+msg-serde = "json"
+count = 5
+dir = "data"
+[systems.gen.streams.in]
+partitions = 2
+"#;
+
+    fn resolve(text: &str, overrides: &[&str]) -> Result<Systems, String> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let job = JobConfig::parse(text, Path::new("/jobs/job.toml"), &o).map_err(|e| e.to_string())?;
+        let mut registry = SystemRegistry::new();
+        registry.register("gen", Gen);
+        registry.resolve(&job).map_err(|e| e.to_string())
+    }
+
+    fn shown(systems: &Systems) -> String {
+        systems.admin("gen").err().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_factory_gets_its_own_keys_checked_and_resolved() {
+        let systems = resolve(JOB, &[]).unwrap();
+        assert_eq!(shown(&systems), "gen: count 5 dir Some(\"/jobs/data\")");
+        let systems = resolve(JOB, &["systems.gen.count=7"]).unwrap();
+        assert_eq!(shown(&systems), "gen: count 7 dir Some(\"/jobs/data\")");
+        let e = systems.admin("other").err().unwrap().to_string();
+        assert!(e.contains("system \"other\" is not defined"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_a_systems_own_keys_name_the_key_and_line() {
+        let e = resolve(&JOB.replace("count = 5", "count = \"five\""), &[]).unwrap_err();
+        assert!(e.contains("line 9") && e.contains("expected u64"), "{e}");
+        let e = resolve(&JOB.replace("count = 5", "cuont = 5"), &[]).unwrap_err();
+        assert!(e.contains("line 9") && e.contains("unknown field `cuont`"), "{e}");
+        let e = resolve(&JOB.replace("count = 5\n", ""), &[]).unwrap_err();
+        assert!(e.contains("missing field `count`"), "{e}");
+        let e = resolve(&JOB.replace("count = 5", "count = 0"), &[]).unwrap_err();
+        assert!(e.ends_with("systems.gen.count: must be positive"), "{e}");
+        let e = resolve(JOB, &["systems.gen.count=many"]).unwrap_err();
+        assert!(e.contains("after --config overrides") && e.contains("expected u64"), "{e}");
+        let e = resolve(&JOB.replace("type = \"gen\"", "type = \"nope\""), &[]).unwrap_err();
+        assert!(e.ends_with("systems.gen.type: unknown system type \"nope\" (known: gen)"), "{e}");
     }
 }

@@ -39,7 +39,8 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::config::{ConfigError, JobConfig};
 use crate::memory::{InMemoryStreams, StoredMessage};
 use crate::run_loop::{self, ContainerError, ContainerSpec, Outcome};
-use crate::systems::{SystemFactory, SystemRegistry};
+use crate::systems::SystemRegistry;
+use samza_task_api::SystemFactory;
 
 /// Runs tasks over in-memory streams of a system named `mem`.
 pub struct TestRunner {
@@ -114,8 +115,9 @@ impl TestRunner {
 
     /// Runs every container of the job in turn until their (bounded) inputs end.
     pub fn run(&mut self) -> Result<Outcome, ContainerError> {
-        let mut systems = SystemRegistry::default();
-        systems.register("in-memory", self.streams.clone());
+        let mut registry = SystemRegistry::new();
+        registry.register("in-memory", self.streams.clone());
+        let systems = registry.resolve(&self.config).map_err(|e| ContainerError::Setup(e.to_string()))?;
         let mut outcome = Outcome::NoTasks;
         self.metrics = (0..self.config.container_count).map(|_| Default::default()).collect();
         for id in 0..self.config.container_count {
@@ -154,8 +156,8 @@ impl TestRunner {
 
     /// The last committed checkpoint of every task.
     pub fn checkpoints(&self) -> BTreeMap<TaskName, Checkpoint> {
-        let sc = &self.config.systems[&self.config.checkpoint_system];
-        let consumer = self.streams.consumer(sc).expect("in-memory consumer");
+        let consumer = self.streams.consumer(&self.config.checkpoint_system, &Default::default());
+        let consumer = consumer.expect("in-memory consumer");
         checkpoint::read_all(&self.streams, consumer, &self.config.checkpoint_stream()).unwrap_or_default()
     }
 }

@@ -8,30 +8,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use samza_task_api::{SystemAdmin, SystemStream, SystemStreamPartition, TaskName};
+use samza_task_api::{SystemAdmin, SystemStreamPartition, TaskName};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
 use crate::config::JobConfig;
 use crate::job_model::{self, JobModel};
-use crate::systems::SystemRegistry;
+use crate::layout;
+use crate::status::ContainerStatus;
+use crate::systems::Systems;
 
 /// The admin of system `system` of the job.
-pub fn admin(
-    cfg: &JobConfig,
-    systems: &SystemRegistry,
-    system: &str,
-) -> anyhow::Result<Arc<dyn SystemAdmin>> {
-    let sc =
-        cfg.systems.get(system).ok_or_else(|| anyhow!("system {system:?} is not defined under [systems]"))?;
-    Ok(systems.get(sc)?.admin(sc)?)
+pub fn admin(systems: &Systems, system: &str) -> anyhow::Result<Arc<dyn SystemAdmin>> {
+    Ok(systems.admin(system)?)
 }
 
 /// The JobModel from the config and the inputs' partition counts (what the
 /// job's coordinator serves, and what containers compute on one machine).
-pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Result<JobModel> {
+pub fn compute_model(cfg: &JobConfig, systems: &Systems) -> anyhow::Result<JobModel> {
     let mut counts = Vec::new();
     for input in &cfg.inputs {
-        let admin = admin(cfg, systems, &input.system).with_context(|| format!("input {input}"))?;
+        let admin = admin(systems, &input.system).with_context(|| format!("input {input}"))?;
         let n = if admin.stream_exists(&input.stream)? {
             admin.partition_metadata(&input.stream)?.len() as u32
         } else {
@@ -50,41 +46,30 @@ pub fn compute_model(cfg: &JobConfig, systems: &SystemRegistry) -> anyhow::Resul
 /// Every task's last checkpoint.
 pub fn read_checkpoints(
     cfg: &JobConfig,
-    systems: &SystemRegistry,
+    systems: &Systems,
 ) -> anyhow::Result<BTreeMap<TaskName, Checkpoint>> {
     let stream = cfg.checkpoint_stream();
-    let admin = admin(cfg, systems, &stream.system)?;
+    let admin = admin(systems, &stream.system)?;
     if !admin.stream_exists(&stream.stream)? {
         return Ok(BTreeMap::new());
     }
-    let sc = &cfg.systems[&*stream.system];
-    let consumer = systems.get(sc)?.consumer(sc)?;
+    let consumer = systems.consumer(&stream.system)?;
     Ok(checkpoint::read_all(admin.as_ref(), consumer, &stream)?)
 }
 
 /// `system.stream[partition]` (as SSPs print) -> the SSP.
 pub fn parse_ssp(s: &str) -> anyhow::Result<SystemStreamPartition> {
-    let bad = || anyhow!("{s:?} is not a partition: write system.stream[N], e.g. log.in[0]");
-    let (ss, rest) = s.rsplit_once('[').ok_or_else(bad)?;
-    let partition: u32 = rest.strip_suffix(']').ok_or_else(bad)?.parse().map_err(|_| bad())?;
-    let (system, stream) = ss.split_once('.').ok_or_else(bad)?;
-    if system.is_empty() || stream.is_empty() {
-        return Err(bad());
-    }
-    Ok(SystemStream::new(system, stream).partition(partition))
+    s.parse().map_err(|e| anyhow!("{e}: write system.stream[N], e.g. log.in[0]"))
 }
 
 /// The pid of a container of this job still running on this machine under
 /// `samza-run` (from its status file), if any.
 pub fn running_locally(cfg: &JobConfig) -> Option<(u32, u32)> {
     (0..cfg.container_count).find_map(|id| {
-        let path = cfg.state_dir.join(&cfg.name).join(format!("container-{id}.status.json"));
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let pid = v.get("pid")?.as_u64()? as u32;
-        let finished = v.get("finished").and_then(|f| f.as_bool()).unwrap_or(false);
+        let status = ContainerStatus::read(&layout::status_file(&cfg.state_dir, &cfg.name, id))?;
         // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid as i32, 0) == 0 };
-        (!finished && alive).then_some((id, pid))
+        let alive = unsafe { libc::kill(status.pid as i32, 0) == 0 };
+        (!status.finished && alive).then_some((id, status.pid))
     })
 }
 
@@ -94,7 +79,7 @@ pub fn running_locally(cfg: &JobConfig) -> Option<(u32, u32)> {
 /// (oldest ..= upcoming). The caller makes sure the job is stopped.
 pub fn set_checkpoint(
     cfg: &JobConfig,
-    systems: &SystemRegistry,
+    systems: &Systems,
     task: &str,
     offsets: &[(SystemStreamPartition, u64)],
 ) -> anyhow::Result<Checkpoint> {
@@ -110,7 +95,7 @@ pub fn set_checkpoint(
             let owned: Vec<String> = tm.ssps.iter().map(ToString::to_string).collect();
             bail!("task {task:?} does not read {ssp} (it reads {})", owned.join(", "));
         }
-        let meta = admin(cfg, systems, &ssp.system_stream.system)?.partition_metadata(ssp.stream())?;
+        let meta = admin(systems, &ssp.system_stream.system)?.partition_metadata(ssp.stream())?;
         let m = meta.get(ssp.partition as usize).ok_or_else(|| anyhow!("{ssp} does not exist"))?;
         if *offset < m.oldest || *offset > m.upcoming {
             bail!("offset {offset} of {ssp} is outside its retained range {}..={}", m.oldest, m.upcoming);
@@ -121,10 +106,9 @@ pub fn set_checkpoint(
         }
     }
     let stream = cfg.checkpoint_stream();
-    let sc = &cfg.systems[&*stream.system];
-    let admin = admin(cfg, systems, &stream.system)?;
+    let admin = admin(systems, &stream.system)?;
     checkpoint::ensure_stream(admin.as_ref(), &stream)?;
-    let mut producer = systems.get(sc)?.producer(sc)?;
+    let mut producer = systems.producer(&stream.system)?;
     checkpoint::write(producer.as_mut(), &stream, &tm.name, &cp)?;
     producer.flush()?;
     Ok(cp)
@@ -136,7 +120,7 @@ pub fn set_checkpoint(
 /// value decoded with the store's `msg-serde`.
 pub fn read_store_key(
     cfg: &JobConfig,
-    systems: &SystemRegistry,
+    systems: &Systems,
     store: &str,
     key: &str,
     task: Option<&str>,
@@ -162,24 +146,23 @@ pub fn read_store_key(
 
 /// Where task `task` keeps store `store` on this machine.
 pub fn store_dir(cfg: &JobConfig, store: &str, task: &TaskName) -> PathBuf {
-    cfg.state_dir.join(&cfg.name).join("stores").join(store).join(dir_name(task))
-}
-
-/// A task name as a directory name.
-fn dir_name(task: &TaskName) -> String {
-    task.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    layout::store_dir(&cfg.state_dir, &cfg.name, store, task)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use samza_task_api::SystemStream;
 
     #[test]
     fn partitions_parse_as_they_print() {
         let ssp = SystemStream::new("log", "page-views").partition(3);
         assert_eq!(parse_ssp(&ssp.to_string()).unwrap(), ssp);
         for bad in ["log.in", "login[0]", "log.in[x]", ".in[0]", "log.in[0"] {
-            assert!(parse_ssp(bad).unwrap_err().to_string().contains("is not a partition"), "{bad}");
+            assert!(
+                parse_ssp(bad).unwrap_err().to_string().contains("is not \"system.stream[partition]\""),
+                "{bad}"
+            );
         }
     }
 }

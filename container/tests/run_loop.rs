@@ -5,9 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use samza_container::config::SystemConfig;
-use samza_container::memory::InMemoryStreams;
-use samza_container::systems::{SystemFactory, SystemRegistry};
+use samza_container::memory::{InMemoryConfig, InMemoryStreams};
+use samza_container::systems::SystemRegistry;
 use samza_container::testing::TestRunner;
 use samza_task_api::*;
 
@@ -227,14 +226,16 @@ impl SystemProducer for LoggedProducer {
 }
 
 impl SystemFactory for Logged {
-    fn admin(&self, c: &SystemConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
-        self.inner.admin(c)
+    type Config = InMemoryConfig;
+
+    fn admin(&self, s: &str, c: &InMemoryConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        self.inner.admin(s, c)
     }
-    fn consumer(&self, c: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        self.inner.consumer(c)
+    fn consumer(&self, s: &str, c: &InMemoryConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        self.inner.consumer(s, c)
     }
-    fn producer(&self, c: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(LoggedProducer { inner: self.inner.producer(c)?, events: self.events.clone() }))
+    fn producer(&self, s: &str, c: &InMemoryConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+        Ok(Box::new(LoggedProducer { inner: self.inner.producer(s, c)?, events: self.events.clone() }))
     }
 }
 
@@ -270,10 +271,11 @@ fn checkpoints_are_written_only_after_every_earlier_output_is_flushed() {
         streams.append("in", Some(0), None, Some(format!("{i}").into()), 0).unwrap();
     }
     let events = Arc::new(Mutex::new(Vec::new()));
-    let mut systems = SystemRegistry::default();
-    systems.register("in-memory", Logged { inner: streams.clone(), events: events.clone() });
+    let mut registry = SystemRegistry::new();
+    registry.register("in-memory", Logged { inner: streams.clone(), events: events.clone() });
     let toml = "[job]\nname = \"c\"\n[task]\nclass = \"c\"\ninputs = [\"mem.in\"]\ncommit-ms = 3600000\n[systems.mem]\ntype = \"in-memory\"\n[systems.mem.streams.in]\nbounded = true\n";
     let cfg = samza_container::config::JobConfig::parse(toml, std::path::Path::new("c.toml"), &[]).unwrap();
+    let systems = registry.resolve(&cfg).unwrap();
     samza_container::run_loop::run(samza_container::run_loop::ContainerSpec {
         config: Arc::new(cfg),
         container_id: 0,

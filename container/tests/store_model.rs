@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use samza_container::config::SystemConfig;
 use samza_container::memory::InMemoryStreams;
-use samza_container::systems::SystemFactory;
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
 use samza_state::{StoreOptions, TaskStore};
+use samza_task_api::SystemFactory;
 use samza_task_api::{MetricsRegistry, RawStore, SystemAdmin, SystemStreamPartition};
 
 #[derive(Debug, Clone)]
@@ -66,12 +65,11 @@ fn ssp() -> SystemStreamPartition {
 }
 
 fn open(dir: &std::path::Path, changelog: &InMemoryStreams, marker: &Marker) -> (TaskStore, u64, String) {
-    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
     let source = ChangelogSource {
         ssp: ssp(),
         meta,
-        consumer: changelog.consumer(&sc).unwrap(),
+        consumer: changelog.consumer("mem", &Default::default()).unwrap(),
         timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
     };
     let opened = restore::open(EngineKind::Rocksdb, dir, marker, Some(source)).unwrap();
@@ -224,12 +222,11 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     for i in 0..5u8 {
         changelog.append("cl", Some(0), Some(vec![200 + i].into()), Some(vec![1].into()), 0).unwrap();
     }
-    let sc = SystemConfig { name: "mem".into(), kind: "in-memory".into(), ..Default::default() };
     let meta = changelog.partition_metadata("cl").unwrap()[0];
     let src = ChangelogSource {
         ssp: ssp(),
         meta,
-        consumer: changelog.consumer(&sc).unwrap(),
+        consumer: changelog.consumer("mem", &Default::default()).unwrap(),
         timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
     };
     let m = Marker { offset: 100, ..marker.clone() };
@@ -243,7 +240,7 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     let src = ChangelogSource {
         ssp: ssp(),
         meta,
-        consumer: changelog.consumer(&sc).unwrap(),
+        consumer: changelog.consumer("mem", &Default::default()).unwrap(),
         timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
     };
     let other = Marker { task: "other".into(), ..marker.clone() };
@@ -260,7 +257,7 @@ fn host_affinity_replays_only_the_tail_and_foreign_or_ahead_state_is_discarded()
     let src = ChangelogSource {
         ssp: ssp(),
         meta,
-        consumer: fresh.consumer(&sc).unwrap(),
+        consumer: fresh.consumer("mem", &Default::default()).unwrap(),
         timeout: samza_state::restore::DEFAULT_RESTORE_TIMEOUT,
     };
     let opened = restore::open(EngineKind::Rocksdb, &dir, &other, Some(src)).unwrap();

@@ -81,7 +81,7 @@ throttle-us = 500000
     let out = Command::new(bin_dir().join("samza-run"))
         .arg(dir.join("job.toml"))
         .args(["--rm", &c.rm_url, "--detach"])
-        .env("SAMZA_TOKEN", &c.token)
+        .env(samza_container::env::TOKEN, &c.token)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -98,13 +98,13 @@ throttle-us = 500000
         let running: Vec<&ContainerInfo> = info
             .containers
             .iter()
-            .filter(|c| c.role != "coordinator" && c.state == ContainerState::Running)
+            .filter(|c| c.role != Role::Coordinator && c.state == ContainerState::Running)
             .collect();
         if running.len() == 2
             && log.stream("counts-changelog").is_ok()
             && latest(&log, "counts-changelog").len() > 20
         {
-            break running.iter().find(|c| c.role == "0").unwrap().node.clone();
+            break running.iter().find(|c| c.role == Role::Container(0)).unwrap().node.clone();
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -134,7 +134,9 @@ throttle-us = 500000
         let replaced = info
             .containers
             .iter()
-            .filter(|x| x.role == "0" && x.state == ContainerState::Running && x.node != victim)
+            .filter(|x| {
+                x.role == Role::Container(0) && x.state == ContainerState::Running && x.node != victim
+            })
             .count();
         if replaced == 1 || info.state.is_final() {
             break info;
@@ -147,13 +149,15 @@ throttle-us = 500000
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
-        info.containers.iter().any(|x| x.role == "0" && x.node == victim && x.state == ContainerState::Lost),
+        info.containers
+            .iter()
+            .any(|x| x.role == Role::Container(0) && x.node == victim && x.state == ContainerState::Lost),
         "the killed container is reported LOST: {:#?}",
         info.containers
     );
     let status = Command::new(bin_dir().join("samza-run"))
         .args(["status", &app, "--rm", &c.rm_url])
-        .env("SAMZA_TOKEN", &c.token)
+        .env(samza_container::env::TOKEN, &c.token)
         .output()
         .unwrap();
     let text = String::from_utf8(status.stdout).unwrap();
@@ -181,7 +185,7 @@ throttle-us = 500000
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
-    let restarts = done.coordinator_state["containers"]["0"]["restarts"].as_u64();
+    let restarts = done.coordinator_state.as_ref().and_then(|s| s.containers.get(&0)).map(|s| s.restarts);
     let changelog = latest(&log, "counts-changelog");
     assert_eq!(changelog.len(), truth.len(), "every user counted");
     for (user, n) in &truth {

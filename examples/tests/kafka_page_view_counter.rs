@@ -15,17 +15,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{run, samza_run, status, COUNTER};
-use samza_container::config::SystemConfig;
-use samza_container::systems::SystemFactory;
 use samza_examples::user_of;
 use samza_kafka::testing::Broker;
-use samza_kafka::KafkaFactory;
+use samza_kafka::{KafkaConfig, KafkaFactory};
+use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
 
 const REPARTITION: &str = env!("CARGO_BIN_EXE_page-views");
 
-fn produce(sc: &SystemConfig, from: u64, to: u64, truth: &mut HashMap<String, i64>) {
-    let mut p = KafkaFactory.producer(sc).unwrap();
+fn produce(sc: &KafkaConfig, from: u64, to: u64, truth: &mut HashMap<String, i64>) {
+    let mut p = KafkaFactory.producer("kafka", sc).unwrap();
     for i in from..to {
         let user = format!("user-{}", user_of(i, 200));
         let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
@@ -56,14 +55,12 @@ fn counts_on_kafka_survive_kill_9_lost_state_and_a_broker_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut broker = Broker::start(&dir.join("broker")).unwrap();
-    let sc = SystemConfig {
-        name: "kafka".into(),
-        kind: "kafka".into(),
+    let sc = KafkaConfig {
         bootstrap_servers: Some(broker.bootstrap()),
         replication_factor: Some(1),
         ..Default::default()
     };
-    let admin = KafkaFactory.admin(&sc).unwrap();
+    let admin = KafkaFactory.admin("kafka", &sc).unwrap();
     admin
         .create_stream(&StreamSpec { stream: "page-views".into(), partitions: 3, compacted: false })
         .unwrap();
@@ -147,14 +144,9 @@ output = "kafka.user-counts"
     let start = Instant::now();
     let (pid, tasks_of_0) = loop {
         assert!(start.elapsed() < Duration::from_secs(90), "container 0 never made progress");
-        if let Some(s) = status(dir, 0).filter(|s| s["processed"].as_u64().unwrap_or(0) > 3_000) {
-            let tasks: Vec<String> = s["stores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["task"].as_str().unwrap().to_string())
-                .collect();
-            break (s["pid"].as_i64().unwrap() as i32, tasks);
+        if let Some(s) = status(dir, 0).filter(|s| s.processed > 3_000) {
+            let tasks: Vec<String> = s.stores.iter().map(|t| t.task.clone()).collect();
+            break (s.pid as i32, tasks);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -177,7 +169,7 @@ output = "kafka.user-counts"
     // 3. Every count at least the truth; exact where no failure happened. The
     //    stores' contents, as their changelog topic holds them.
     let meta = admin.partition_metadata("counts-changelog").unwrap();
-    let mut consumer = KafkaFactory.consumer(&sc).unwrap();
+    let mut consumer = KafkaFactory.consumer("kafka", &sc).unwrap();
     for p in 0..meta.len() as u32 {
         consumer.register(&SystemStream::new("kafka", "counts-changelog").partition(p), 0).unwrap();
     }

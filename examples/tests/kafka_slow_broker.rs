@@ -8,17 +8,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use samza_container::checkpoint::{self, Checkpoint, CheckpointEntry};
-use samza_container::config::SystemConfig;
-use samza_container::systems::SystemFactory;
 use samza_kafka::testing::Broker;
-use samza_kafka::KafkaFactory;
+use samza_kafka::{KafkaConfig, KafkaFactory};
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
+use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream, TaskName};
 
-fn system(broker: &Broker) -> SystemConfig {
-    SystemConfig {
-        name: "kafka".into(),
-        kind: "kafka".into(),
+fn system(broker: &Broker) -> KafkaConfig {
+    KafkaConfig {
         bootstrap_servers: Some(broker.bootstrap()),
         replication_factor: Some(1),
         ..Default::default()
@@ -42,9 +39,9 @@ fn a_restore_and_a_checkpoint_read_wait_for_a_stopped_broker_and_read_everything
     let tmp = tempfile::tempdir().unwrap();
     let broker = Broker::start(&tmp.path().join("broker")).unwrap();
     let sc = system(&broker);
-    let admin = KafkaFactory.admin(&sc).unwrap();
+    let admin = KafkaFactory.admin("kafka", &sc).unwrap();
     admin.create_stream(&StreamSpec { stream: "cl".into(), partitions: 1, compacted: true }).unwrap();
-    let mut p = KafkaFactory.producer(&sc).unwrap();
+    let mut p = KafkaFactory.producer("kafka", &sc).unwrap();
     const N: u64 = 3000;
     for i in 0..N {
         let env = OutgoingMessageEnvelope::new(
@@ -70,7 +67,7 @@ fn a_restore_and_a_checkpoint_read_wait_for_a_stopped_broker_and_read_everything
     let ssp = SystemStream::new("kafka", "cl").partition(0);
     let meta = admin.partition_metadata("cl").unwrap()[0];
     assert_eq!(meta.upcoming, N);
-    let consumer = KafkaFactory.consumer(&sc).unwrap();
+    let consumer = KafkaFactory.consumer("kafka", &sc).unwrap();
     let source = ChangelogSource { ssp, meta, consumer, timeout: Duration::from_secs(60) };
     let want = Marker {
         job: "j".into(),
@@ -92,7 +89,7 @@ fn a_restore_and_a_checkpoint_read_wait_for_a_stopped_broker_and_read_everything
     }
 
     // The checkpoint read, with the broker stopped for 3 s once it started.
-    let consumer = KafkaFactory.consumer(&sc).unwrap();
+    let consumer = KafkaFactory.consumer("kafka", &sc).unwrap();
     let resume = pause(&broker, Duration::from_secs(3));
     let read = checkpoint::read_all(admin.as_ref(), consumer, &cp_stream);
     resume.join().unwrap();

@@ -25,15 +25,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::COUNTER;
 use ownership::alive;
-use samza_container::config::SystemConfig;
-use samza_container::systems::SystemFactory;
 use samza_examples::user_of;
 use samza_kafka::testing::Broker;
-use samza_kafka::KafkaFactory;
+use samza_kafka::{KafkaConfig, KafkaFactory};
 use samza_scheduler::cli::{LocalCluster, Place};
 use samza_scheduler::client::Client;
 use samza_scheduler::netns::TestNet;
 use samza_scheduler::proto::*;
+use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
 
 const NODE_TIMEOUT_MS: u64 = 6_000;
@@ -49,7 +48,7 @@ fn bin_dir() -> PathBuf {
 struct Hosts {
     cluster: LocalCluster,
     broker: Broker,
-    sc: SystemConfig,
+    sc: KafkaConfig,
     net: TestNet,
     tmp: tempfile::TempDir,
 }
@@ -68,9 +67,7 @@ impl Hosts {
             LocalCluster::start_on(&bin_dir(), &tmp.path().join("cluster"), places, NODE_TIMEOUT_MS, 1000)
                 .unwrap();
         assert!(cluster.rm_url.starts_with(&format!("http://{}:", net.addr(1))), "{}", cluster.rm_url);
-        let sc = SystemConfig {
-            name: "kafka".into(),
-            kind: "kafka".into(),
+        let sc = KafkaConfig {
             bootstrap_servers: Some(broker.bootstrap()),
             replication_factor: Some(1),
             ..Default::default()
@@ -84,7 +81,7 @@ impl Hosts {
 
     /// `events` page views of `USERS` users, keyed by user, into a 4-partition topic.
     fn produce(&self, events: u64) -> HashMap<String, i64> {
-        let admin = KafkaFactory.admin(&self.sc).unwrap();
+        let admin = KafkaFactory.admin("kafka", &self.sc).unwrap();
         admin
             .create_stream(&StreamSpec {
                 stream: "page-views-by-user".into(),
@@ -92,7 +89,7 @@ impl Hosts {
                 compacted: false,
             })
             .unwrap();
-        let mut p = KafkaFactory.producer(&self.sc).unwrap();
+        let mut p = KafkaFactory.producer("kafka", &self.sc).unwrap();
         let mut truth = HashMap::new();
         for i in 0..events {
             let user = format!("user-{}", user_of(i, USERS));
@@ -157,7 +154,7 @@ throttle-us = {throttle_us}
         let out = Command::new(bin_dir().join("samza-run"))
             .arg(dir.join("job.toml"))
             .args(["--rm", &self.cluster.rm_url, "--detach"])
-            .env("SAMZA_TOKEN", &self.cluster.token)
+            .env(samza_container::env::TOKEN, &self.cluster.token)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -182,9 +179,9 @@ throttle-us = {throttle_us}
 
     /// Every record of a topic, per partition in offset order: (key, value).
     fn topic(&self, topic: &str) -> Vec<Vec<(String, Vec<u8>)>> {
-        let admin = KafkaFactory.admin(&self.sc).unwrap();
+        let admin = KafkaFactory.admin("kafka", &self.sc).unwrap();
         let meta = admin.partition_metadata(topic).unwrap();
-        let mut consumer = KafkaFactory.consumer(&self.sc).unwrap();
+        let mut consumer = KafkaFactory.consumer("kafka", &self.sc).unwrap();
         for (p, m) in meta.iter().enumerate() {
             consumer.register(&SystemStream::new("kafka", topic).partition(p as u32), m.oldest).unwrap();
         }
@@ -260,7 +257,7 @@ fn the_page_view_counter_runs_on_three_hosts_with_exact_counts() {
     let done = h.wait_done(&app, Duration::from_secs(180));
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
     let nodes: std::collections::BTreeSet<&str> =
-        done.containers.iter().filter(|c| c.role != "coordinator").map(|c| c.node.as_str()).collect();
+        done.containers.iter().filter(|c| c.role != Role::Coordinator).map(|c| c.node.as_str()).collect();
     assert_eq!(nodes.len(), 3, "containers on all three hosts: {:#?}", done.containers);
     check_exact(&h.emitted(), &truth, "user-counts");
     let mut stored = HashMap::new();
@@ -290,11 +287,11 @@ fn a_host_cut_off_the_network_loses_its_tasks_by_lease_and_nothing_goes_backward
         let running: Vec<ContainerInfo> = info
             .containers
             .iter()
-            .filter(|c| c.role != "coordinator" && c.state == ContainerState::Running)
+            .filter(|c| c.role != Role::Coordinator && c.state == ContainerState::Running)
             .cloned()
             .collect();
         // Every task has checkpointed at least once.
-        let admin = KafkaFactory.admin(&h.sc).unwrap();
+        let admin = KafkaFactory.admin("kafka", &h.sc).unwrap();
         let checkpointed = match admin.stream_exists("__samza_checkpoint_page-view-counter") {
             Ok(true) => h
                 .topic("__samza_checkpoint_page-view-counter")

@@ -145,7 +145,7 @@ fn stores_and_checkpoints_are_read_and_a_checkpoint_set_replays_its_partition() 
 
     // Refused while the job runs here.
     job_toml(dir, false);
-    let status = dir.join("state/page-view-counter/container-0.status.json");
+    let status = samza_container::layout::status_file(&dir.join("state"), "page-view-counter", 0);
     std::fs::remove_file(&status).unwrap();
     let mut running = Command::new(common::samza_run())
         .arg(job)
@@ -191,13 +191,13 @@ fn a_running_jobs_counts_are_queried_from_the_container_that_owns_each_user() {
             .arg("query")
             .args(args)
             .args(["--rm", &cluster.rm_url])
-            .env("SAMZA_TOKEN", &cluster.token)
+            .env(samza_container::env::TOKEN, &cluster.token)
             .output()
             .unwrap()
     };
     let out = Command::new(common::samza_run())
         .args([dir.join("job.toml").to_str().unwrap(), "--rm", &cluster.rm_url, "--detach"])
-        .env("SAMZA_TOKEN", &cluster.token)
+        .env(samza_container::env::TOKEN, &cluster.token)
         .output()
         .unwrap();
     let app = stdout(&out).trim().to_string();

@@ -17,18 +17,7 @@ fn restore_modes(dir: &Path) -> Vec<(String, String, u64)> {
     (0..2)
         .flat_map(|c| {
             let s = status(dir, c).unwrap();
-            s["stores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|st| {
-                    (
-                        st["task"].as_str().unwrap().to_string(),
-                        st["restore"]["mode"].as_str().unwrap().to_string(),
-                        st["restore"]["records"].as_u64().unwrap(),
-                    )
-                })
-                .collect::<Vec<_>>()
+            s.stores.into_iter().map(|st| (st.task, st.restore.mode, st.restore.records)).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -81,14 +70,9 @@ output = "log.user-counts"
     let start = Instant::now();
     let (pid, tasks_of_0) = loop {
         assert!(start.elapsed() < Duration::from_secs(60), "container 0 never made progress");
-        if let Some(s) = status(dir, 0).filter(|s| s["processed"].as_u64().unwrap_or(0) > 5_000) {
-            let tasks: Vec<String> = s["stores"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["task"].as_str().unwrap().to_string())
-                .collect();
-            break (s["pid"].as_i64().unwrap() as i32, tasks);
+        if let Some(s) = status(dir, 0).filter(|s| s.processed > 5_000) {
+            let tasks: Vec<String> = s.stores.iter().map(|t| t.task.clone()).collect();
+            break (s.pid as i32, tasks);
         }
         std::thread::sleep(Duration::from_millis(20));
     };

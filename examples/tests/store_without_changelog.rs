@@ -76,8 +76,8 @@ output = "log.user-counts"
         let start = std::time::Instant::now();
         let pid = loop {
             assert!(start.elapsed() < Duration::from_secs(120), "container 0 never reached {at} this run");
-            if let Some(s) = status(dir, 0).filter(|s| s["processed"].as_u64().unwrap_or(0) >= at) {
-                break s["pid"].as_i64().unwrap() as i32;
+            if let Some(s) = status(dir, 0).filter(|s| s.processed >= at) {
+                break s.pid as i32;
             }
             std::thread::sleep(Duration::from_millis(10));
         };

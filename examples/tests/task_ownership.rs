@@ -93,7 +93,7 @@ throttle-us = 700000
         let out = Command::new(bin_dir().join("samza-run"))
             .arg(dir.join("job.toml"))
             .args(["--rm", &cluster.rm_url, "--detach"])
-            .env("SAMZA_TOKEN", &cluster.token)
+            .env(samza_container::env::TOKEN, &cluster.token)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -122,7 +122,7 @@ throttle-us = 700000
             let running: Vec<&ContainerInfo> = info
                 .containers
                 .iter()
-                .filter(|c| c.role != "coordinator" && c.state == ContainerState::Running)
+                .filter(|c| c.role != Role::Coordinator && c.state == ContainerState::Running)
                 .collect();
             // Every task has checkpointed: each container owns and writes.
             let cp = "__samza_checkpoint_page-view-counter";
@@ -133,7 +133,7 @@ throttle-us = 700000
                 Err(_) => 0,
             };
             if running.len() == 2 && checkpointed == 4 {
-                return running.iter().find(|c| c.role == "0").map(|c| (*c).clone()).unwrap();
+                return running.iter().find(|c| c.role == Role::Container(0)).map(|c| (*c).clone()).unwrap();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -149,11 +149,9 @@ throttle-us = 700000
         let start = Instant::now();
         loop {
             let info = self.info();
-            if let Some(c) = info
-                .containers
-                .iter()
-                .find(|c| c.role == "0" && c.id != old.id && c.state == ContainerState::Running)
-            {
+            if let Some(c) = info.containers.iter().find(|c| {
+                c.role == Role::Container(0) && c.id != old.id && c.state == ContainerState::Running
+            }) {
                 return c.clone();
             }
             assert!(

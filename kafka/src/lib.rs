@@ -19,6 +19,8 @@
 
 pub mod testing;
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,24 +33,87 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use samza_container::config::SystemConfig;
-use samza_container::systems::{SystemFactory, SystemRegistry};
 use samza_task_api::{
-    partition_for_key, IncomingMessageEnvelope, OutgoingMessageEnvelope, PartitionMetadata, StreamSpec,
-    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStreamPartition,
+    partition_for_key, ConfigIssue, IncomingMessageEnvelope, OutgoingMessageEnvelope, PartitionMetadata,
+    StreamSpec, SystemAdmin, SystemConsumer, SystemContext, SystemError, SystemErrorKind, SystemFactory,
+    SystemProducer, SystemStreamPartition,
 };
+use serde::Deserialize;
 
 /// How long a metadata, offsets or topic-creation request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `flush` waits for acknowledgements.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Registers the `kafka` system type.
-pub fn register(registry: &mut SystemRegistry) {
-    registry.register("kafka", KafkaFactory);
+/// The type name job files use: `type = "kafka"`.
+pub const TYPE: &str = "kafka";
+
+/// Kafka's own keys in `[systems.<name>]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaConfig {
+    /// The brokers to bootstrap from (`host:port,...`); required.
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    /// The replication factor of topics the job creates (default 3, capped
+    /// at the number of brokers).
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// librdkafka settings passed as they are: to every client, then to
+    /// consumers and producers only (the later wins).
+    #[serde(default, deserialize_with = "settings")]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "settings")]
+    pub consumer_settings: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "settings")]
+    pub producer_settings: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// A config for the brokers at `bootstrap_servers`.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig { bootstrap_servers: Some(bootstrap_servers.into()), ..Default::default() }
+    }
+}
+
+/// A setting's value: librdkafka takes every value as text.
+struct Setting(String);
+
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Setting, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Setting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn settings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, Setting>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// Makes admins, consumers and producers of `type = "kafka"` systems.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct KafkaFactory;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -58,21 +123,21 @@ enum Role {
     Producer,
 }
 
-fn client_config(sc: &SystemConfig, role: Role) -> Result<ClientConfig, SystemError> {
+fn client_config(system: &str, sc: &KafkaConfig, role: Role) -> Result<ClientConfig, SystemError> {
     let servers = sc.bootstrap_servers.as_deref().ok_or_else(|| {
         SystemError::new(
             SystemErrorKind::InvalidInput,
-            format!("systems.{}.bootstrap-servers is not set", sc.name),
+            format!("systems.{system}.bootstrap-servers is not set"),
         )
     })?;
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", servers).set("client.id", format!("samza-{}", sc.name));
+    c.set("bootstrap.servers", servers).set("client.id", format!("samza-{system}"));
     match role {
         Role::Admin => {}
         Role::Consumer => {
             // A group id is required by librdkafka even for assign(); nothing
             // is ever committed to it.
-            c.set("group.id", format!("samza-{}-assign", sc.name))
+            c.set("group.id", format!("samza-{system}-assign"))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("enable.partition.eof", "false")
@@ -116,22 +181,37 @@ fn kafka_err(what: impl std::fmt::Display, e: KafkaError) -> SystemError {
 }
 
 impl SystemFactory for KafkaFactory {
-    fn admin(&self, sc: &SystemConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
-        Ok(Arc::new(KafkaAdmin::new(sc)?))
+    type Config = KafkaConfig;
+
+    fn check(&self, _: &SystemContext<'_>, sc: &mut KafkaConfig) -> Result<(), ConfigIssue> {
+        if sc.bootstrap_servers.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigIssue::new(
+                "bootstrap-servers",
+                "a kafka system needs its brokers, e.g. \"broker1:9092,broker2:9092\"",
+            ));
+        }
+        if sc.replication_factor == Some(0) {
+            return Err(ConfigIssue::new("replication-factor", "must be at least 1"));
+        }
+        Ok(())
     }
 
-    fn consumer(&self, sc: &SystemConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        let consumer: BaseConsumer = client_config(sc, Role::Consumer)?
+    fn admin(&self, system: &str, sc: &KafkaConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        Ok(Arc::new(KafkaAdmin::new(system, sc)?))
+    }
+
+    fn consumer(&self, system: &str, sc: &KafkaConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        let consumer: BaseConsumer = client_config(system, sc, Role::Consumer)?
             .create()
-            .map_err(|e| kafka_err(format!("cannot create a consumer of system {}", sc.name), e))?;
-        Ok(Box::new(KafkaConsumer { consumer, assigned: Vec::new(), last: 0, system: sc.name.clone() }))
+            .map_err(|e| kafka_err(format!("cannot create a consumer of system {system}"), e))?;
+        Ok(Box::new(KafkaConsumer { consumer, assigned: Vec::new(), last: 0, system: system.to_string() }))
     }
 
-    fn producer(&self, sc: &SystemConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
-        let producer: BaseProducer<Delivery> = client_config(sc, Role::Producer)?
+    fn producer(&self, system: &str, sc: &KafkaConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+        let producer: BaseProducer<Delivery> = client_config(system, sc, Role::Producer)?
             .create_with_context(Delivery::default())
-            .map_err(|e| kafka_err(format!("cannot create a producer of system {}", sc.name), e))?;
-        Ok(Box::new(KafkaProducer { producer, partitions: Vec::new(), sent: 0, system: sc.name.clone() }))
+            .map_err(|e| kafka_err(format!("cannot create a producer of system {system}"), e))?;
+        Ok(Box::new(KafkaProducer { producer, partitions: Vec::new(), sent: 0, system: system.to_string() }))
     }
 }
 
@@ -146,15 +226,21 @@ pub struct KafkaAdmin {
 }
 
 impl KafkaAdmin {
-    pub fn new(sc: &SystemConfig) -> Result<KafkaAdmin, SystemError> {
-        let what = format!("cannot connect to the kafka system {}", sc.name);
-        let admin = client_config(sc, Role::Admin)?.create().map_err(|e| kafka_err(&what, e))?;
-        let probe = client_config(sc, Role::Consumer)?.create().map_err(|e| kafka_err(&what, e))?;
+    pub fn new(system: &str, sc: &KafkaConfig) -> Result<KafkaAdmin, SystemError> {
+        let what = format!("cannot connect to the kafka system {system}");
+        let admin = client_config(system, sc, Role::Admin)?.create().map_err(|e| kafka_err(&what, e))?;
+        let probe = client_config(system, sc, Role::Consumer)?.create().map_err(|e| kafka_err(&what, e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| SystemError::with_source(SystemErrorKind::Io, "cannot start a runtime", e))?;
-        Ok(KafkaAdmin { admin, probe, replication: sc.replication_factor, system: sc.name.clone(), runtime })
+        Ok(KafkaAdmin {
+            admin,
+            probe,
+            replication: sc.replication_factor,
+            system: system.to_string(),
+            runtime,
+        })
     }
 
     /// The topic's partition count, `None` when it does not exist.
@@ -517,26 +603,53 @@ mod tests {
 
     #[test]
     fn settings_from_job_toml_reach_the_clients_role_settings_last() {
-        let sc = SystemConfig {
-            name: "k".into(),
-            kind: "kafka".into(),
-            bootstrap_servers: Some("127.0.0.1:1".into()),
+        let sc = KafkaConfig {
             settings: [("linger.ms".into(), "50".into()), ("socket.timeout.ms".into(), "7000".into())].into(),
             producer_settings: [("linger.ms".into(), "0".into())].into(),
             consumer_settings: [("fetch.wait.max.ms".into(), "20".into())].into(),
-            ..Default::default()
+            ..KafkaConfig::new("127.0.0.1:1")
         };
-        let p = client_config(&sc, Role::Producer).unwrap();
+        let p = client_config("k", &sc, Role::Producer).unwrap();
         assert_eq!(p.get("linger.ms"), Some("0"), "producer-settings win over settings");
         assert_eq!(p.get("socket.timeout.ms"), Some("7000"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
-        let c = client_config(&sc, Role::Consumer).unwrap();
+        let c = client_config("k", &sc, Role::Consumer).unwrap();
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("20"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:1"));
-        let e =
-            client_config(&SystemConfig { name: "k".into(), ..Default::default() }, Role::Admin).unwrap_err();
+        let e = client_config("k", &KafkaConfig::default(), Role::Admin).unwrap_err();
         assert!(e.to_string().contains("systems.k.bootstrap-servers is not set"), "{e}");
+    }
+
+    fn job(section: &str) -> String {
+        format!(
+            "[job]\nname = \"j\"\n[task]\nclass = \"c\"\ninputs = [\"kafka.in\"]\n[systems.kafka]\ntype = \"kafka\"\n{section}"
+        )
+    }
+
+    fn resolve(text: &str) -> Result<(), String> {
+        let job = samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
+            .map_err(|e| e.to_string())?;
+        let mut registry = samza_container::systems::SystemRegistry::new();
+        registry.register(TYPE, KafkaFactory);
+        registry.resolve(&job).map(drop).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_kafka_section_is_checked_naming_the_key_and_line() {
+        resolve(&job(
+            "bootstrap-servers = \"b:9092\"\nreplication-factor = 1\n[systems.kafka.settings]\nacks = 1\n",
+        ))
+        .unwrap();
+        let e = resolve(&job("")).unwrap_err();
+        assert!(e.contains("systems.kafka.bootstrap-servers: a kafka system needs its brokers"), "{e}");
+        let e = resolve(&job("bootstrap-servers = \"b:9092\"\nreplication-factor = 0\n")).unwrap_err();
+        assert!(e.contains("systems.kafka.replication-factor: must be at least 1"), "{e}");
+        let e =
+            resolve(&job("bootstrap-servers = \"b:9092\"\n[systems.kafka.settings]\nx = [1]\n")).unwrap_err();
+        assert!(e.contains("line 10") && e.contains("expected a string, number or boolean"), "{e}");
+        let e = resolve(&job("bootstrap-server = \"b:9092\"\n")).unwrap_err();
+        assert!(e.contains("line 8") && e.contains("unknown field `bootstrap-server`"), "{e}");
     }
 }

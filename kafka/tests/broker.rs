@@ -7,18 +7,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use samza_container::config::SystemConfig;
-use samza_container::systems::SystemFactory;
 use samza_kafka::testing::Broker;
-use samza_kafka::KafkaFactory;
+use samza_kafka::{KafkaConfig, KafkaFactory};
+use samza_task_api::SystemFactory;
 use samza_task_api::{
     IncomingMessageEnvelope, OutgoingMessageEnvelope, StreamSpec, SystemConsumer, SystemStream,
 };
 
-fn config(broker: &Broker) -> SystemConfig {
-    SystemConfig {
-        name: "kafka".into(),
-        kind: "kafka".into(),
+fn config(broker: &Broker) -> KafkaConfig {
+    KafkaConfig {
         bootstrap_servers: Some(broker.bootstrap()),
         replication_factor: Some(1),
         ..Default::default()
@@ -40,7 +37,7 @@ fn topics_offsets_partitioning_and_assigned_reads_against_a_real_broker() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path()).unwrap();
     let sc = config(&broker);
-    let admin = KafkaFactory.admin(&sc).unwrap();
+    let admin = KafkaFactory.admin("kafka", &sc).unwrap();
 
     assert!(!admin.stream_exists("events").unwrap());
     let spec = StreamSpec { stream: "events".into(), partitions: 4, compacted: false };
@@ -58,7 +55,7 @@ fn topics_offsets_partitioning_and_assigned_reads_against_a_real_broker() {
     assert_eq!(e.kind(), samza_task_api::SystemErrorKind::NotFound, "{e}");
 
     // 1000 keyed records: each lands on murmur2(key) % 4, as Java producers put it.
-    let mut producer = KafkaFactory.producer(&sc).unwrap();
+    let mut producer = KafkaFactory.producer("kafka", &sc).unwrap();
     let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for i in 0..1000 {
         let key = format!("user-{}", i % 97);
@@ -83,7 +80,7 @@ fn topics_offsets_partitioning_and_assigned_reads_against_a_real_broker() {
     assert_eq!(samza_task_api::partition_for_key(b"21", 4), ((-973932308i32 & 0x7fffffff) % 4) as u32);
 
     // Assigned reads from given offsets, in order per partition.
-    let mut consumer = KafkaFactory.consumer(&sc).unwrap();
+    let mut consumer = KafkaFactory.consumer("kafka", &sc).unwrap();
     for p in 0..4u32 {
         let ssp = SystemStream::new("kafka", "events").partition(p);
         consumer.register(&ssp, if p == 0 { 5 } else { 0 }).unwrap();

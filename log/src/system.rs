@@ -1,13 +1,16 @@
-//! The embedded log behind the framework's `System` abstraction.
+//! The embedded log behind the framework's `System` abstraction, and its
+//! factory (`type = "embedded-log"`, `dir = "..."`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use samza_task_api::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, ProducerOwner, StreamSpec,
-    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStreamPartition,
+    ConfigIssue, IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, ProducerOwner,
+    StreamSpec, SystemAdmin, SystemConsumer, SystemContext, SystemError, SystemErrorKind, SystemFactory,
+    SystemProducer, SystemStreamPartition,
 };
 
 use crate::fence::Fence;
@@ -19,6 +22,65 @@ use crate::producer::Producer;
 use crate::reader::PartitionReader;
 use crate::watch::Watcher;
 use crate::writer::now_ms;
+
+/// The embedded log's own keys in `[systems.<name>]`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedLogConfig {
+    /// The log's directory, relative to the job file's (required).
+    pub dir: Option<PathBuf>,
+}
+
+impl EmbeddedLogConfig {
+    /// A config for the log in `dir`.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        EmbeddedLogConfig { dir: Some(dir.into()) }
+    }
+
+    fn open(&self, system: &str) -> Result<Log, SystemError> {
+        let dir = self.dir.as_ref().ok_or_else(|| {
+            SystemError::new(SystemErrorKind::InvalidInput, format!("systems.{system}.dir is not set"))
+        })?;
+        Ok(Log::open(dir)?)
+    }
+}
+
+/// Makes the embedded log's admin, consumers and producers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmbeddedLogFactory;
+
+impl SystemFactory for EmbeddedLogFactory {
+    type Config = EmbeddedLogConfig;
+
+    fn check(&self, system: &SystemContext<'_>, config: &mut EmbeddedLogConfig) -> Result<(), ConfigIssue> {
+        let dir = config
+            .dir
+            .as_ref()
+            .ok_or_else(|| ConfigIssue::new("dir", "an embedded-log system needs a directory"))?;
+        config.dir = Some(system.resolve(dir));
+        Ok(())
+    }
+
+    fn admin(&self, system: &str, config: &EmbeddedLogConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        Ok(Arc::new(LogSystemAdmin::new(config.open(system)?)))
+    }
+
+    fn consumer(
+        &self,
+        system: &str,
+        config: &EmbeddedLogConfig,
+    ) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        Ok(Box::new(LogSystemConsumer::new(config.open(system)?)?))
+    }
+
+    fn producer(
+        &self,
+        system: &str,
+        config: &EmbeddedLogConfig,
+    ) -> Result<Box<dyn SystemProducer>, SystemError> {
+        Ok(Box::new(LogSystemProducer::new(config.open(system)?)))
+    }
+}
 
 /// Admin of the embedded log system.
 #[derive(Clone, Debug)]

@@ -28,27 +28,34 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The job binary's entry point: runs the role its command line names
-/// (`run`, `container`, or `coordinator` on a cluster).
+/// (`run`, `container`, `check`, or `coordinator` on a cluster), with the
+/// built-in system types.
 pub fn main(tasks: TaskRegistry) -> std::process::ExitCode {
-    main_with_systems(tasks, systems::SystemRegistry::default())
+    main_with_systems(tasks, systems::SystemRegistry::new())
 }
 
-/// As [`main`], with user-defined system types (`embedded-log` and `kafka`
-/// are built in).
-pub fn main_with_systems(
-    tasks: TaskRegistry,
-    mut systems: systems::SystemRegistry,
-) -> std::process::ExitCode {
-    if !systems.contains("kafka") {
-        samza_kafka::register(&mut systems);
-    }
+/// As [`main`], with user-defined system types besides the built-in ones
+/// (a type registered here replaces a built-in one of the same name).
+pub fn main_with_systems(tasks: TaskRegistry, systems: systems::SystemRegistry) -> std::process::ExitCode {
+    let mut all = builtin_systems();
+    all.extend(systems);
     let roles = samza_container::entry::ClusterRoles {
         coordinator: samza_scheduler::coordinator::main,
         join: samza_scheduler::coordinator::join,
     };
-    samza_container::entry::main_with_roles(tasks, systems, Some(roles))
+    samza_container::entry::main_with_roles(tasks, all, Some(roles))
 }
-pub use samza_container::{config, memory, systems, testing};
+
+/// The system types every job binary and `samza-run` know: `embedded-log`
+/// (the embedded log) and `kafka`.
+pub fn builtin_systems() -> systems::SystemRegistry {
+    let mut r = systems::SystemRegistry::new();
+    r.register("embedded-log", samza_log::system::EmbeddedLogFactory);
+    r.register(samza_kafka::TYPE, samza_kafka::KafkaFactory);
+    r
+}
+
+pub use samza_container::{config, env, layout, memory, status, systems, testing};
 pub use samza_task_api::*;
 
 /// Everything a task needs, in one import.

@@ -10,6 +10,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use samza_container::env;
+
 /// Reads the token in `path`, creating it (mode 0600) when missing.
 pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
@@ -51,19 +53,19 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
 
 /// The directory of a local cluster: `SAMZA_CLUSTER_DIR`, else `samza-data/cluster`.
 pub fn cluster_dir() -> PathBuf {
-    std::env::var_os("SAMZA_CLUSTER_DIR").map_or_else(|| PathBuf::from("samza-data/cluster"), PathBuf::from)
+    std::env::var_os(env::CLUSTER_DIR).map_or_else(|| PathBuf::from("samza-data/cluster"), PathBuf::from)
 }
 
 /// The token for clients: `SAMZA_TOKEN`, else the file in `SAMZA_TOKEN_FILE`,
 /// else `<cluster-dir>/rm/token`.
 pub fn find_token() -> anyhow::Result<String> {
-    if let Ok(t) = std::env::var("SAMZA_TOKEN") {
+    if let Ok(t) = std::env::var(env::TOKEN) {
         if !t.trim().is_empty() {
             return Ok(t.trim().to_string());
         }
     }
-    let path = std::env::var_os("SAMZA_TOKEN_FILE")
-        .map_or_else(|| cluster_dir().join("rm").join("token"), PathBuf::from);
+    let path = std::env::var_os(env::TOKEN_FILE)
+        .map_or_else(|| crate::layout::token(&crate::layout::rm_dir(&cluster_dir())), PathBuf::from);
     read(&path).map_err(|e| anyhow::anyhow!("{e} (set SAMZA_TOKEN or SAMZA_TOKEN_FILE)"))
 }
 

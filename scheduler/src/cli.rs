@@ -11,11 +11,13 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use samza_container::config::JobConfig;
+use samza_container::env;
 use samza_container::systems::SystemRegistry;
 use samza_container::tools;
 
 use crate::auth;
 use crate::client::{encode, Client, HttpError};
+use crate::layout;
 use crate::proto::*;
 use crate::rm::state_word;
 
@@ -24,10 +26,10 @@ pub fn rm_url(explicit: Option<&str>) -> anyhow::Result<String> {
     if let Some(u) = explicit {
         return Ok(u.to_string());
     }
-    if let Ok(u) = std::env::var("SAMZA_RM_URL") {
+    if let Ok(u) = std::env::var(env::RM_URL) {
         return Ok(u);
     }
-    let file = auth::cluster_dir().join("rm").join("rm.url");
+    let file = layout::rm_url(&layout::rm_dir(&auth::cluster_dir()));
     std::fs::read_to_string(&file).map(|s| s.trim().to_string()).map_err(|_| {
         anyhow::anyhow!(
             "no resource manager: pass --rm URL, set SAMZA_RM_URL, or start a local cluster (samza-run cluster), \
@@ -49,16 +51,25 @@ fn fmt_time(ms: i64) -> String {
 
 /// Uploads the job's package, submits it, and (unless `detach`) follows it
 /// until it ends: exit 0 when it SUCCEEDED.
-pub fn submit(job: &Path, overrides: &[String], rm: Option<&str>, detach: bool) -> anyhow::Result<ExitCode> {
+///
+/// `systems` holds the system types this tool knows; sections of other types
+/// (a job's own) are checked by the job binary, in its coordinator.
+pub fn submit(
+    job: &Path,
+    overrides: &[String],
+    systems: &SystemRegistry,
+    rm: Option<&str>,
+    detach: bool,
+) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let rm = client(rm.or(cfg.cluster.rm.as_deref()))?;
     // Inputs that do not exist (and declare no partition count), or that are
     // not co-partitioned, fail here rather than spend coordinator attempts.
     // Systems this tool does not know (a job's own types) are checked by the
     // coordinator.
-    let registry = systems();
-    if cfg.inputs.iter().all(|i| cfg.systems.get(&*i.system).is_some_and(|sc| registry.get(sc).is_ok())) {
-        tools::compute_model(&cfg, &registry)?;
+    let known = systems.resolve_known(&cfg)?;
+    if cfg.inputs.iter().all(|i| known.contains(&i.system)) {
+        tools::compute_model(&cfg, &known)?;
     }
     let binary = cfg.binary.clone().ok_or_else(|| {
         anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
@@ -176,13 +187,13 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
     if let Some(m) = &metrics {
         println!("processed {}  lag {}", human_count(m.processed), human_count(m.lag));
     }
-    let restarts = |role: &str| {
-        info.coordinator_state
-            .get("containers")
-            .and_then(|c| c.get(role))
-            .and_then(|s| s.get("restarts"))
-            .and_then(|r| r.as_u64())
-            .map_or("-".to_string(), |r| r.to_string())
+    let restarts = |role: Role| match role {
+        Role::Coordinator => "-".to_string(),
+        Role::Container(n) => info
+            .coordinator_state
+            .as_ref()
+            .and_then(|s| s.containers.get(&n))
+            .map_or("-".to_string(), |s| s.restarts.to_string()),
     };
     let mut rows = vec![vec![
         "CONTAINER".into(),
@@ -209,11 +220,11 @@ pub fn status(rm: Option<&str>, app: Option<&str>, json: bool) -> anyhow::Result
         };
         rows.push(vec![
             c.id.clone(),
-            c.role.clone(),
+            c.role.to_string(),
             c.node.clone(),
             state_word(c.state),
             c.pid.map_or("-".into(), |p| p.to_string()),
-            if c.role == "coordinator" { "-".into() } else { restarts(&c.role) },
+            restarts(c.role),
             figure(|m| m.processed),
             figure(|m| m.lag),
             exit,
@@ -297,15 +308,15 @@ pub fn logs(rm: Option<&str>, app: &str, container: Option<&str>, stdout: bool) 
     let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
     let c = match container {
         Some(want) => {
-            info.containers.iter().rev().find(|c| c.id == want || c.role == want).ok_or_else(|| {
-                anyhow::anyhow!("{app} has no container {want:?} (see samza-run status {app})")
-            })?
+            info.containers.iter().rev().find(|c| c.id == want || c.role.to_string() == want).ok_or_else(
+                || anyhow::anyhow!("{app} has no container {want:?} (see samza-run status {app})"),
+            )?
         }
         None => info
             .containers
             .iter()
             .rev()
-            .find(|c| c.role == "coordinator")
+            .find(|c| c.role == Role::Coordinator)
             .ok_or_else(|| anyhow::anyhow!("{app} has no container yet"))?,
     };
     let nodes: Vec<NodeInfo> = rm.get("/v1/nodes")?;
@@ -419,7 +430,7 @@ impl LocalCluster {
         let dir = dir.canonicalize()?;
         let bind = places.first().map_or("127.0.0.1:0".to_string(), |p| format!("{}:0", p.addr));
         let (rm, rm_url) = spawn_rm(bin, &dir, &bind, node_timeout_ms, places.first())?;
-        let token = auth::read(&dir.join("rm").join("token"))?;
+        let token = auth::read(&layout::token(&layout::rm_dir(&dir)))?;
         let mut c = LocalCluster {
             dir,
             rm_url,
@@ -446,7 +457,7 @@ impl LocalCluster {
     pub fn start_node(&mut self, name: &str) -> anyhow::Result<()> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
-        let _ = std::fs::remove_file(dir.join("nm.url"));
+        let _ = std::fs::remove_file(layout::nm_url(&dir));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -464,12 +475,12 @@ impl LocalCluster {
             .arg(bind)
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
-            .env("SAMZA_TOKEN_FILE", self.dir.join("rm").join("token"))
+            .env(env::TOKEN_FILE, layout::token(&layout::rm_dir(&self.dir)))
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.bin.join("samza-nm").display()))?;
-        wait_file(&dir.join("nm.url"), &mut child, "samza-nm")?;
+        wait_file(&layout::nm_url(&dir), &mut child, "samza-nm")?;
         self.nodes.retain(|(n, _)| n != name);
         self.nodes.push((name.to_string(), child));
         Ok(())
@@ -527,8 +538,8 @@ fn spawn_rm(
     node_timeout_ms: u64,
     place: Option<&Place>,
 ) -> anyhow::Result<(Child, String)> {
-    let rm_dir = dir.join("rm");
-    let _ = std::fs::remove_file(rm_dir.join("rm.url"));
+    let rm_dir = layout::rm_dir(dir);
+    let _ = std::fs::remove_file(layout::rm_url(&rm_dir));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rm.log"))?;
     let mut rm = Place::command(place, &bin.join("samza-rm"))
         .arg("--dir")
@@ -541,7 +552,7 @@ fn spawn_rm(
         .stderr(log)
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.join("samza-rm").display()))?;
-    let url = wait_file(&rm_dir.join("rm.url"), &mut rm, "samza-rm")?;
+    let url = wait_file(&layout::rm_url(&rm_dir), &mut rm, "samza-rm")?;
     Ok((rm, url))
 }
 
@@ -637,9 +648,14 @@ pub const EXIT_REFUSED: u8 = 4;
 
 /// `samza-run checkpoint show job.toml`: every task's checkpointed offsets,
 /// with each partition's upcoming offset and the lag between them.
-pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
+pub fn checkpoint_show(
+    job: &Path,
+    overrides: &[String],
+    systems: &SystemRegistry,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
-    let systems = systems();
+    let systems = systems.resolve(&cfg)?;
     let cps = tools::read_checkpoints(&cfg, &systems)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&cps)?);
@@ -655,7 +671,7 @@ pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::
         for e in &cp.offsets {
             let ss = e.ssp.system_stream.to_string();
             if !upcoming.contains_key(&ss) {
-                let meta = tools::admin(&cfg, &systems, &e.ssp.system_stream.system)
+                let meta = tools::admin(&systems, &e.ssp.system_stream.system)
                     .ok()
                     .and_then(|a| a.partition_metadata(e.ssp.stream()).ok());
                 upcoming.insert(
@@ -682,11 +698,13 @@ pub fn checkpoint_show(job: &Path, overrides: &[String], json: bool) -> anyhow::
 pub fn checkpoint_set(
     job: &Path,
     overrides: &[String],
+    systems: &SystemRegistry,
     rm: Option<&str>,
     task: &str,
     offsets: &[String],
 ) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
+    let systems = systems.resolve(&cfg)?;
     let mut parsed = Vec::new();
     for o in offsets {
         let (ssp, off) = o
@@ -714,7 +732,7 @@ pub fn checkpoint_set(
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
     }
-    let cp = tools::set_checkpoint(&cfg, &systems(), task, &parsed)?;
+    let cp = tools::set_checkpoint(&cfg, &systems, task, &parsed)?;
     for e in &cp.offsets {
         println!("{task}  {}  {}", e.ssp, e.offset);
     }
@@ -726,13 +744,15 @@ pub fn checkpoint_set(
 pub fn store_get(
     job: &Path,
     overrides: &[String],
+    systems: &SystemRegistry,
     store: &str,
     key: &str,
     task: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
-    let (task, value) = tools::read_store_key(&cfg, &systems(), store, key, task)?;
+    let systems = systems.resolve(&cfg)?;
+    let (task, value) = tools::read_store_key(&cfg, &systems, store, key, task)?;
     match value {
         Some(v) if json => {
             println!("{}", serde_json::json!({"store": store, "key": key, "task": task, "value": v}))
@@ -769,13 +789,6 @@ pub fn human_duration(ms: i64) -> String {
         3_600_000..86_400_000 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
-}
-
-/// The system types samza-run's tools know: the built-in ones.
-fn systems() -> SystemRegistry {
-    let mut r = SystemRegistry::default();
-    samza_kafka::register(&mut r);
-    r
 }
 
 /// 1234567 -> "1,234,567".

@@ -29,7 +29,7 @@
 //! started once the old owner is known to have ended, or once the last lease
 //! it could hold has run out.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,46 +38,15 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use samza_container::config::JobConfig;
-use samza_container::entry::{ContainerEndpoint, Joined, BIND_ENV, GENERATION_ENV};
+use samza_container::entry::{ContainerEndpoint, Joined};
+use samza_container::env as envs;
 use samza_container::job_model::JobModel;
 use samza_container::lease::Lease;
 use samza_container::systems::SystemRegistry;
 use samza_task_api::metrics::Snapshot;
-use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::proto::*;
-
-/// What the coordinator keeps at the resource manager.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CoordinatorState {
-    /// Job container number -> its current cluster container.
-    pub containers: BTreeMap<u32, Slot>,
-    /// Times (ms since the epoch) of failures within the retry window.
-    pub failures: VecDeque<i64>,
-    /// The JobModel the containers run: container number -> task names.
-    pub model: BTreeMap<u32, Vec<String>>,
-    /// Where the current attempt serves the JobModel and takes heartbeats.
-    pub url: Option<String>,
-    /// The last generation given to a container start (they only grow).
-    #[serde(default)]
-    pub generation: u64,
-    /// Messages processed by containers that have ended: the job's total
-    /// stays monotonic across replacements and coordinator attempts.
-    #[serde(default)]
-    pub retired_processed: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Slot {
-    /// The cluster container running it (none while one is being asked for).
-    pub container: Option<String>,
-    /// Its last node: where its local state is.
-    pub node: Option<String>,
-    pub node_url: Option<String>,
-    pub done: bool,
-    pub restarts: u32,
-}
 
 /// Who owns a job container's tasks now, as far as this coordinator decides.
 struct Owner {
@@ -207,13 +176,13 @@ pub fn main(systems: SystemRegistry) -> ExitCode {
 pub use samza_container::tools::compute_model;
 
 fn run(systems: SystemRegistry) -> anyhow::Result<()> {
-    let token = env("SAMZA_TOKEN")?;
-    let rm = Client::new(&env("SAMZA_RM_URL")?, &token);
-    let app_id = env("SAMZA_APP_ID")?;
-    let attempt: u32 = env("SAMZA_ATTEMPT")?.parse()?;
+    let token = env(envs::TOKEN)?;
+    let rm = Client::new(&env(envs::RM_URL)?, &token);
+    let app_id = env(envs::APP_ID)?;
+    let attempt: u32 = env(envs::ATTEMPT)?.parse()?;
     let app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
     let cfg = JobConfig::parse(&app.config, &Path::new(&app.base_dir).join("job.toml"), &app.overrides)?;
-    let model = compute_model(&cfg, &systems)?;
+    let model = compute_model(&cfg, &systems.resolve(&cfg)?)?;
     // Every line this coordinator logs names its job, application and attempt.
     let _entered = tracing::info_span!("coordinator", job = %cfg.name, app = %app_id, attempt).entered();
     tracing::info!(containers = cfg.container_count, "coordinator started");
@@ -237,7 +206,7 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     });
     let url = serve(served.clone(), &token)?;
     tracing::info!(%url, "serving the JobModel and container heartbeats");
-    let mut st: CoordinatorState = serde_json::from_value(app.coordinator_state.clone()).unwrap_or_default();
+    let mut st = app.coordinator_state.clone().unwrap_or_default();
     served.lock_leases().retired = st.retired_processed;
     st.url = Some(url);
     st.model = model
@@ -323,7 +292,10 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         co.served.lock_leases().nodes_heard(&reply);
         let mut to_start = Vec::new();
         for a in reply.allocated {
-            let n: u32 = a.role.parse()?;
+            let Role::Container(n) = a.role else {
+                release.push(a.container);
+                continue;
+            };
             let slot = co.st.containers.entry(n).or_default();
             if slot.container.is_some() || slot.done {
                 release.push(a.container);
@@ -615,7 +587,7 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
         )
         .with_state(served);
     // On its node manager's host address, so containers on other hosts reach it.
-    let host = std::env::var(BIND_ENV).unwrap_or_else(|_| "127.0.0.1".into());
+    let host = std::env::var(envs::BIND).unwrap_or_else(|_| "127.0.0.1".into());
     Ok(samza_container::http::serve(&format!("{host}:0"), token, router, "coordinator-http")?)
 }
 
@@ -629,10 +601,10 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
 /// container is told it no longer owns its tasks.
 pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Option<Joined>> {
     let (Ok(app), Ok(rm_url), Ok(token), Ok(id)) = (
-        std::env::var("SAMZA_APP_ID"),
-        std::env::var("SAMZA_RM_URL"),
-        std::env::var("SAMZA_TOKEN"),
-        std::env::var("SAMZA_CONTAINER_ID"),
+        std::env::var(envs::APP_ID),
+        std::env::var(envs::RM_URL),
+        std::env::var(envs::TOKEN),
+        std::env::var(envs::CONTAINER_ID),
     ) else {
         return Ok(None);
     };
@@ -722,7 +694,7 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
 /// The application's current coordinator, from its state at the resource manager.
 fn find_coordinator(rm: &Client, app: &str) -> anyhow::Result<Client> {
     let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
-    let url = info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string);
+    let url = info.coordinator_state.and_then(|s| s.url);
     let url = url.ok_or_else(|| anyhow::anyhow!("application {app} has no coordinator address yet"))?;
     Ok(rm.at(&url))
 }
@@ -779,7 +751,7 @@ impl Coordinator {
     fn ask(&self, n: u32) -> Ask {
         let last = self.st.containers.get(&n).and_then(|s| s.node.clone());
         Ask {
-            role: n.to_string(),
+            role: Role::Container(n),
             resources: Resources {
                 memory_mb: self.cfg.cluster.container_memory_mb,
                 vcores: self.cfg.cluster.container_vcores,
@@ -865,7 +837,7 @@ impl Coordinator {
             app: self.app.clone(),
             package_sha256: app.package_sha256.clone(),
             args,
-            env: BTreeMap::from([(GENERATION_ENV.to_string(), generation.to_string())]),
+            env: BTreeMap::from([(envs::GENERATION.to_string(), generation.to_string())]),
             files: BTreeMap::from([("job.toml".to_string(), app.config.clone())]),
             resources: a.resources,
             stop_grace_ms: self.cfg.shutdown_timeout_ms,

@@ -25,9 +25,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use samza_container::env;
 use samza_task_api::MetricsRegistry;
 
 use crate::auth::{self, error, is_sha256, safe_name};
+use crate::layout;
 use crate::proto::*;
 
 #[derive(Clone, Debug)]
@@ -129,7 +131,7 @@ impl Nm {
     }
 
     fn table_path(&self) -> PathBuf {
-        self.cfg.dir.join("containers.json")
+        layout::container_table(&self.cfg.dir)
     }
 
     fn persist(&self, table: &BTreeMap<String, Ctr>) {
@@ -193,7 +195,7 @@ impl Nm {
 
     /// The exit code a container left in its directory's `exit-code`.
     fn exit_code_file(&self, id: &str) -> Option<i32> {
-        let file = self.cfg.dir.join("containers").join(id).join("exit-code");
+        let file = layout::exit_code(&layout::container(&self.cfg.dir, id));
         std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
@@ -201,7 +203,7 @@ impl Nm {
     /// at launch): the table again, when `containers.json` is unreadable.
     fn records_in_container_dirs(&self) -> BTreeMap<String, Ctr> {
         let mut out = BTreeMap::new();
-        let Ok(dirs) = std::fs::read_dir(self.cfg.dir.join("containers")) else { return out };
+        let Ok(dirs) = std::fs::read_dir(layout::containers(&self.cfg.dir)) else { return out };
         for d in dirs.filter_map(|d| d.ok()) {
             let file = d.path().join(PROCESS_FILE);
             match std::fs::read(&file).map(|b| serde_json::from_slice::<Ctr>(&b)) {
@@ -303,7 +305,7 @@ impl Nm {
 
     /// The package binary, from the cache or downloaded and checked.
     async fn package(&self, sha: &str) -> Result<PathBuf, String> {
-        let path = self.cfg.dir.join("packages").join(sha);
+        let path = layout::package(&self.cfg.dir, sha);
         let _one_at_a_time = self.downloads.lock().await;
         if path.is_file() {
             return Ok(path);
@@ -348,7 +350,7 @@ impl Nm {
             return Err((StatusCode::CONFLICT, format!("container {} exists already", l.container)));
         }
         let binary = self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
-        let work = self.cfg.dir.join("containers").join(&l.container);
+        let work = layout::container(&self.cfg.dir, &l.container);
         let io = |e: std::io::Error| {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()))
         };
@@ -362,13 +364,13 @@ impl Nm {
         cmd.args(&l.args)
             .current_dir(&work)
             .envs(&l.env)
-            .env("SAMZA_CONTAINER_ID", &l.container)
-            .env("SAMZA_APP_ID", &l.app)
-            .env("SAMZA_RM_URL", &self.cfg.rm_url)
-            .env("SAMZA_TOKEN", &*self.token)
-            .env("SAMZA_NODE", &self.cfg.node)
-            .env("SAMZA_NODE_STATE_DIR", self.cfg.dir.join("state"))
-            .env(samza_container::entry::BIND_ENV, &self.host)
+            .env(env::CONTAINER_ID, &l.container)
+            .env(env::APP_ID, &l.app)
+            .env(env::RM_URL, &self.cfg.rm_url)
+            .env(env::TOKEN, &*self.token)
+            .env(env::NODE, &self.cfg.node)
+            .env(env::NODE_STATE_DIR, layout::node_state(&self.cfg.dir))
+            .env(env::BIND, &self.host)
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -457,7 +459,7 @@ impl Nm {
             if proc_start_ticks(pid) != start {
                 // Not our child: its exit code is in the file the job binary
                 // leaves in its working directory, when it exited on its own.
-                let file = self.cfg.dir.join("containers").join(&id).join("exit-code");
+                let file = layout::exit_code(&layout::container(&self.cfg.dir, &id));
                 match std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
                     Some(code) => self.ended(&id, Some(code), None),
                     None => self.ended(
@@ -629,7 +631,7 @@ async fn logs(
     if !safe_name(&id) || !matches!(stream.as_str(), "stdout" | "stderr") {
         return error(StatusCode::BAD_REQUEST, "logs are /v1/containers/<id>/logs/stdout or .../stderr");
     }
-    let path = nm.cfg.dir.join("containers").join(&id).join(&stream);
+    let path = layout::container(&nm.cfg.dir, &id).join(&stream);
     let tail = q.tail.unwrap_or(1 << 20);
     let r = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
@@ -655,7 +657,7 @@ async fn logs(
 /// started that are still alive (pid and kernel start time as in its
 /// table), whether or not the node manager itself still runs.
 pub fn running_pids(dir: &std::path::Path) -> Vec<u32> {
-    let Ok(bytes) = std::fs::read(dir.join("containers.json")) else { return Vec::new() };
+    let Ok(bytes) = std::fs::read(layout::container_table(dir)) else { return Vec::new() };
     let Ok(table) = serde_json::from_slice::<BTreeMap<String, Ctr>>(&bytes) else { return Vec::new() };
     table
         .values()
@@ -703,7 +705,7 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
     let url = advertised_url(listener.local_addr()?, advertise)?;
     std::fs::create_dir_all(&cfg.dir)?;
     let nm = Nm::new(cfg.clone(), url.clone(), token)?;
-    crate::durable::write_atomic(&cfg.dir.join("nm.url"), url.as_bytes())?;
+    crate::durable::write_atomic(&layout::nm_url(&cfg.dir), url.as_bytes())?;
     tracing::info!(node = %cfg.node, %url, rm = %cfg.rm_url, "node manager listening");
     spawn(nm.clone().run_heartbeats());
     axum::serve(listener, nm.router()).await?;

@@ -9,9 +9,90 @@
 //! `POST /v1/apps/{app}/finish`. Node manager: `POST /v1/containers` (launch),
 //! `GET /v1/containers`, `POST /v1/containers/{id}/stop`, `GET /v1/containers/{id}/logs/{stdout|stderr}`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// What a cluster container is to its application: the job coordinator, or
+/// one of the job's containers by number. On the wire (and in the dashboard)
+/// a string: `coordinator` or the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Coordinator,
+    Container(u32),
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Coordinator => f.write_str("coordinator"),
+            Role::Container(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "coordinator" => Ok(Role::Coordinator),
+            n => n
+                .parse()
+                .map(Role::Container)
+                .map_err(|_| format!("{s:?} is not a role: \"coordinator\" or a container number")),
+        }
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a job coordinator keeps at the resource manager
+/// (`PUT /v1/apps/{app}/coordinator-state`), so that its next attempt adopts
+/// the running containers and continues their generations; `samza-run
+/// status` reads the restarts from it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorState {
+    /// Job container number -> its current cluster container.
+    pub containers: BTreeMap<u32, Slot>,
+    /// Times (ms since the epoch) of failures within the retry window.
+    pub failures: VecDeque<i64>,
+    /// The JobModel the containers run: container number -> task names.
+    pub model: BTreeMap<u32, Vec<String>>,
+    /// Where the current attempt serves the JobModel and takes heartbeats.
+    pub url: Option<String>,
+    /// The last generation given to a container start (they only grow).
+    #[serde(default)]
+    pub generation: u64,
+    /// Messages processed by containers that have ended: the job's total
+    /// stays monotonic across replacements and coordinator attempts.
+    #[serde(default)]
+    pub retired_processed: u64,
+}
+
+/// One job container as its coordinator tracks it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The cluster container running it (none while one is being asked for).
+    pub container: Option<String>,
+    /// Its last node: where its local state is.
+    pub node: Option<String>,
+    pub node_url: Option<String>,
+    pub done: bool,
+    pub restarts: u32,
+}
 
 /// Memory and cores: a node's capacity or a container's size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,8 +264,7 @@ pub struct ContainerInfo {
     pub pid: Option<u32>,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
-    /// `coordinator` for the coordinator; a container's number in the job otherwise.
-    pub role: String,
+    pub role: Role,
     /// Coordinator attempt that allocated it.
     pub attempt: u32,
 }
@@ -203,17 +283,16 @@ pub struct AppInfo {
     pub coordinator: Resources,
     pub containers: Vec<ContainerInfo>,
     pub events: Vec<Event>,
-    /// Opaque state the coordinator keeps here, so its next attempt can adopt
-    /// running containers.
-    pub coordinator_state: serde_json::Value,
+    /// The state the coordinator keeps here (none before its first save).
+    pub coordinator_state: Option<CoordinatorState>,
     pub submitted_ms: i64,
 }
 
 /// A coordinator's request for a container.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ask {
-    /// The job's container number this is for (becomes the container's role).
-    pub role: String,
+    /// The job container this is for (becomes the container's role).
+    pub role: Role,
     pub resources: Resources,
     /// Prefer this node (the container's last, where its state is) ...
     pub preferred_node: Option<String>,
@@ -233,7 +312,7 @@ pub struct Allocate {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Allocation {
     pub container: String,
-    pub role: String,
+    pub role: Role,
     pub node: String,
     pub node_url: String,
     pub resources: Resources,

@@ -28,10 +28,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use samza_container::env;
 use samza_task_api::{Counter, MetricsRegistry, Timer};
 
-use crate::auth::{self, error, is_sha256, safe_name};
+use crate::auth::{self, is_sha256, safe_name};
+use crate::layout;
 use crate::proto::*;
+use samza_container::http::ApiError;
 
 /// Settings of a resource manager.
 #[derive(Clone, Debug)]
@@ -118,8 +121,10 @@ fn push_event(app: &mut App, message: String) {
 }
 
 pub(crate) fn describe(c: &ContainerInfo) -> String {
-    let who =
-        if c.role == "coordinator" { "coordinator".to_string() } else { format!("container {}", c.role) };
+    let who = match c.role {
+        Role::Coordinator => "coordinator".to_string(),
+        Role::Container(n) => format!("container {n}"),
+    };
     format!("{who} ({}) on {}", c.id, c.node)
 }
 
@@ -166,7 +171,7 @@ impl Inner {
             .map(|(id, _)| id.clone())
     }
 
-    fn new_container(&mut self, app: &str, node: &str, role: &str, resources: Resources) -> ContainerInfo {
+    fn new_container(&mut self, app: &str, node: &str, role: Role, resources: Resources) -> ContainerInfo {
         self.p.next_container += 1;
         let id = format!("{app}-c{}", self.p.next_container);
         let a = self.p.apps.get_mut(app).expect("app exists");
@@ -178,7 +183,7 @@ impl Inner {
             pid: None,
             exit_code: None,
             reason: None,
-            role: role.to_string(),
+            role,
             attempt: a.info.attempt,
         };
         a.info.containers.push(c.clone());
@@ -267,7 +272,7 @@ impl Inner {
     /// coordinator, start the next attempt or end the application.
     fn container_ended(&mut self, app_id: &str, c: ContainerInfo) {
         let app = self.p.apps.get_mut(app_id).expect("app exists");
-        if c.role != "coordinator" {
+        if c.role != Role::Coordinator {
             if !app.info.state.is_final() {
                 app.undelivered.push(c);
             }
@@ -363,9 +368,9 @@ impl Inner {
 impl Rm {
     /// Loads (or starts) the state in `cfg.dir` and the token in `<dir>/token`.
     pub fn open(cfg: RmConfig) -> anyhow::Result<Arc<Rm>> {
-        std::fs::create_dir_all(cfg.dir.join("packages"))?;
-        let token = auth::load_or_create(&cfg.dir.join("token"))?;
-        let path = cfg.dir.join("state.json");
+        std::fs::create_dir_all(layout::packages(&cfg.dir))?;
+        let token = auth::load_or_create(&layout::token(&cfg.dir))?;
+        let path = layout::rm_state(&cfg.dir);
         let p: Persisted = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| anyhow::anyhow!("cannot read resource manager state {}: {e}", path.display()))?,
@@ -430,7 +435,7 @@ impl Rm {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&inner.p)?;
-        crate::durable::write_atomic(&self.cfg.dir.join("state.json"), &bytes)?;
+        crate::durable::write_atomic(&layout::rm_state(&self.cfg.dir), &bytes)?;
         inner.dirty = false;
         Ok(())
     }
@@ -497,31 +502,30 @@ impl Rm {
 
     /// Allocates a container for every accepted application's coordinator.
     fn place_coordinators(&self, inner: &mut Inner) -> Vec<(String, Launch)> {
-        let waiting: Vec<String> =
-            inner
-                .p
-                .apps
-                .iter()
-                .filter(|(_, a)| {
-                    a.info.state == AppState::Accepted
-                        && !a.info.containers.iter().any(|c| {
-                            c.role == "coordinator" && c.attempt == a.info.attempt && !c.state.is_done()
-                        })
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
+        let waiting: Vec<String> = inner
+            .p
+            .apps
+            .iter()
+            .filter(|(_, a)| {
+                a.info.state == AppState::Accepted
+                    && !a.info.containers.iter().any(|c| {
+                        c.role == Role::Coordinator && c.attempt == a.info.attempt && !c.state.is_done()
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut out = Vec::new();
         for app_id in waiting {
             let resources = inner.p.apps[&app_id].info.coordinator;
             let Some(node) = inner.place(&resources, None, true) else { continue };
-            let c = inner.new_container(&app_id, &node, "coordinator", resources);
+            let c = inner.new_container(&app_id, &node, Role::Coordinator, resources);
             let app = inner.p.apps.get_mut(&app_id).unwrap();
             app.info.state = AppState::Running;
             let attempt = app.info.attempt;
             push_event(app, format!("coordinator attempt {attempt} placed: {}", describe(&c)));
             let env = BTreeMap::from([
-                ("SAMZA_APP_ID".to_string(), app_id.clone()),
-                ("SAMZA_ATTEMPT".to_string(), attempt.to_string()),
+                (env::APP_ID.to_string(), app_id.clone()),
+                (env::ATTEMPT.to_string(), attempt.to_string()),
             ]);
             let launch = Launch {
                 container: c.id.clone(),
@@ -565,7 +569,7 @@ impl Rm {
 type Shared = State<Arc<Rm>>;
 
 fn json_err(status: StatusCode, e: impl std::fmt::Display) -> Response {
-    error(status, e.to_string())
+    ApiError::new(status, e.to_string()).into_response()
 }
 
 async fn register(State(rm): Shared, Json(req): Json<RegisterNode>) -> Response {
@@ -691,7 +695,7 @@ async fn upload(State(rm): Shared, UrlPath(sha): UrlPath<String>, body: Bytes) -
             ),
         );
     }
-    let dir = rm.cfg.dir.join("packages");
+    let dir = layout::packages(&rm.cfg.dir);
     let path = dir.join(&sha);
     if path.is_file() {
         return StatusCode::NO_CONTENT.into_response();
@@ -708,7 +712,7 @@ async fn download(State(rm): Shared, method: axum::http::Method, UrlPath(sha): U
     if !is_sha256(&sha) {
         return json_err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a lowercase hex SHA-256"));
     }
-    let path = rm.cfg.dir.join("packages").join(&sha);
+    let path = layout::package(&rm.cfg.dir, &sha);
     if method == axum::http::Method::HEAD {
         // Lets a client skip uploading a package the resource manager has.
         return if path.is_file() { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response();
@@ -727,7 +731,7 @@ async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response {
     if !safe_name(&s.name) {
         return json_err(StatusCode::BAD_REQUEST, format!("invalid job name {:?}", s.name));
     }
-    if !is_sha256(&s.package_sha256) || !rm.cfg.dir.join("packages").join(&s.package_sha256).is_file() {
+    if !is_sha256(&s.package_sha256) || !layout::package(&rm.cfg.dir, &s.package_sha256).is_file() {
         return json_err(
             StatusCode::BAD_REQUEST,
             format!("package {} is not uploaded (PUT /v1/packages/<sha256> first)", s.package_sha256),
@@ -768,7 +772,7 @@ async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response {
             coordinator: s.coordinator,
             containers: vec![],
             events: vec![],
-            coordinator_state: serde_json::Value::Null,
+            coordinator_state: None,
             submitted_ms: now_ms(),
         },
         pending: vec![],
@@ -794,7 +798,7 @@ async fn list_apps(State(rm): Shared) -> Response {
     Json(apps).into_response()
 }
 
-fn with_app<T>(rm: &Rm, app: &str, f: impl FnOnce(&mut Inner) -> Result<T, Response>) -> Response
+fn with_app<T>(rm: &Rm, app: &str, f: impl FnOnce(&mut Inner) -> Result<T, ApiError>) -> Response
 where
     T: Serialize,
 {
@@ -806,7 +810,7 @@ where
     rm.save_or_log(&mut inner);
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -862,7 +866,7 @@ async fn to_coordinator(rm: &Rm, app: &str, path: String, query: Vec<(String, St
         if a.info.state != AppState::Running {
             return json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state));
         }
-        a.info.coordinator_state.get("url").and_then(|u| u.as_str()).map(str::to_string)
+        a.info.coordinator_state.as_ref().and_then(|s| s.url.clone())
     };
     let Some(url) = url else {
         return json_err(
@@ -939,7 +943,10 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
     with_app(rm, &app, |inner| {
         let a = inner.p.apps.get_mut(&app).unwrap();
         if a.info.state.is_final() {
-            return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("application {app} is {:?}", a.info.state),
+            ));
         }
         current_attempt(a, req.attempt)?;
         let now = now_ms();
@@ -973,10 +980,10 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
             let relaxed = !preferred_alive || now - p.since_ms >= p.ask.relax_after_ms as i64;
             match inner.place(&p.ask.resources, p.ask.preferred_node.as_deref(), relaxed) {
                 Some(node) => {
-                    let c = inner.new_container(&app, &node, &p.ask.role, p.ask.resources);
+                    let c = inner.new_container(&app, &node, p.ask.role, p.ask.resources);
                     allocated.push(Allocation {
                         container: c.id.clone(),
-                        role: c.role.clone(),
+                        role: c.role,
                         node: node.clone(),
                         node_url: inner.nodes[&node].url.clone(),
                         resources: c.resources,
@@ -1015,9 +1022,9 @@ fn allocate_now(rm: &Rm, app: &str, req: Allocate) -> Response {
 
 /// Refuses a coordinator attempt that is not the application's current one
 /// (a coordinator that was replaced while it was paused or cut off).
-fn current_attempt(a: &App, attempt: u32) -> Result<(), Response> {
+fn current_attempt(a: &App, attempt: u32) -> Result<(), ApiError> {
     if attempt != a.info.attempt {
-        return Err(json_err(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("coordinator attempt {attempt} is not the current one ({})", a.info.attempt),
         ));
@@ -1034,15 +1041,18 @@ async fn coordinator_state(
     State(rm): Shared,
     UrlPath(app): UrlPath<String>,
     Query(q): Query<AttemptQuery>,
-    Json(v): Json<serde_json::Value>,
+    Json(v): Json<CoordinatorState>,
 ) -> Response {
     with_app(&rm, &app, |inner| {
         let a = inner.p.apps.get_mut(&app).unwrap();
         current_attempt(a, q.attempt)?;
         if a.info.state.is_final() {
-            return Err(json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("application {app} is {:?}", a.info.state),
+            ));
         }
-        a.info.coordinator_state = v;
+        a.info.coordinator_state = Some(v);
         inner.dirty = true;
         Ok(serde_json::json!({}))
     })
@@ -1051,7 +1061,10 @@ async fn coordinator_state(
 async fn finish(State(rm): Shared, UrlPath(app): UrlPath<String>, Json(f): Json<Finish>) -> Response {
     with_app(&rm, &app, |inner| {
         if !f.state.is_final() {
-            return Err(json_err(StatusCode::BAD_REQUEST, format!("{:?} is not a final state", f.state)));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{:?} is not a final state", f.state),
+            ));
         }
         let a = inner.p.apps.get_mut(&app).unwrap();
         current_attempt(a, f.attempt)?;
@@ -1132,7 +1145,7 @@ pub async fn serve(mut cfg: RmConfig, bind: &str) -> anyhow::Result<()> {
     cfg.advertised_url = url.clone();
     let dir = cfg.dir.clone();
     let rm = Rm::open(cfg)?;
-    crate::durable::write_atomic(&dir.join("rm.url"), url.as_bytes())?;
+    crate::durable::write_atomic(&layout::rm_url(&dir), url.as_bytes())?;
     tracing::info!(%url, dir = %dir.display(), "resource manager listening");
     tokio::spawn(rm.clone().run_duties());
     axum::serve(listener, rm.router()).await?;
@@ -1152,7 +1165,7 @@ mod tests {
             pid: None,
             exit_code: Some(1),
             reason: None,
-            role: "0".into(),
+            role: Role::Container(0),
             attempt: 1,
         }
     }

@@ -91,8 +91,8 @@ pub struct RocksEngine {
     dir: PathBuf,
 }
 
-fn rocks_err(dir: &Path, op: &str, e: rocksdb::Error) -> StateError {
-    StateError::Engine(format!("rocksdb {op} in {}: {e}", dir.display()))
+fn rocks_err(dir: &Path, op: &'static str, source: rocksdb::Error) -> StateError {
+    StateError::Engine { op, dir: dir.to_path_buf(), source }
 }
 
 impl RocksEngine {
@@ -120,7 +120,7 @@ impl RocksEngine {
     /// beside a process that has it open).
     pub fn open_read_only(dir: &Path) -> Result<RocksEngine, StateError> {
         if !dir.join("CURRENT").is_file() {
-            return Err(StateError::Engine(format!("no RocksDB store in {}", dir.display())));
+            return Err(StateError::NoStore { dir: dir.to_path_buf() });
         }
         let db = rocksdb::DB::open_for_read_only(&rocksdb::Options::default(), dir, false)
             .map_err(|e| rocks_err(dir, "open (read-only)", e))?;

@@ -10,12 +10,34 @@ pub use engine::{Engine, MemoryEngine, RocksEngine};
 pub use restore::{ChangelogSource, EngineKind, Marker, RestoreReport};
 pub use store::{system_clock, Clock, StoreOptions, TaskStore};
 
+use std::path::PathBuf;
+
+/// Why a store could not be opened, read, written or restored; each variant
+/// names the store's directory or changelog partition and keeps its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{0}")]
-    Engine(String),
-    #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Changelog(String),
+    #[error("rocksdb {op} in {}: {source}", dir.display())]
+    Engine {
+        op: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("no RocksDB store in {}", dir.display())]
+    NoStore { dir: PathBuf },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Changelog {
+        context: String,
+        #[source]
+        source: samza_task_api::SystemError,
+    },
+    #[error("restore of {ssp} reached offset {next} of {upcoming} in {secs:.0} s and got nothing more: the changelog's system is unavailable or too slow")]
+    RestoreTimeout { ssp: samza_task_api::SystemStreamPartition, next: u64, upcoming: u64, secs: f64 },
 }

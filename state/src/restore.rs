@@ -40,7 +40,7 @@ pub struct Marker {
 }
 
 /// What opening a store did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreReport {
     /// `tail` (local state reused, changelog tail replayed), `full` (rebuilt
     /// from the changelog), `local` (no changelog), or `memory`.
@@ -77,8 +77,8 @@ pub fn marker_path(dir: &Path) -> PathBuf {
     dir.join("marker.json")
 }
 
-fn io(op: &str, path: &Path, e: std::io::Error) -> StateError {
-    StateError::Io(format!("{op} {}: {e}", path.display()))
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> StateError {
+    StateError::Io { op, path: path.to_path_buf(), source }
 }
 
 /// Writes the marker (atomically: temporary file, then rename).
@@ -197,9 +197,10 @@ fn replay(
     if from >= upcoming {
         return Ok((0, 0, from));
     }
-    c.consumer
-        .register(&c.ssp, from)
-        .map_err(|e| StateError::Changelog(format!("cannot read {} from {from}: {e}", c.ssp)))?;
+    c.consumer.register(&c.ssp, from).map_err(|source| StateError::Changelog {
+        context: format!("cannot read {} from {from}", c.ssp),
+        source,
+    })?;
     let mut buf = Vec::new();
     let (mut records, mut bytes, mut next) = (0u64, 0u64, from);
     let started = Instant::now();
@@ -208,7 +209,7 @@ fn replay(
         buf.clear();
         c.consumer
             .poll(&mut buf, 100_000, Duration::from_millis(200))
-            .map_err(|e| StateError::Changelog(format!("cannot read {}: {e}", c.ssp)))?;
+            .map_err(|source| StateError::Changelog { context: format!("cannot read {}", c.ssp), source })?;
         if buf.is_empty() {
             // Compaction may have removed the last records before `upcoming`;
             // a consumer that knows its position says so. Otherwise the
@@ -218,11 +219,12 @@ fn replay(
                 break;
             }
             if started.elapsed() >= c.timeout {
-                return Err(StateError::Changelog(format!(
-                    "restore of {} reached offset {next} of {upcoming} in {:.0} s and got nothing more: the changelog's system is unavailable or too slow",
-                    c.ssp,
-                    c.timeout.as_secs_f64()
-                )));
+                return Err(StateError::RestoreTimeout {
+                    ssp: c.ssp.clone(),
+                    next,
+                    upcoming,
+                    secs: c.timeout.as_secs_f64(),
+                });
             }
             if told.elapsed() >= Duration::from_secs(5) {
                 told = Instant::now();

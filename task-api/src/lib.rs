@@ -5,6 +5,7 @@
 //! embedded log, Kafka) depend on this crate; it depends on none of them.
 
 mod error;
+pub mod factory;
 pub mod metrics;
 pub mod partitioner;
 pub mod serdes;
@@ -13,6 +14,7 @@ pub mod system;
 pub mod task;
 
 pub use error::{TaskError, TaskErrorKind};
+pub use factory::{ConfigIssue, SystemContext, SystemFactory, COMMON_SYSTEM_KEYS};
 pub use metrics::{Counter, Gauge, MetricsRegistry, Timer};
 pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
 pub use store::{KeyValueStore, RawStore, SharedStore, UpdateFn};
@@ -23,7 +25,7 @@ pub use task::{
 
 pub use partitioner::{murmur2, partition_for_key};
 pub use system::{
-    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, PartitionMetadata, ProducerOwner, StreamSpec,
-    SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer, SystemStream,
-    SystemStreamPartition,
+    IncomingMessageEnvelope, Offset, OutgoingMessageEnvelope, ParseStreamError, PartitionMetadata,
+    ProducerOwner, StreamSpec, SystemAdmin, SystemConsumer, SystemError, SystemErrorKind, SystemProducer,
+    SystemStream, SystemStreamPartition,
 };

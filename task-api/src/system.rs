@@ -39,6 +39,30 @@ impl fmt::Display for SystemStream {
     }
 }
 
+/// Text that does not name a stream (`system.stream`) or a partition
+/// (`system.stream[N]`); the message quotes the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not \"{expected}\"")]
+pub struct ParseStreamError {
+    text: String,
+    expected: &'static str,
+}
+
+/// `system.stream`: split at the first dot (stream names may hold dots);
+/// neither part may be empty.
+impl std::str::FromStr for SystemStream {
+    type Err = ParseStreamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('.') {
+            Some((system, stream)) if !system.is_empty() && !stream.is_empty() => {
+                Ok(SystemStream::new(system, stream))
+            }
+            _ => Err(ParseStreamError { text: s.to_string(), expected: "system.stream" }),
+        }
+    }
+}
+
 /// One partition of one stream of one system: the unit of input a task owns.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SystemStreamPartition {
@@ -64,6 +88,19 @@ impl SystemStreamPartition {
 impl fmt::Display for SystemStreamPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}[{}]", self.system_stream, self.partition)
+    }
+}
+
+/// `system.stream[N]`, as [`SystemStreamPartition`]'s `Display` writes it.
+impl std::str::FromStr for SystemStreamPartition {
+    type Err = ParseStreamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseStreamError { text: s.to_string(), expected: "system.stream[partition]" };
+        let (stream, rest) = s.rsplit_once('[').ok_or_else(bad)?;
+        let partition = rest.strip_suffix(']').and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let stream: SystemStream = stream.parse().map_err(|_| bad())?;
+        Ok(stream.partition(partition))
     }
 }
 
@@ -315,5 +352,30 @@ pub trait SystemProducer: Send {
     ) -> Result<(), SystemError> {
         let _ = (owner, partitions);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_parse_with_one_rule() {
+        assert_eq!("log.in".parse::<SystemStream>().unwrap(), SystemStream::new("log", "in"));
+        assert_eq!("kafka.a.b".parse::<SystemStream>().unwrap(), SystemStream::new("kafka", "a.b"));
+        for bad in ["in", "log.", ".in", ""] {
+            let e = bad.parse::<SystemStream>().unwrap_err().to_string();
+            assert_eq!(e, format!("{bad:?} is not \"system.stream\""));
+        }
+    }
+
+    #[test]
+    fn partitions_parse_as_they_display() {
+        let ssp = SystemStreamPartition::new("log", "a.b", 7);
+        assert_eq!(ssp.to_string().parse::<SystemStreamPartition>().unwrap(), ssp);
+        for bad in ["log.in", "log.in[x]", "log.in[1", "log[1]", "log.[1]", "log.in[-1]"] {
+            let e = bad.parse::<SystemStreamPartition>().unwrap_err().to_string();
+            assert_eq!(e, format!("{bad:?} is not \"system.stream[partition]\""));
+        }
     }
 }

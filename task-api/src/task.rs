@@ -48,12 +48,7 @@ impl Config {
     /// The stream named by `key` as `"system.stream"`, or `default` when the key is absent.
     pub fn get_system_stream(&self, key: &str, default: &str) -> Result<crate::SystemStream, TaskError> {
         let v = self.get(key).unwrap_or(default);
-        match v.split_once('.') {
-            Some((system, stream)) if !system.is_empty() && !stream.is_empty() => {
-                Ok(crate::SystemStream::new(system, stream))
-            }
-            _ => Err(TaskError::config(format!("config key {key}: {v:?} is not \"system.stream\""))),
-        }
+        v.parse().map_err(|e| TaskError::config(format!("config key {key}: {e}")))
     }
 
     /// The value of `key` parsed as `T`, with an error naming the key and value.

@@ -88,7 +88,7 @@ fn a_container_that_crashes_on_every_start_spends_the_budget_and_fails_the_job()
     assert!(reason.contains("3 container failures within 300 s (budget 2)"), "{reason}");
     assert!(reason.contains("refusing message"), "the container's error is in the reason: {reason}");
     let failed_starts =
-        done.containers.iter().filter(|c| c.role != "coordinator" && c.exit_code == Some(1)).count();
+        done.containers.iter().filter(|c| c.role != Role::Coordinator && c.exit_code == Some(1)).count();
     assert_eq!(failed_starts, 3, "three starts of the failing container");
     let text = s.status_text(&app);
     assert!(text.contains("FAILED") && text.contains("budget 2"), "{text}");
@@ -177,7 +177,7 @@ fn a_restarted_node_manager_readopts_its_running_containers() {
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
     assert_eq!(done.attempt, 1);
     let job_containers: Vec<&ContainerInfo> =
-        done.containers.iter().filter(|c| c.role != "coordinator").collect();
+        done.containers.iter().filter(|c| c.role != Role::Coordinator).collect();
     assert_eq!(job_containers.len(), 2, "no container was restarted: {:#?}", done.events);
     assert!(job_containers.iter().all(|c| c.exit_code == Some(0)), "{job_containers:#?}");
     assert_eq!(s.out_count(), 60_000);
@@ -209,16 +209,20 @@ fn containers_get_the_job_model_from_the_coordinator_and_a_hung_one_is_replaced(
     let job = s.job("copy", "container-heartbeat-timeout-ms = 3000\n\n[params]\nsleep-us = 300000\n");
     let app = s.submit(&job);
     let info = s.wait_running(&app);
-    let hung = running_job_containers(&info).into_iter().find(|c| c.role == "0").unwrap().clone();
+    let hung =
+        running_job_containers(&info).into_iter().find(|c| c.role == Role::Container(0)).unwrap().clone();
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: a container process of this test's cluster; stopped, not killed.
     unsafe { libc::kill(hung.pid.unwrap() as i32, libc::SIGSTOP) };
     let info = s.wait(&app, "container 0 replaced", Duration::from_secs(30), |i| {
-        i.containers.iter().any(|c| c.role == "0" && c.id != hung.id && c.state == ContainerState::Running)
+        i.containers
+            .iter()
+            .any(|c| c.role == Role::Container(0) && c.id != hung.id && c.state == ContainerState::Running)
     });
     let old = info.containers.iter().find(|c| c.id == hung.id).unwrap();
     assert!(matches!(old.state, ContainerState::Killed | ContainerState::Running), "{old:?}");
-    assert_eq!(info.coordinator_state["containers"]["0"]["restarts"], 1, "{:#?}", info.coordinator_state);
+    let state = info.coordinator_state.as_ref().expect("the coordinator saved its state");
+    assert_eq!(state.containers[&0].restarts, 1, "{state:#?}");
     let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
     s.wait(&app, "the hung container stopped", Duration::from_secs(15), |i| {
@@ -285,7 +289,11 @@ fn a_second_submission_and_a_stale_attempt_are_refused() {
     assert!(e.to_string().contains("is not the current one"), "{e:#}");
     let after = s.app(&app);
     assert_eq!(after.state, AppState::Running, "{:#?}", after.events);
-    assert_ne!(after.coordinator_state, serde_json::json!({}), "the stale attempt's state was not taken");
+    assert_ne!(
+        after.coordinator_state,
+        Some(CoordinatorState::default()),
+        "the stale attempt's state was not taken"
+    );
     // Once it is killed, the job may run again. `kill` returns only once
     // every container of it has stopped.
     let out = s.samza_run(&["kill", &app]);
@@ -321,7 +329,7 @@ fn a_node_manager_with_an_unreadable_table_starts_and_reports_what_its_container
     let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(60), |i| i.state.is_final());
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
     let job_containers: Vec<&ContainerInfo> =
-        done.containers.iter().filter(|c| c.role != "coordinator").collect();
+        done.containers.iter().filter(|c| c.role != Role::Coordinator).collect();
     assert_eq!(job_containers.len(), 2, "none run again: {:#?}", done.events);
     assert!(
         job_containers.iter().all(|c| c.exit_code == Some(0)),

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use samza::layout;
+use samza::status::ContainerStatus;
 use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
 
 const JOB: &str = env!("CARGO_BIN_EXE_test-job");
 
 fn samza_run() -> PathBuf {
     let p = Path::new(JOB).parent().unwrap().join("samza-run");
-    assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-container`", p.display());
+    assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-cli`", p.display());
     p
 }
 
@@ -81,9 +83,8 @@ partitions = 2
         cmd.spawn().unwrap()
     }
 
-    fn status(&self, container: u32) -> Option<serde_json::Value> {
-        let p = self.dir.path().join(format!("state/copy-job/container-{container}.status.json"));
-        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    fn status(&self, container: u32) -> Option<ContainerStatus> {
+        ContainerStatus::read(&layout::status_file(&self.dir.path().join("state"), "copy-job", container))
     }
 
     fn values(&self, stream: &str) -> Vec<String> {
@@ -151,8 +152,8 @@ fn kill_9_of_a_container_then_rerun_processes_every_message_at_least_once() {
     // Kill container 0 once it is well into its partition.
     let mut pid = 0;
     wait_for("container 0 to make progress", Duration::from_secs(60), || match job.status(0) {
-        Some(s) if s["processed"].as_u64().unwrap_or(0) > 5_000 => {
-            pid = s["pid"].as_u64().unwrap() as i32;
+        Some(s) if s.processed > 5_000 => {
+            pid = s.pid as i32;
             true
         }
         _ => false,
@@ -197,7 +198,7 @@ fn ctrl_c_stops_cleanly_with_a_final_checkpoint() {
     let job = Job::new(N, "");
     let child = job.start(&["task.commit-ms=600000"]);
     wait_for("both containers to read everything", Duration::from_secs(60), || {
-        (0..2).all(|c| job.status(c).is_some_and(|s| s["processed"].as_u64() == Some(N)))
+        (0..2).all(|c| job.status(c).is_some_and(|s| s.processed == N))
     });
     assert!(job.checkpoints().is_empty(), "no periodic commit yet");
     // SAFETY: SIGINT (Ctrl-C) to the samza-run process this test started.
@@ -284,24 +285,63 @@ fn broken_job_files_fail_before_anything_starts() {
 }
 
 #[test]
+fn a_system_type_the_job_binary_defines_is_checked_and_read_like_a_built_in_one() {
+    // test-job registers `sequence`, a system of its own, with samza::main_with_systems.
+    let sequence = "[systems.seq]\ntype = \"sequence\"\ncount = 500\npartitions = 2\n[systems.seq.streams.numbers]\nbounded = true\n";
+    let job = Job::new(0, sequence);
+    let read_seq = ["task.inputs=[\"seq.numbers\"]", "task.checkpoint-system=log"];
+    let good = std::fs::read_to_string(job.path()).unwrap();
+    // Its section is checked by its own factory, before anything starts, once.
+    for (from, to, expected) in [
+        ("count = 500", "cuont = 500", "unknown field `cuont`, expected `count` or `partitions`"),
+        ("count = 500", "count = \"many\"", "invalid type: string \"many\", expected u64"),
+        ("500\npartitions = 2", "500\npartitions = 0", "systems.seq.partitions: must be at least 1"),
+        (
+            "type = \"sequence\"",
+            "type = \"sequense\"",
+            "systems.seq.type: unknown system type \"sequense\" (known: embedded-log, kafka, sequence)",
+        ),
+    ] {
+        std::fs::write(job.path(), good.replacen(from, to, 1)).unwrap();
+        let (out, err) = finish(job.start(&read_seq));
+        assert!(!out.status.success(), "{to}");
+        assert_eq!(err.matches(expected).count(), 1, "{to}: expected {expected:?} once in {err}");
+        if from == "count = 500" {
+            assert!(err.contains("line 24"), "{to}: the line is named: {err}");
+        }
+        assert!(!job.dir.path().join("state").exists(), "{to}: nothing may start");
+    }
+    std::fs::write(job.path(), &good).unwrap();
+    let (out, err) = finish(job.start(&read_seq));
+    assert!(out.status.success(), "{err}");
+    let mut values = job.values("out");
+    values.sort();
+    let mut expected: Vec<String> =
+        (0..2).flat_map(|p| (0..500).map(move |i| format!("numbers-{p}-{i}"))).collect();
+    expected.sort();
+    assert_eq!(values, expected);
+}
+
+#[test]
 fn a_newer_generation_of_a_container_fences_the_running_one_which_exits_without_committing() {
     const N: u64 = 40_000;
     let job = Job::new(N, "[systems.log.streams.in]\nbounded = true\n[params]\nsleep-us = 100000\n");
     let child = job.start(&[]);
     wait_for("container 0 to make progress", Duration::from_secs(60), || {
-        job.status(0).is_some_and(|s| s["processed"].as_u64().unwrap_or(0) > 2_000)
+        job.status(0).is_some_and(|s| s.processed > 2_000)
     });
-    let generation: u64 = std::fs::read_to_string(job.dir.path().join("state/copy-job/generation"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let generation: u64 =
+        std::fs::read_to_string(layout::generation_file(&job.dir.path().join("state"), "copy-job"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
     // Container 0 started again, as its successor would be: a higher generation.
     let successor = Command::new(JOB)
         .args(["container", "--config"])
         .arg(job.path())
         .args(["--container-id", "0", "--override", "params.sleep-us=0"])
-        .env("SAMZA_GENERATION", (generation + 1).to_string())
+        .env(samza::env::GENERATION, (generation + 1).to_string())
         .stderr(Stdio::piped())
         .output()
         .unwrap();

@@ -160,7 +160,7 @@ fn prometheus_endpoints_count_what_was_processed() {
     append(&s, 1, 500);
     wait_metrics(&s, &app, "2500 processed", |m| m.processed == 2500 && m.lag == 0);
     let info = s.app(&app);
-    let url = info.coordinator_state["url"].as_str().unwrap();
+    let url = info.coordinator_state.as_ref().and_then(|s| s.url.as_deref()).unwrap();
     let (_, text) = get_text(&format!("{url}/metrics"), Some(token));
     assert_eq!(series(&text, "samza_job_processed_total")["job=\"copy-job\""], 2500.0, "{text}");
     assert_eq!(total(&text, "samza_ssp_processed_total"), 2500.0, "{text}");
@@ -291,7 +291,8 @@ fn the_dashboard_shows_the_real_nodes_job_and_containers() {
     }
     assert!(dom.contains("containers running <b>3</b>"), "{dom}");
     // Each job container's own figures: its partition's 1000 messages, no lag.
-    for c in info.containers.iter().filter(|c| c.state == ContainerState::Running && c.role != "coordinator")
+    for c in
+        info.containers.iter().filter(|c| c.state == ContainerState::Running && c.role != Role::Coordinator)
     {
         let row = format!(
             r#"<td class="num">{}</td><td class="num">1000</td><td class="num">0</td>"#,

@@ -50,7 +50,7 @@ fn submit(bin: &Path, job: &Path, c: &LocalCluster) -> anyhow::Result<String> {
     let out = Command::new(bin.join("samza-run"))
         .arg(job)
         .args(["--rm", &c.rm_url, "--detach"])
-        .env("SAMZA_TOKEN", &c.token)
+        .env(samza_container::env::TOKEN, &c.token)
         .output()?;
     anyhow::ensure!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
@@ -202,7 +202,7 @@ fn failover(
     net: Option<&TestNet>,
 ) -> anyhow::Result<()> {
     let info: AppInfo = rm.get(&format!("/v1/apps/{app}"))?;
-    let pick = |c: &&ContainerInfo| c.role == "0" && c.state == ContainerState::Running;
+    let pick = |c: &&ContainerInfo| c.role == Role::Container(0) && c.state == ContainerState::Running;
     // On three hosts, host 1 holds the bridge: cut another.
     let old = match fault {
         Fault::Cut => info.containers.iter().filter(pick).find(|c| c.node != "node-1"),
@@ -214,7 +214,7 @@ fn failover(
     let on_node: Vec<&ContainerInfo> =
         info.containers.iter().filter(|c| c.node == victim && c.state == ContainerState::Running).collect();
     let roles: Vec<String> =
-        on_node.iter().filter(|c| c.role != "coordinator").map(|c| c.role.clone()).collect();
+        on_node.iter().filter(|c| c.role != Role::Coordinator).map(|c| c.role.to_string()).collect();
     // Partitions of the containers on that node: tasks are dealt round-robin over containers.
     let affected: Vec<usize> = (0..4).filter(|p| roles.contains(&((p % 2) as u32).to_string())).collect();
     let nm_pid = cluster.nodes.iter().find(|(n, _)| *n == victim).map(|(_, c)| c.id()).unwrap();

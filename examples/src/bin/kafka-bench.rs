@@ -18,11 +18,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use bytes::Bytes;
-use samza_container::config::SystemConfig;
-use samza_container::systems::SystemFactory;
 use samza_examples::{arg, arg_or, user_of};
 use samza_kafka::testing::Broker;
-use samza_kafka::KafkaFactory;
+use samza_kafka::{KafkaConfig, KafkaFactory};
+use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemAdmin, SystemStream};
 
 fn main() {
@@ -52,9 +51,7 @@ fn run() -> Result<(), String> {
     let storage = arg("--storage").unwrap_or_else(|| "sqlite://tansu.db".into());
     println!("# broker: tansu, storage {storage}");
     let broker = Broker::start_with(&dir.join("broker"), &storage)?;
-    let sc = SystemConfig {
-        name: "kafka".into(),
-        kind: "kafka".into(),
+    let sc = KafkaConfig {
         bootstrap_servers: Some(broker.bootstrap()),
         replication_factor: Some(1),
         // `--producer-setting k=v` (repeatable): librdkafka settings of the loading producer.
@@ -85,11 +82,11 @@ fn run() -> Result<(), String> {
     let log_load = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let admin = KafkaFactory.admin(&sc).map_err(|e| e.to_string())?;
+    let admin = KafkaFactory.admin("kafka", &sc).map_err(|e| e.to_string())?;
     admin
         .create_stream(&StreamSpec { stream: "in".into(), partitions: 2, compacted: false })
         .map_err(|e| e.to_string())?;
-    let mut p = KafkaFactory.producer(&sc).map_err(|e| e.to_string())?;
+    let mut p = KafkaFactory.producer("kafka", &sc).map_err(|e| e.to_string())?;
     for i in 0..records {
         let user = format!("user-{}", user_of(i, users));
         let v = value(i, &user);

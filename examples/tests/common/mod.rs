@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use samza_container::layout;
+use samza_container::status::ContainerStatus;
 use samza_examples::user_of;
 use samza_log::{Log, StartAt};
 
@@ -31,9 +33,8 @@ pub fn produce(log: &Log, from: u64, to: u64, users: u64, truth: &mut HashMap<St
 }
 
 /// Container `c`'s last status file under `dir/state`, when written.
-pub fn status(dir: &Path, c: u32) -> Option<serde_json::Value> {
-    let path = dir.join(format!("state/page-view-counter/container-{c}.status.json"));
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+pub fn status(dir: &Path, c: u32) -> Option<ContainerStatus> {
+    ContainerStatus::read(&layout::status_file(&dir.join("state"), "page-view-counter", c))
 }
 
 /// `samza-run dir/job.toml --config O...`, its stderr piped.

@@ -18,7 +18,7 @@ struct Cli {
     #[arg(long)]
     dir: PathBuf,
     /// The resource manager's URL.
-    #[arg(long, env = "SAMZA_RM_URL")]
+    #[arg(long, env = samza_container::env::RM_URL)]
     rm: String,
     /// Address to listen on (port 0 picks one, written to <dir>/nm.url).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rm = tokio::process::Command::new(&rm_bin)
         .args(["--bind", "127.0.0.1:0", "--node-timeout-ms", "10000", "--dir"])
         .arg(&rm_dir)
-        .env("SAMZA_LOG", "warn")
+        .env(samza_container::env::LOG, "warn")
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", rm_bin.display()))?;
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         let req = Allocate {
             attempt: 1,
             asks: vec![Ask {
-                role: (n % 16).to_string(),
+                role: Role::Container((n % 16) as u32),
                 resources: Resources { memory_mb: 1024, vcores: 1 },
                 // Half the asks prefer a node (host affinity), half take any.
                 preferred_node: (n % 2 == 0).then(|| format!("sim-{:05}", n as usize % nodes)),

@@ -105,7 +105,7 @@ host-affinity-timeout-ms = 1000
         Command::new(bin_dir().join("samza-run"))
             .args(args)
             .args(["--rm", &self.cluster.rm_url])
-            .env("SAMZA_TOKEN", &self.cluster.token)
+            .env(samza::env::TOKEN, &self.cluster.token)
             .stderr(Stdio::piped())
             .output()
             .unwrap()
@@ -179,7 +179,10 @@ host-affinity-timeout-ms = 1000
 }
 
 pub fn running_job_containers(info: &AppInfo) -> Vec<&ContainerInfo> {
-    info.containers.iter().filter(|c| c.role != "coordinator" && c.state == ContainerState::Running).collect()
+    info.containers
+        .iter()
+        .filter(|c| c.role != Role::Coordinator && c.state == ContainerState::Running)
+        .collect()
 }
 
 /// Pids of the application's running containers, its coordinator's included.
@@ -188,7 +191,7 @@ pub fn running_pids(info: &AppInfo) -> Vec<u32> {
 }
 
 pub fn coordinator(info: &AppInfo) -> Option<&ContainerInfo> {
-    info.containers.iter().rev().find(|c| c.role == "coordinator" && c.attempt == info.attempt)
+    info.containers.iter().rev().find(|c| c.role == Role::Coordinator && c.attempt == info.attempt)
 }
 
 pub fn alive(pid: u32) -> bool {

@@ -155,6 +155,7 @@ enum StoreCmd {
 fn main() -> ExitCode {
     samza_scheduler::init_tracing();
     let cli = Cli::parse();
+    let systems = samza::builtin_systems();
     let r = match cli.command {
         Some(Cmd::Status { app, rm, json }) => cli::status(rm.as_deref(), app.as_deref(), json),
         Some(Cmd::Kill { app, rm, wait_s }) => {
@@ -167,13 +168,13 @@ fn main() -> ExitCode {
             cli::query(rm.as_deref(), &app, &store, &key, task.as_deref(), json)
         }
         Some(Cmd::Checkpoint { action: CheckpointCmd::Show { job, overrides, json } }) => {
-            cli::checkpoint_show(&job, &overrides, json)
+            cli::checkpoint_show(&job, &overrides, &systems, json)
         }
         Some(Cmd::Checkpoint { action: CheckpointCmd::Set { job, task, offsets, overrides, rm } }) => {
-            cli::checkpoint_set(&job, &overrides, rm.as_deref(), &task, &offsets)
+            cli::checkpoint_set(&job, &overrides, &systems, rm.as_deref(), &task, &offsets)
         }
         Some(Cmd::Store { action: StoreCmd::Get { job, store, key, task, overrides, json } }) => {
-            cli::store_get(&job, &overrides, &store, &key, task.as_deref(), json)
+            cli::store_get(&job, &overrides, &systems, &store, &key, task.as_deref(), json)
         }
         Some(Cmd::Cluster { nodes, dir }) => {
             cli::cluster(&dir.unwrap_or_else(samza_scheduler::auth::cluster_dir), nodes)
@@ -185,7 +186,7 @@ fn main() -> ExitCode {
                     .map(|c| c.cluster.rm.is_some())
                     .unwrap_or(false);
             if on_cluster {
-                cli::submit(&job, &cli.overrides, cli.rm.as_deref(), cli.detach)
+                cli::submit(&job, &cli.overrides, &systems, cli.rm.as_deref(), cli.detach)
             } else {
                 return samza_container::local::run_local(&job, &cli.overrides, None);
             }

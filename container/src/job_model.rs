@@ -5,9 +5,45 @@
 
 use std::collections::BTreeMap;
 
-use samza_task_api::{SystemStream, SystemStreamPartition, TaskName};
+use samza_task_api::{SystemError, SystemStream, SystemStreamPartition, TaskName};
 
-use crate::config::Grouper;
+use crate::config::{Grouper, JobConfig};
+
+/// Why a job's JobModel cannot be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("input stream {input} does not exist and declares no partition count (create it, or declare it with systems.{}.streams.{}.partitions)", input.system, input.stream)]
+    MissingInput { input: SystemStream },
+    #[error("cannot read input {input}: {source}")]
+    Input {
+        input: SystemStream,
+        #[source]
+        source: SystemError,
+    },
+    #[error("{0}")]
+    NotCopartitioned(String),
+}
+
+/// The JobModel of the job: the one computation the coordinator, containers
+/// on one machine and the tools share. `partitions` tells an input's
+/// partition count, `None` when the stream does not exist yet: then its
+/// declared count is used (containers create declared streams), and an
+/// undeclared missing input is an error.
+pub fn compute(
+    cfg: &JobConfig,
+    mut partitions: impl FnMut(&SystemStream) -> Result<Option<u32>, SystemError>,
+) -> Result<JobModel, ModelError> {
+    let mut counts = Vec::new();
+    for input in &cfg.inputs {
+        let n = partitions(input).map_err(|source| ModelError::Input { input: input.clone(), source })?;
+        let n = n
+            .or(cfg.stream(input).partitions)
+            .ok_or_else(|| ModelError::MissingInput { input: input.clone() })?;
+        counts.push((input.clone(), n));
+    }
+    check_copartitioned(&counts, cfg.grouper).map_err(ModelError::NotCopartitioned)?;
+    Ok(build(&counts, cfg.grouper, cfg.container_count))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskModel {

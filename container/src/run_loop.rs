@@ -229,24 +229,24 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     let mut input_meta = BTreeMap::new();
     for input in &cfg.inputs {
         let admin = &admins[&*input.system];
-        if !sys(admin.stream_exists(&input.stream), || format!("cannot read input {input}"))? {
-            return Err(ContainerError::Setup(format!(
-                "input stream {input} does not exist (create it, or declare it with systems.{}.streams.{}.partitions)",
-                input.system, input.stream
-            )));
+        if sys(admin.stream_exists(&input.stream), || format!("cannot read input {input}"))? {
+            let meta = sys(admin.partition_metadata(&input.stream), || {
+                format!("cannot read offsets of input {input}")
+            })?;
+            input_meta.insert(input.clone(), meta);
         }
-        let meta =
-            sys(admin.partition_metadata(&input.stream), || format!("cannot read offsets of input {input}"))?;
-        input_meta.insert(input.clone(), meta);
     }
-    let counts: Vec<_> = cfg.inputs.iter().map(|i| (i.clone(), input_meta[i].len() as u32)).collect();
     let model = match &spec.model {
         Some(m) => m.clone(),
-        None => {
-            job_model::check_copartitioned(&counts, cfg.grouper).map_err(ContainerError::Setup)?;
-            job_model::build(&counts, cfg.grouper, cfg.container_count)
-        }
+        None => job_model::compute(&cfg, |i| Ok(input_meta.get(i).map(|m| m.len() as u32)))
+            .map_err(|e| ContainerError::Setup(e.to_string()))?,
     };
+    // Declared inputs were created above; a model from the coordinator may
+    // still name one that is gone.
+    if let Some(input) = cfg.inputs.iter().find(|i| !input_meta.contains_key(*i)) {
+        let missing = job_model::ModelError::MissingInput { input: input.clone() };
+        return Err(ContainerError::Setup(missing.to_string()));
+    }
     let my_tasks = model.containers.get(&spec.container_id).cloned().unwrap_or_default();
     if my_tasks.is_empty() {
         tracing::warn!(container = spec.container_id, "the job model gives this container no task");

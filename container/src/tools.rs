@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use samza_task_api::{SystemAdmin, SystemStreamPartition, TaskName};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
@@ -25,22 +25,14 @@ pub fn admin(systems: &Systems, system: &str) -> anyhow::Result<Arc<dyn SystemAd
 /// The JobModel from the config and the inputs' partition counts (what the
 /// job's coordinator serves, and what containers compute on one machine).
 pub fn compute_model(cfg: &JobConfig, systems: &Systems) -> anyhow::Result<JobModel> {
-    let mut counts = Vec::new();
-    for input in &cfg.inputs {
-        let admin = admin(systems, &input.system).with_context(|| format!("input {input}"))?;
-        let n = if admin.stream_exists(&input.stream)? {
-            admin.partition_metadata(&input.stream)?.len() as u32
-        } else {
-            // Declared streams are created by the containers; use the declared count.
-            cfg.stream(input).partitions.ok_or_else(|| {
-                anyhow!("input stream {input} does not exist and declares no partition count")
-            })?
-        };
-        counts.push((input.clone(), n));
-    }
-    job_model::check_copartitioned(&counts, cfg.grouper)
-        .map_err(|e| anyhow!("{}: {e}", cfg.path.display()))?;
-    Ok(job_model::build(&counts, cfg.grouper, cfg.container_count))
+    let model = job_model::compute(cfg, |input| {
+        let admin = systems.admin(&input.system)?;
+        if !admin.stream_exists(&input.stream)? {
+            return Ok(None);
+        }
+        Ok(Some(admin.partition_metadata(&input.stream)?.len() as u32))
+    });
+    model.map_err(|e| anyhow!("{}: {e}", cfg.path.display()))
 }
 
 /// Every task's last checkpoint.

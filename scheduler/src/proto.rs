@@ -289,7 +289,7 @@ pub struct AppInfo {
 }
 
 /// A coordinator's request for a container.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ask {
     /// The job container this is for (becomes the container's role).
     pub role: Role,
@@ -309,7 +309,7 @@ pub struct Allocate {
     pub release: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
     pub container: String,
     pub role: Role,

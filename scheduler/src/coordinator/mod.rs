@@ -48,6 +48,10 @@ use samza_task_api::metrics::Snapshot;
 use crate::client::Client;
 use crate::proto::*;
 
+mod plan;
+
+use plan::{Action, Event, Plan, Policy};
+
 /// Who owns a job container's tasks now, as far as this coordinator decides.
 struct Owner {
     container: String,
@@ -84,6 +88,11 @@ impl Leases {
         if let Some(t) = granted {
             self.granted.insert(container.to_string(), t);
         }
+    }
+
+    /// When the owner of `n`, cluster container `id`, last sent a heartbeat.
+    fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
+        self.beats.get(&n).filter(|b| b.container == id).map(|b| b.at)
     }
 
     /// Ends `n`'s ownership; returns when the last lease granted to its
@@ -214,201 +223,75 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
         .iter()
         .map(|(id, tasks)| (*id, tasks.keys().map(|t| t.as_str().to_string()).collect()))
         .collect();
-    // Adopt what still runs; ask again for the rest.
-    let by_id: BTreeMap<&str, &ContainerInfo> = app.containers.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut asks = Vec::new();
-    let mut adopted = Vec::new();
-    for n in 0..cfg.container_count {
-        let slot = st.containers.entry(n).or_default();
-        if slot.done {
-            continue;
-        }
-        let current = slot.container.as_deref().and_then(|c| by_id.get(c));
-        match current {
-            Some(c) if c.state == ContainerState::Running => {
-                tracing::info!(container = n, id = %c.id, node = %c.node, "adopted a running container");
-                adopted.push((n, c.id.clone(), c.node.clone()));
-            }
-            Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => slot.done = true,
-            other => {
-                // A container the last attempt gave a lease to, not known to
-                // have ended, may still hold it: its successor waits a lease.
-                let ended =
-                    other.is_some_and(|c| matches!(c.state, ContainerState::Exited | ContainerState::Killed));
-                if let Some(c) = other {
-                    if c.state == ContainerState::Exited {
-                        st.failures.push_back(now_ms());
-                    }
-                }
-                let wait = (slot.container.is_some() && !ended).then(|| Instant::now() + lease);
-                slot.container = None;
-                asks.push((n, wait));
-            }
-        }
-    }
     let mut co = Coordinator {
         rm,
         served,
-        started: BTreeMap::new(),
         app: app_id,
-        record: app,
         attempt,
+        plan: Plan::new(Policy::of(&cfg), st),
         cfg,
-        st,
         saved: None,
         pending: Vec::new(),
-        delayed: Vec::new(),
+        release: Vec::new(),
     };
-    {
-        // Adopted containers may hold a lease from the last attempt: counted
-        // as granted now.
-        let mut leases = co.served.lock_leases();
-        for (n, id, node) in &adopted {
-            leases.own(*n, id, node, Some(Instant::now()));
-        }
-    }
-    for (n, id, _) in adopted {
-        co.started.insert(n, (id, Instant::now()));
-    }
-    for (n, wait) in asks {
-        co.again(n, wait);
-    }
-    let mut release = Vec::new();
+    // Adopt what still runs; ask again for the rest.
+    let mut actions = co.step(Event::Start { containers: &app.containers });
+    let record = app;
     loop {
-        co.ask_due();
-        co.st.retired_processed = co.served.lock_leases().retired;
-        co.save()?;
-        if co.st.containers.values().all(|s| s.done) {
-            co.finish(AppState::Succeeded, None)?;
-            return Ok(());
+        actions.extend(co.step(Event::Tick));
+        if let Some(finish) = co.apply(actions).finish {
+            return co.finish(finish);
         }
+        co.plan.st.retired_processed = co.served.lock_leases().retired;
+        co.save()?;
         let req = Allocate {
             attempt: co.attempt,
             asks: std::mem::take(&mut co.pending),
-            release: std::mem::take(&mut release),
+            release: std::mem::take(&mut co.release),
         };
         let path = format!("/v1/apps/{}/allocate", co.app);
         let reply: AllocateReply = retrying("allocate", || co.rm.post(&path, &req))?;
         co.served.lock_leases().nodes_heard(&reply);
-        let mut to_start = Vec::new();
+        let mut allocated = Vec::new();
         for a in reply.allocated {
-            let Role::Container(n) = a.role else {
-                release.push(a.container);
-                continue;
-            };
-            let slot = co.st.containers.entry(n).or_default();
-            if slot.container.is_some() || slot.done {
-                release.push(a.container);
-                continue;
-            }
-            slot.container = Some(a.container.clone());
-            slot.node = Some(a.node.clone());
-            slot.node_url = Some(a.node_url.clone());
-            co.st.generation = samza_container::lease::next_generation(co.st.generation);
-            co.started.insert(n, (a.container.clone(), Instant::now()));
-            co.served.lock_leases().own(n, &a.container, &a.node, None);
-            to_start.push((n, a, co.st.generation));
+            allocated.extend(co.step(Event::Allocated(a)));
         }
+        let applied = co.apply(allocated);
         // Recorded before they start: a next attempt must know every
         // container that may be running, to adopt it.
         co.save()?;
         // Started in parallel: a node fetches the package on its first launch.
         let results: Vec<(u32, Allocation, anyhow::Result<()>)> = std::thread::scope(|scope| {
             let co = &co;
-            let handles: Vec<_> = to_start
+            let record = &record;
+            let handles: Vec<_> = applied
+                .launches
                 .into_iter()
                 .map(|(n, a, generation)| {
                     scope.spawn(move || {
-                        let r = co.launch(n, &a, generation);
+                        let r = co.launch(record, n, &a, generation);
                         (n, a, r)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("launch thread")).collect()
         });
-        for (n, a, r) in results {
+        actions = Vec::new();
+        if let Some(finish) = applied.finish {
+            return co.finish(finish);
+        }
+        for (n, allocation, r) in results {
             if let Err(e) = r {
-                tracing::warn!(container = n, id = %a.container, node = %a.node, "launch failed: {e:#}");
-                release.push(a.container);
-                // It may have started after all (the answer was lost).
-                let wait = co.served.give_up(n);
-                if let Some(reason) = co.retry(n, &format!("cannot start it on {}: {e:#}", a.node), wait) {
-                    co.finish(AppState::Failed, Some(reason))?;
-                    return Ok(());
-                }
+                actions.extend(co.step(Event::LaunchFailed { n, allocation, error: format!("{e:#}") }));
             }
         }
         for c in reply.completed {
-            let Some((&n, _)) = co.st.containers.iter().find(|(_, s)| s.container.as_deref() == Some(&c.id))
-            else {
-                continue;
-            };
-            let slot = co.st.containers.get_mut(&n).unwrap();
-            slot.container = None;
-            let lease_ends = co.served.lock_leases().revoke(n);
-            match (c.state, c.exit_code) {
-                (ContainerState::Exited, Some(0)) => {
-                    tracing::info!(container = n, id = %c.id, "finished");
-                    slot.done = true;
-                }
-                (ContainerState::Lost, _) => {
-                    // Its process may still run (the node manager died
-                    // alone, or the node is cut off): the successor starts
-                    // once the last lease granted to it has run out.
-                    let wait = lease_ends.filter(|t| *t > Instant::now());
-                    let after =
-                        wait.map_or(0.0, |t| t.saturating_duration_since(Instant::now()).as_secs_f64());
-                    tracing::warn!(container = n, id = %c.id, node = %c.node, wait_s = after, "lost with its node; starting it elsewhere once its lease has run out");
-                    slot.restarts += 1;
-                    co.again(n, wait);
-                }
-                _ => {
-                    let mut why = match (c.exit_code, &c.reason) {
-                        (Some(code), Some(r)) => format!("exit code {code}: {r}"),
-                        (Some(code), None) => format!("exit code {code}"),
-                        (None, Some(r)) => r.clone(),
-                        (None, None) => format!("{:?}", c.state),
-                    };
-                    let node_url = co.st.containers[&n].node_url.clone();
-                    if let Some(line) = node_url.and_then(|u| co.last_error_line(&u, &c.id)) {
-                        why = format!("{why}; its log ends: {line}");
-                    }
-                    tracing::warn!(container = n, id = %c.id, node = %c.node, "failed: {why}");
-                    // Its node saw it end: no lease to wait for.
-                    if let Some(reason) = co.retry(n, &format!("{} on {}: {why}", c.id, c.node), None) {
-                        co.finish(AppState::Failed, Some(reason))?;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        // Hung containers: alive as far as their node knows, silent to us.
-        let timeout = Duration::from_millis(co.cfg.cluster.container_heartbeat_timeout_ms);
-        let hung: Vec<(u32, String, Duration)> = co
-            .st
-            .containers
-            .iter()
-            .filter_map(|(n, slot)| {
-                let id = slot.container.clone()?;
-                let (sid, since) = co.started.get(n)?;
-                if *sid != id {
-                    return None;
-                }
-                let last = co.served.last_heartbeat(*n, &id).map_or(*since, |h| h.max(*since));
-                (last.elapsed() >= timeout).then(|| (*n, id, last.elapsed()))
-            })
-            .collect();
-        for (n, id, silent) in hung {
-            let why = format!("{id}: no heartbeat for {:.1} s; stopped as hung", silent.as_secs_f64());
-            tracing::warn!(container = n, "{why}");
-            release.push(id);
-            co.started.remove(&n);
-            // The resource manager may have renewed its lease until the release.
-            let wait = co.served.give_up(n);
-            if let Some(reason) = co.retry(n, &why, wait) {
-                co.finish(AppState::Failed, Some(reason))?;
-                return Ok(());
-            }
+            let log_line = plan::failed(&c)
+                .then(|| co.plan.st.containers.values().find(|s| s.container.as_deref() == Some(&c.id)))
+                .flatten()
+                .and_then(|s| s.node_url.clone())
+                .and_then(|url| co.last_error_line(&url, &c.id));
+            actions.extend(co.step(Event::Completed { container: c, log_line }));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -435,20 +318,6 @@ struct Beat {
 impl Served {
     fn lock_leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Ends `n`'s ownership of a container that may still run and hold a
-    /// lease this coordinator cannot bound (one the resource manager renewed,
-    /// or a start it never heard of): its successor waits a whole lease.
-    fn give_up(&self, n: u32) -> Option<Instant> {
-        let mut leases = self.lock_leases();
-        leases.revoke(n);
-        Some(Instant::now() + leases.lease)
-    }
-
-    fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
-        let leases = self.lock_leases();
-        leases.beats.get(&n).filter(|b| b.container == id).map(|b| b.at)
     }
 
     /// The job's figures from the containers' last heartbeats (those heard
@@ -731,94 +600,53 @@ fn own_lease(granted: Duration) -> Duration {
 struct Coordinator {
     rm: Client,
     served: Arc<Served>,
-    /// Job container number -> (cluster container, when it was started or adopted).
-    started: BTreeMap<u32, (String, Instant)>,
     app: String,
-    /// The application as fetched at start: its config, package and paths,
-    /// which never change (its container list does; it is not read from here).
-    record: AppInfo,
     attempt: u32,
     cfg: JobConfig,
-    st: CoordinatorState,
+    /// The decisions, and the state kept at the resource manager.
+    plan: Plan,
     saved: Option<CoordinatorState>,
     /// Asks for the next allocate call.
     pending: Vec<Ask>,
-    /// Job containers to ask for once the old owner's lease has run out.
-    delayed: Vec<(Instant, u32)>,
+    /// Containers to give back in the next allocate call.
+    release: Vec<String>,
+}
+
+/// What the loop must do after the plan's actions were queued.
+#[derive(Default)]
+struct Applied {
+    launches: Vec<(u32, Allocation, u64)>,
+    finish: Option<(AppState, Option<String>)>,
 }
 
 impl Coordinator {
-    fn ask(&self, n: u32) -> Ask {
-        let last = self.st.containers.get(&n).and_then(|s| s.node.clone());
-        Ask {
-            role: Role::Container(n),
-            resources: Resources {
-                memory_mb: self.cfg.cluster.container_memory_mb,
-                vcores: self.cfg.cluster.container_vcores,
-            },
-            // The resource manager skips the wait when this node is not running.
-            preferred_node: last,
-            relax_after_ms: self.cfg.cluster.host_affinity_timeout_ms,
-        }
+    /// One decision of the plan, with the leases locked for it.
+    fn step(&mut self, event: Event<'_>) -> Vec<Action> {
+        let mut leases = self.served.lock_leases();
+        self.plan.step(&mut leases, Instant::now(), now_ms(), event)
     }
 
-    /// Asks for job container `n` again, at once or not before `not_before`.
-    fn again(&mut self, n: u32, not_before: Option<Instant>) {
-        match not_before {
-            Some(t) if t > Instant::now() => self.delayed.push((t, n)),
-            _ => {
-                let ask = self.ask(n);
-                self.pending.push(ask);
+    /// Queues asks and releases for the next allocate call; returns the
+    /// containers to launch, or the end of the job.
+    fn apply(&mut self, actions: Vec<Action>) -> Applied {
+        let mut applied = Applied::default();
+        for action in actions {
+            match action {
+                Action::Ask(ask) => self.pending.push(ask),
+                Action::Release(id) => self.release.push(id),
+                Action::Launch { n, allocation, generation } => {
+                    applied.launches.push((n, allocation, generation))
+                }
+                Action::Finish { state, reason } => {
+                    applied.finish = Some((state, reason));
+                    break;
+                }
             }
         }
+        applied
     }
 
-    /// Moves the delayed asks that are due to the next allocate call.
-    fn ask_due(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(t, _)| *t <= now);
-        self.delayed = later;
-        for (_, n) in due {
-            tracing::info!(container = n, "the old owner's lease has run out; asking for its successor");
-            let ask = self.ask(n);
-            self.pending.push(ask);
-        }
-    }
-
-    /// After a failure of container `n`: counts it and asks for the container
-    /// again (not before `not_before`); `Some(reason)` instead when the budget
-    /// is spent (the job fails).
-    fn retry(&mut self, n: u32, why: &str, not_before: Option<Instant>) -> Option<String> {
-        if let Some(reason) = self.failed(n, why) {
-            return Some(reason);
-        }
-        let slot = self.st.containers.get_mut(&n).expect("a slot per job container");
-        slot.container = None;
-        slot.restarts += 1;
-        self.again(n, not_before);
-        None
-    }
-
-    /// Counts a failure of container `n`; `Some(reason)` when the budget is spent.
-    fn failed(&mut self, n: u32, why: &str) -> Option<String> {
-        let now = now_ms();
-        let window = self.cfg.cluster.retry_window_ms as i64;
-        self.st.failures.push_back(now);
-        while self.st.failures.front().is_some_and(|t| now - t > window) {
-            self.st.failures.pop_front();
-        }
-        let count = self.st.failures.len() as u32;
-        (count > self.cfg.cluster.retry_count).then(|| {
-            format!(
-                "{count} container failures within {} s (budget {}); last: container {n}: {why}",
-                window / 1000,
-                self.cfg.cluster.retry_count
-            )
-        })
-    }
-
-    fn launch(&self, n: u32, a: &Allocation, generation: u64) -> anyhow::Result<()> {
-        let app = &self.record;
+    fn launch(&self, app: &AppInfo, n: u32, a: &Allocation, generation: u64) -> anyhow::Result<()> {
         let mut args = vec![
             "container".to_string(),
             "--config".into(),
@@ -858,15 +686,16 @@ impl Coordinator {
     }
 
     fn save(&mut self) -> anyhow::Result<()> {
-        if self.saved.as_ref() != Some(&self.st) {
+        if self.saved.as_ref() != Some(&self.plan.st) {
             let path = format!("/v1/apps/{}/coordinator-state?attempt={}", self.app, self.attempt);
-            retrying("save state", || self.rm.put(&path, &self.st))?;
-            self.saved = Some(self.st.clone());
+            retrying("save state", || self.rm.put(&path, &self.plan.st))?;
+            self.saved = Some(self.plan.st.clone());
         }
         Ok(())
     }
 
-    fn finish(&mut self, state: AppState, reason: Option<String>) -> anyhow::Result<()> {
+    fn finish(&mut self, (state, reason): (AppState, Option<String>)) -> anyhow::Result<()> {
+        self.plan.st.retired_processed = self.served.lock_leases().retired;
         self.save()?;
         tracing::info!(app = %self.app, ?state, ?reason, "job finished");
         let path = format!("/v1/apps/{}/finish", self.app);

@@ -8,20 +8,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{latest, COUNTER};
+use common::{bin_dir, counter_job, latest};
 use samza_examples::user_of;
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
-
-fn bin_dir() -> PathBuf {
-    Path::new(COUNTER).parent().unwrap().to_path_buf()
-}
 
 #[test]
 fn node_killed_mid_stream_its_containers_restart_elsewhere_and_no_count_is_lost() {
@@ -39,41 +35,13 @@ fn node_killed_mid_stream_its_containers_restart_elsewhere_and_no_count_is_lost(
         *truth.entry(user).or_default() += 1;
     }
     p.flush().unwrap();
-    std::fs::write(
-        dir.join("job.toml"),
-        format!(
-            r#"[job]
-name = "page-view-counter"
-container-count = 2
-shutdown-timeout-ms = 5000
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-window-ms = 500
-commit-ms = 200
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = true
-[systems.log.streams.user-counts]
-partitions = 4
-compacted = true
-[stores.counts]
-engine = "rocksdb"
-changelog = "log.counts-changelog"
-[cluster]
-container-memory-mb = 512
-host-affinity-timeout-ms = 1000
-[params]
-output = "log.user-counts"
-throttle-us = 500000
-"#
-        ),
-    )
-    .unwrap();
+    counter_job()
+        .set("job.shutdown-timeout-ms", 5000)
+        .set("task.window-ms", 500)
+        .set("cluster.container-memory-mb", 512)
+        .set("cluster.host-affinity-timeout-ms", 1000)
+        .set("params.throttle-us", 500000)
+        .write(dir);
 
     // Dropped before `tmp`: stops its containers and daemons first.
     let c = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, 10_000).unwrap();

@@ -18,7 +18,7 @@ mod common;
 mod ownership;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ const NODE_TIMEOUT_MS: u64 = 6_000;
 const USERS: u64 = 200;
 
 fn bin_dir() -> PathBuf {
-    Path::new(COUNTER).parent().unwrap().to_path_buf()
+    common::bin_dir()
 }
 
 /// Three hosts with the cluster and the broker; the calling thread on host 1.

@@ -7,57 +7,25 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{produce, COUNTER};
+use common::{bin_dir, counter_job, produce};
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
 
-fn bin_dir() -> PathBuf {
-    Path::new(COUNTER).parent().unwrap().to_path_buf()
-}
-
 fn job_toml(dir: &Path, bounded: bool) {
-    std::fs::write(
-        dir.join("job.toml"),
-        format!(
-            r#"[job]
-name = "page-view-counter"
-container-count = 2
-state-dir = "state"
-shutdown-timeout-ms = 5000
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-window-ms = 200
-commit-ms = 200
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = {bounded}
-[systems.log.streams.user-counts]
-partitions = 4
-compacted = true
-[stores.counts]
-engine = "rocksdb"
-changelog = "log.counts-changelog"
-key-serde = "string"
-msg-serde = "i64"
-[cluster]
-container-memory-mb = 512
-[params]
-output = "log.user-counts"
-"#
-        ),
-    )
-    .unwrap();
+    counter_job()
+        .set("job.state-dir", "state")
+        .set("job.shutdown-timeout-ms", 5000)
+        .set("systems.log.streams.page-views-by-user.bounded", bounded)
+        .set("stores.counts.key-serde", "string")
+        .set("stores.counts.msg-serde", "i64")
+        .set("cluster.container-memory-mb", 512)
+        .write(dir);
 }
 
 fn samza_run(args: &[&str]) -> Output {

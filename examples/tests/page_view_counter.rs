@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{latest, produce, run, status, COUNTER};
+use common::{counter_job, latest, produce, run, status};
 use samza_log::{Log, StreamConfig};
 
 fn restore_modes(dir: &Path) -> Vec<(String, String, u64)> {
@@ -31,39 +31,11 @@ fn counts_survive_kill_9_and_lost_state_and_reopen_replays_only_the_tail() {
     let mut truth = HashMap::new();
     const N: u64 = 60_000;
     produce(&log, 0, N, 500, &mut truth);
-    std::fs::write(
-        dir.join("job.toml"),
-        format!(
-            r#"[job]
-name = "page-view-counter"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-window-ms = 200
-commit-ms = 200
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = true
-[systems.log.streams.user-counts]
-partitions = 4
-compacted = true
-[stores.counts]
-engine = "rocksdb"
-changelog = "log.counts-changelog"
-cache-entries = 100
-write-batch-entries = 1000
-[params]
-output = "log.user-counts"
-"#
-        ),
-    )
-    .unwrap();
+    counter_job()
+        .set("job.state-dir", "state")
+        .set("stores.counts.cache-entries", 100)
+        .set("stores.counts.write-batch-entries", 1000)
+        .write(dir);
 
     // 1. Kill container 0 with SIGKILL in the middle of its partitions.
     let child = run(dir, &["params.throttle-us=40000"]);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{produce, run, status, COUNTER};
+use common::{counter_job, produce, run, status};
 use samza_container::config::JobConfig;
 use samza_log::{Log, StreamConfig};
 use samza_state::Engine;
@@ -40,35 +40,11 @@ fn a_store_without_a_changelog_loses_no_counted_input_through_kill_9() {
     let mut truth = HashMap::new();
     const N: u64 = 200_000;
     produce(&log, 0, N, 3000, &mut truth);
-    std::fs::write(
-        dir.join("job.toml"),
-        format!(
-            r#"[job]
-name = "page-view-counter"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-window-ms = 200
-commit-ms = 200
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = true
-[systems.log.streams.user-counts]
-partitions = 4
-[stores.counts]
-engine = "rocksdb"
-[params]
-output = "log.user-counts"
-"#
-        ),
-    )
-    .unwrap();
+    counter_job()
+        .set("job.state-dir", "state")
+        .unset("systems.log.streams.user-counts.compacted")
+        .unset("stores.counts.changelog")
+        .write(dir);
     // Kill container 0 (SIGKILL) at three points of its input, each run
     // resuming from the checkpoints the last one left.
     for at in [8_000u64, 20_000, 40_000] {

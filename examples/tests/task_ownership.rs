@@ -19,11 +19,11 @@ mod common;
 mod ownership;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{produce, COUNTER};
+use common::{bin_dir, counter_job, produce};
 use ownership::*;
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
@@ -33,10 +33,6 @@ use samza_scheduler::proto::*;
 const NODE_TIMEOUT_MS: u64 = 6_000;
 const USERS: u64 = 300;
 const EVENTS: u64 = 40_000;
-
-fn bin_dir() -> PathBuf {
-    Path::new(COUNTER).parent().unwrap().to_path_buf()
-}
 
 struct Run {
     cluster: LocalCluster,
@@ -55,40 +51,14 @@ impl Run {
         log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
         let mut truth = HashMap::new();
         produce(&log, 0, EVENTS, USERS, &mut truth);
-        std::fs::write(
-            dir.join("job.toml"),
-            format!(
-                r#"[job]
-name = "page-view-counter"
-container-count = 2
-shutdown-timeout-ms = 5000
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-window-ms = 300
-commit-ms = 200
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = true
-[systems.log.streams.user-counts]
-partitions = 4
-[stores.counts]
-engine = "rocksdb"
-changelog = "log.counts-changelog"
-[cluster]
-container-memory-mb = 512
-host-affinity-timeout-ms = 500
-[params]
-output = "log.user-counts"
-throttle-us = 700000
-"#
-            ),
-        )
-        .unwrap();
+        counter_job()
+            .set("job.shutdown-timeout-ms", 5000)
+            .set("task.window-ms", 300)
+            .unset("systems.log.streams.user-counts.compacted")
+            .set("cluster.container-memory-mb", 512)
+            .set("cluster.host-affinity-timeout-ms", 500)
+            .set("params.throttle-us", 700000)
+            .write(dir);
         let cluster = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, NODE_TIMEOUT_MS).unwrap();
         let out = Command::new(bin_dir().join("samza-run"))
             .arg(dir.join("job.toml"))

@@ -11,18 +11,84 @@ use samza_container::layout;
 use samza_container::status::ContainerStatus;
 use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
 
-/// A job file, built key by key.
+/// A job file, built key by key, written in the order the keys were set
+/// (tables as `[a.b]` sections), with raw TOML appended where a test wants
+/// a section verbatim.
 ///
 /// ```
 /// # use samza_test_support::JobToml;
 /// let job = JobToml::new("copy-job", "/bin/job".as_ref(), "copy", &["log.in"])
 ///     .set("job.container-count", 2)
-///     .set_in(&["systems", "log", "streams", "in", "bounded"], true);
-/// assert!(job.text().contains("container-count = 2"));
+///     .set_in(&["systems", "log", "streams", "in.v2", "bounded"], true);
+/// let text = job.text();
+/// assert!(text.starts_with("[job]\nname = \"copy-job\"\ncontainer-count = 2\n"), "{text}");
+/// assert!(text.contains("[systems.log.streams.\"in.v2\"]\nbounded = true\n"), "{text}");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct JobToml {
-    table: toml::Table,
+    root: Table,
+    tail: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Table {
+    entries: Vec<(String, Entry)>,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Value(toml::Value),
+    Table(Table),
+}
+
+impl Table {
+    fn table(&mut self, key: &str) -> &mut Table {
+        let i = match self.entries.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                self.entries.push((key.to_string(), Entry::Table(Table::default())));
+                self.entries.len() - 1
+            }
+        };
+        match &mut self.entries[i].1 {
+            Entry::Table(t) => t,
+            Entry::Value(_) => panic!("{key} is a value, not a table"),
+        }
+    }
+
+    fn render(&self, path: &mut Vec<String>, out: &mut String) {
+        let values: Vec<_> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Value(v) => Some((k, v)),
+                Entry::Table(_) => None,
+            })
+            .collect();
+        if !values.is_empty() && !path.is_empty() {
+            out.push_str(&format!("[{}]\n", path.join(".")));
+        }
+        for (k, v) in values {
+            out.push_str(&format!("{} = {v}\n", key(k)));
+        }
+        for (k, e) in &self.entries {
+            if let Entry::Table(t) = e {
+                path.push(key(k));
+                t.render(path, out);
+                path.pop();
+            }
+        }
+    }
+}
+
+/// A key as TOML writes it: bare when it can be, quoted otherwise.
+fn key(k: &str) -> String {
+    let bare = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
 }
 
 impl JobToml {
@@ -30,7 +96,7 @@ impl JobToml {
     /// system, `log`: the embedded log in `log/` beside the job file.
     pub fn new(name: &str, binary: &Path, class: &str, inputs: &[&str]) -> JobToml {
         let inputs: Vec<toml::Value> = inputs.iter().map(|i| toml::Value::from(*i)).collect();
-        JobToml { table: toml::Table::new() }
+        JobToml::default()
             .set("job.name", name)
             .set("package.binary", binary.to_str().expect("a UTF-8 path"))
             .set("task.class", class)
@@ -49,32 +115,45 @@ impl JobToml {
     /// Sets the key at `path`, one segment each.
     pub fn set_in(mut self, path: &[&str], value: impl Into<toml::Value>) -> JobToml {
         let (last, tables) = path.split_last().expect("a key path");
-        let mut t = &mut self.table;
+        let mut t = &mut self.root;
         for seg in tables {
-            let next = t.entry(seg.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            t = next.as_table_mut().unwrap_or_else(|| panic!("{seg} of {path:?} is not a table"));
+            t = t.table(seg);
         }
-        t.insert(last.to_string(), value.into());
+        let value = Entry::Value(value.into());
+        match t.entries.iter_mut().find(|(k, _)| k == last) {
+            Some((_, e)) => *e = value,
+            None => t.entries.push((last.to_string(), value)),
+        }
         self
     }
 
-    /// Removes the key at the dotted `path`.
+    /// Removes the key at the dotted `path`, if it is set.
     pub fn unset(mut self, path: &str) -> JobToml {
         let segments: Vec<&str> = path.split('.').collect();
         let (last, tables) = segments.split_last().expect("a key path");
-        let mut t = &mut self.table;
+        let mut t = &mut self.root;
         for seg in tables {
-            match t.get_mut(*seg).and_then(toml::Value::as_table_mut) {
-                Some(next) => t = next,
-                None => return self,
+            match t.entries.iter_mut().find(|(k, _)| k == seg) {
+                Some((_, Entry::Table(next))) => t = next,
+                _ => return self,
             }
         }
-        t.remove(*last);
+        t.entries.retain(|(k, _)| k != last);
+        self
+    }
+
+    /// Appends `toml` verbatim (sections the builder does not write).
+    pub fn append(mut self, toml: &str) -> JobToml {
+        self.tail.push('\n');
+        self.tail.push_str(toml);
         self
     }
 
     pub fn text(&self) -> String {
-        toml::to_string(&self.table).expect("a table serializes")
+        let mut out = String::new();
+        self.root.render(&mut Vec::new(), &mut out);
+        out.push_str(&self.tail);
+        out
     }
 
     /// Writes the file as `dir/job.toml`; returns its path.

@@ -3,20 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use samza::layout;
-use samza::status::ContainerStatus;
-use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
+use samza_log::{Log, StartAt};
+use samza_test_support::{finish, samza_run, status, values, wait_for, write_stream, JobToml};
 
 const JOB: &str = env!("CARGO_BIN_EXE_test-job");
-
-fn samza_run() -> PathBuf {
-    let p = Path::new(JOB).parent().unwrap().join("samza-run");
-    assert!(p.is_file(), "{} is missing: build it with `cargo build -p samza-cli`", p.display());
-    p
-}
 
 struct Job {
     dir: tempfile::TempDir,
@@ -24,49 +17,20 @@ struct Job {
 }
 
 impl Job {
-    /// A job copying `in` (2 partitions, `per_partition` messages each) to `out`.
+    /// A job copying `in` (2 partitions, `per_partition` messages each) to
+    /// `out`; `extra` is appended to its job file.
     fn new(per_partition: u64, extra: &str) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path().join("log")).unwrap();
-        let input = log.create_stream("in", &StreamConfig::with_partitions(2)).unwrap();
-        for p in 0..2 {
-            let mut w = input.writer(p).unwrap();
-            let mut b = BatchBuilder::new();
-            for i in 0..per_partition {
-                b.push(Some(format!("k{i}").as_bytes()), Some(format!("p{p}-{i}").as_bytes()), 0, &[]);
-                if b.len() == 1000 {
-                    w.append(&mut b).unwrap();
-                    b.clear();
-                }
-            }
-            w.append(&mut b).unwrap();
-        }
-        let toml = format!(
-            r#"
-[job]
-name = "copy-job"
-container-count = 2
-state-dir = "state"
-shutdown-timeout-ms = 5000
-
-[package]
-binary = "{JOB}"
-
-[task]
-class = "copy"
-inputs = ["log.in"]
-commit-ms = 200
-
-[systems.log]
-type = "embedded-log"
-dir = "log"
-
-[systems.log.streams.out]
-partitions = 2
-{extra}
-"#
-        );
-        std::fs::write(dir.path().join("job.toml"), toml).unwrap();
+        write_stream(&log, "in", 2, per_partition, |p, i| (format!("k{i}"), format!("p{p}-{i}")));
+        JobToml::new("copy-job", Path::new(JOB), "copy", &["log.in"])
+            .set("job.container-count", 2)
+            .set("job.state-dir", "state")
+            .set("job.shutdown-timeout-ms", 5000)
+            .set("task.commit-ms", 200)
+            .set("systems.log.streams.out.partitions", 2)
+            .append(extra)
+            .write(dir.path());
         Job { dir, log }
     }
 
@@ -83,26 +47,12 @@ partitions = 2
         cmd.spawn().unwrap()
     }
 
-    fn status(&self, container: u32) -> Option<ContainerStatus> {
-        ContainerStatus::read(&layout::status_file(&self.dir.path().join("state"), "copy-job", container))
+    fn status(&self, container: u32) -> Option<samza::status::ContainerStatus> {
+        status(&self.dir.path().join("state"), "copy-job", container)
     }
 
     fn values(&self, stream: &str) -> Vec<String> {
-        let s = self.log.stream(stream).unwrap();
-        let mut out = Vec::new();
-        for p in 0..s.partitions() {
-            let mut r = s.reader(p, StartAt::Oldest).unwrap();
-            loop {
-                let c = r.read(1 << 20).unwrap();
-                if c.is_empty() {
-                    break;
-                }
-                for rec in c.records() {
-                    out.push(String::from_utf8(rec.unwrap().value.unwrap().to_vec()).unwrap());
-                }
-            }
-        }
-        out
+        values(&self.log, stream)
     }
 
     /// Latest checkpoint: (stream, partition) -> next offset.
@@ -128,20 +78,6 @@ partitions = 2
         }
         latest
     }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn finish(child: Child) -> (Output, String) {
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, err)
 }
 
 #[test]
@@ -307,7 +243,8 @@ fn a_system_type_the_job_binary_defines_is_checked_and_read_like_a_built_in_one(
         assert!(!out.status.success(), "{to}");
         assert_eq!(err.matches(expected).count(), 1, "{to}: expected {expected:?} once in {err}");
         if from == "count = 500" {
-            assert!(err.contains("line 24"), "{to}: the line is named: {err}");
+            let line = good.lines().position(|l| l == "count = 500").unwrap() + 1;
+            assert!(err.contains(&format!("line {line}")), "{to}: the line ({line}) is named: {err}");
         }
         assert!(!job.dir.path().join("state").exists(), "{to}: nothing may start");
     }
@@ -331,7 +268,7 @@ fn a_newer_generation_of_a_container_fences_the_running_one_which_exits_without_
         job.status(0).is_some_and(|s| s.processed > 2_000)
     });
     let generation: u64 =
-        std::fs::read_to_string(layout::generation_file(&job.dir.path().join("state"), "copy-job"))
+        std::fs::read_to_string(samza::layout::generation_file(&job.dir.path().join("state"), "copy-job"))
             .unwrap()
             .trim()
             .parse()

@@ -16,38 +16,10 @@ use samza_scheduler::proto::*;
 
 /// An unbounded copy job (it keeps running once the input is consumed).
 fn live_job(s: &Setup) -> PathBuf {
-    let toml = format!(
-        r#"
-[job]
-name = "copy-job"
-container-count = 2
-
-[package]
-binary = "{JOB}"
-
-[task]
-class = "copy"
-inputs = ["log.in"]
-commit-ms = 200
-
-[systems.log]
-type = "embedded-log"
-dir = "log"
-
-[systems.log.streams.out]
-partitions = 2
-
-[cluster]
-container-memory-mb = 512
-
-[metrics]
-snapshot-stream = "log.metrics"
-snapshot-interval-ms = 300
-"#
-    );
-    let path = s.dir.path().join("job.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
+    s.job_toml("copy")
+        .set("metrics.snapshot-stream", "log.metrics")
+        .set("metrics.snapshot-interval-ms", 300)
+        .write(s.dir.path())
 }
 
 fn append(s: &Setup, partition: u32, n: u64) {

@@ -5,18 +5,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use samza_container::layout;
 use samza_container::status::ContainerStatus;
 use samza_examples::user_of;
 use samza_log::{Log, StartAt};
+use samza_test_support::JobToml;
 
 pub const COUNTER: &str = env!("CARGO_BIN_EXE_page-view-counter");
 
-/// The `samza-run` built beside the example's binaries.
-pub fn samza_run() -> PathBuf {
-    let p = Path::new(COUNTER).parent().unwrap().join("samza-run");
-    assert!(p.is_file(), "{} is missing: build it with `cargo build --workspace`", p.display());
-    p
+pub use samza_test_support::samza_run;
+
+/// The directory of the workspace's binaries (the daemons, samza-run and the examples').
+pub fn bin_dir() -> PathBuf {
+    samza_test_support::bin_dir(&["samza-rm", "samza-nm", "samza-run", "page-view-counter"])
+}
+
+/// The page-view counter's job file as the tests run it: 2 containers over
+/// the bounded `page-views-by-user`, counts in RocksDB with a changelog,
+/// outputs to the compacted `user-counts`.
+pub fn counter_job() -> JobToml {
+    JobToml::new("page-view-counter", Path::new(COUNTER), "count", &["log.page-views-by-user"])
+        .set("job.container-count", 2)
+        .set("task.window-ms", 200)
+        .set("task.commit-ms", 200)
+        .set("systems.log.streams.page-views-by-user.bounded", true)
+        .set("systems.log.streams.user-counts.partitions", 4)
+        .set("systems.log.streams.user-counts.compacted", true)
+        .set("stores.counts.engine", "rocksdb")
+        .set("stores.counts.changelog", "log.counts-changelog")
+        .set("params.output", "log.user-counts")
 }
 
 /// Page views `from..to` of `users` users into the embedded log's
@@ -34,7 +50,7 @@ pub fn produce(log: &Log, from: u64, to: u64, users: u64, truth: &mut HashMap<St
 
 /// Container `c`'s last status file under `dir/state`, when written.
 pub fn status(dir: &Path, c: u32) -> Option<ContainerStatus> {
-    ContainerStatus::read(&layout::status_file(&dir.join("state"), "page-view-counter", c))
+    samza_test_support::status(&dir.join("state"), "page-view-counter", c)
 }
 
 /// `samza-run dir/job.toml --config O...`, its stderr piped.

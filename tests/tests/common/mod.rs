@@ -6,23 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use samza_log::{BatchBuilder, Log, StartAt, StreamConfig};
+use samza_log::{Log, StartAt};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
+use samza_test_support::{write_stream, JobToml};
 
 pub const JOB: &str = env!("CARGO_BIN_EXE_test-job");
 
 pub fn bin_dir() -> PathBuf {
-    let dir = Path::new(JOB).parent().unwrap().to_path_buf();
-    for b in ["samza-rm", "samza-nm", "samza-run"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{b} is missing in {}: build with `cargo build --workspace`",
-            dir.display()
-        );
-    }
-    dir
+    samza_test_support::bin_dir(&["samza-rm", "samza-nm", "samza-run", "test-job"])
 }
 
 /// Fields drop in order: the cluster (its containers, then daemons) before
@@ -47,57 +40,27 @@ impl Setup {
 
     /// Input `in`: 2 partitions of `per_partition` messages `p<P>-<i>`.
     pub fn input(&self, per_partition: u64) {
-        let input = self.log.create_stream("in", &StreamConfig::with_partitions(2)).unwrap();
-        for p in 0..2 {
-            let mut w = input.writer(p).unwrap();
-            let mut b = BatchBuilder::new();
-            for i in 0..per_partition {
-                b.push(Some(format!("k{i}").as_bytes()), Some(format!("p{p}-{i}").as_bytes()), 0, &[]);
-                if b.len() == 1000 {
-                    w.append(&mut b).unwrap();
-                    b.clear();
-                }
-            }
-            w.append(&mut b).unwrap();
-        }
+        write_stream(&self.log, "in", 2, per_partition, |p, i| (format!("k{i}"), format!("p{p}-{i}")));
     }
 
-    /// A copy job over the bounded input, written as `job.toml`.
+    /// The copy job (task `class`) over `in` on this cluster: 2 containers.
+    pub fn job_toml(&self, class: &str) -> JobToml {
+        JobToml::new("copy-job", Path::new(JOB), class, &["log.in"])
+            .set("job.container-count", 2)
+            .set("job.shutdown-timeout-ms", 5000)
+            .set("task.commit-ms", 200)
+            .set("systems.log.streams.out.partitions", 2)
+            .set("cluster.container-memory-mb", 512)
+    }
+
+    /// The copy job over the bounded input, written as `job.toml`, with
+    /// `extra` appended.
     pub fn job(&self, class: &str, extra: &str) -> PathBuf {
-        let toml = format!(
-            r#"
-[job]
-name = "copy-job"
-container-count = 2
-shutdown-timeout-ms = 5000
-
-[package]
-binary = "{JOB}"
-
-[task]
-class = "{class}"
-inputs = ["log.in"]
-commit-ms = 200
-
-[systems.log]
-type = "embedded-log"
-dir = "log"
-
-[systems.log.streams.in]
-bounded = true
-
-[systems.log.streams.out]
-partitions = 2
-
-[cluster]
-container-memory-mb = 512
-host-affinity-timeout-ms = 1000
-{extra}
-"#
-        );
-        let path = self.dir.path().join("job.toml");
-        std::fs::write(&path, toml).unwrap();
-        path
+        self.job_toml(class)
+            .set("systems.log.streams.in.bounded", true)
+            .set("cluster.host-affinity-timeout-ms", 1000)
+            .append(extra)
+            .write(self.dir.path())
     }
 
     /// `samza-run ARGS... --rm <this cluster>` with its token.

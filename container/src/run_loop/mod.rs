@@ -17,15 +17,13 @@ use std::time::{Duration, Instant};
 
 use samza_task_api::{
     IncomingMessageEnvelope, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, ProducerOwner,
-    RequestScope, SerdeName, StreamSpec, StreamTask, SystemAdmin, SystemConsumer, SystemError,
-    SystemProducer, SystemStreamPartition, TaskContext, TaskCoordinator, TaskError, TaskFactory, TaskName,
-    TaskRegistry,
+    RequestScope, SerdeName, StreamTask, SystemAdmin, SystemConsumer, SystemError, SystemProducer,
+    SystemStreamPartition, TaskCoordinator, TaskError, TaskFactory, TaskName, TaskRegistry,
 };
 
 use crate::checkpoint::{self, Checkpoint, CheckpointEntry};
-use crate::config::{DefaultOffset, JobConfig, StoreConfig};
+use crate::config::{JobConfig, StoreConfig};
 use crate::job_model;
-use crate::status::{ContainerStatus, PartitionStatus, StoreStatus};
 use crate::systems::Systems;
 use crate::tools::store_dir;
 use samza_state::{system_clock, ChangelogSource, EngineKind, Marker, RestoreReport, TaskStore};
@@ -127,6 +125,11 @@ pub struct ContainerSpec {
 
 pub use crate::query::{QueryAnswer, QueryError, StoreQuery};
 
+mod report;
+mod setup;
+
+use report::UpcomingOffsets;
+
 struct SspState {
     ssp: Arc<SystemStreamPartition>,
     task: usize,
@@ -202,248 +205,17 @@ pub fn task_factory(cfg: &JobConfig, tasks: &TaskRegistry) -> Result<TaskFactory
 
 /// Runs one container of the job until its inputs end, it is told to stop, or it fails.
 pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
-    let cfg = spec.config.clone();
-    let mut admins: BTreeMap<String, Arc<dyn SystemAdmin>> = BTreeMap::new();
-    for name in cfg.systems.keys() {
-        admins.insert(name.clone(), sys(spec.systems.admin(name), || format!("cannot open system {name}"))?);
-    }
-
-    // Streams declared with a partition count are created when missing.
-    for (ss, sc) in &cfg.streams {
-        if let Some(partitions) = sc.partitions {
-            let spec = StreamSpec { stream: ss.stream.to_string(), partitions, compacted: sc.compacted };
-            sys(admins[&*ss.system].create_stream(&spec), || format!("cannot create stream {ss}"))?;
-        }
-    }
-
-    // The metrics snapshot stream: one partition unless declared otherwise.
-    if let Some(m) = &cfg.metrics {
-        let ss = &m.snapshot_stream;
-        let partitions = cfg.stream(ss).partitions.unwrap_or(1);
-        let spec = StreamSpec { stream: ss.stream.to_string(), partitions, compacted: false };
-        sys(admins[&*ss.system].create_stream(&spec), || format!("cannot create metrics stream {ss}"))?;
-    }
-
-    // Partition metadata of every input, read once: partition counts for the
-    // job model, and where bounded and bootstrap streams end.
-    let mut input_meta = BTreeMap::new();
-    for input in &cfg.inputs {
-        let admin = &admins[&*input.system];
-        if sys(admin.stream_exists(&input.stream), || format!("cannot read input {input}"))? {
-            let meta = sys(admin.partition_metadata(&input.stream), || {
-                format!("cannot read offsets of input {input}")
-            })?;
-            input_meta.insert(input.clone(), meta);
-        }
-    }
-    let model = match &spec.model {
-        Some(m) => m.clone(),
-        None => job_model::compute(&cfg, |i| Ok(input_meta.get(i).map(|m| m.len() as u32)))
-            .map_err(|e| ContainerError::Setup(e.to_string()))?,
-    };
-    // Declared inputs were created above; a model from the coordinator may
-    // still name one that is gone.
-    if let Some(input) = cfg.inputs.iter().find(|i| !input_meta.contains_key(*i)) {
-        let missing = job_model::ModelError::MissingInput { input: input.clone() };
-        return Err(ContainerError::Setup(missing.to_string()));
-    }
-    let my_tasks = model.containers.get(&spec.container_id).cloned().unwrap_or_default();
-    if my_tasks.is_empty() {
-        tracing::warn!(container = spec.container_id, "the job model gives this container no task");
+    let shutdown = spec.shutdown.clone();
+    let container_id = spec.container_id;
+    let setup = setup::Setup::open(spec)?;
+    let Some(mut lp) = setup.build()? else {
+        tracing::warn!(container = container_id, "the job model gives this container no task");
         return Ok(Outcome::NoTasks);
-    }
-
-    // Changelogs: compacted, one partition per task of the whole job.
-    let task_count: usize = model.containers.values().map(BTreeMap::len).sum();
-    for sc in cfg.stores.values() {
-        if let Some(cl) = &sc.changelog {
-            let spec =
-                StreamSpec { stream: cl.stream.to_string(), partitions: task_count as u32, compacted: true };
-            sys(admins[&*cl.system].create_stream(&spec), || {
-                format!("cannot create changelog {cl} of store {}", sc.name)
-            })?;
-        }
-    }
-    let commit_requested = Arc::new(AtomicBool::new(false));
-
-    // Checkpoints.
-    let cp_stream = cfg.checkpoint_stream();
-    let cp_sys = &cfg.checkpoint_system;
-    let cp_admin = &admins[&cfg.checkpoint_system];
-    sys(checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream), || {
-        format!("cannot create checkpoint stream {cp_stream}")
-    })?;
-    // One owner per task: this generation raises its epoch on the checkpoint
-    // and changelog partitions before it reads them, so an older generation
-    // still running (paused, cut off) can write none of them from now on.
-    let mut cp_producer =
-        sys(spec.systems.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
-    let mut producers = Producers { owner: spec.owner.clone(), ..Producers::default() };
-    if let Some(owner) = &spec.owner {
-        sys(cp_producer.fence(owner, &[cp_stream.partition(0)]), || {
-            format!("cannot take over the checkpoints of {} in {cp_stream}", owner.id)
-        })?;
-        let mut changelogs: BTreeMap<String, Vec<SystemStreamPartition>> = BTreeMap::new();
-        for tm in my_tasks.values() {
-            for cl in cfg.stores.values().filter_map(|sc| sc.changelog.as_ref()) {
-                changelogs.entry(cl.system.to_string()).or_default().push(cl.partition(tm.index));
-            }
-        }
-        for (system, ssps) in changelogs {
-            producers.fence(&cfg, &spec.systems, &system, &ssps)?;
-        }
-        tracing::info!(owner = %owner.id, generation = owner.epoch, "took over the container's tasks");
-    }
-    let checkpoints = sys(
-        spec.systems.consumer(cp_sys).and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
-        || format!("cannot read checkpoints from {cp_stream}"),
-    )?;
-
-    // Task instances and their partitions.
-    let factory = task_factory(&cfg, &spec.tasks)?;
-    let flat = Arc::new(cfg.flat.clone());
-    let metrics = spec.metrics.clone();
-    let mut tasks: Vec<TaskInstance> = Vec::new();
-    let mut ssps: Vec<SspState> = Vec::new();
-    let mut consumers: BTreeMap<String, Box<dyn SystemConsumer>> = BTreeMap::new();
-    for (name, tm) in &my_tasks {
-        let span = tracing::info_span!("task", task = %name);
-        let entered = span.enter();
-        let t = tasks.len();
-        let cp = checkpoints.get(name);
-        let mut ids = Vec::new();
-        for ssp in &tm.ssps {
-            let ss = &ssp.system_stream;
-            let sc = cfg.stream(ss);
-            let meta = input_meta[ss][ssp.partition as usize];
-            let default = match sc.default_offset {
-                DefaultOffset::Oldest => meta.oldest,
-                DefaultOffset::Upcoming => meta.upcoming,
-            };
-            let start = match cp.and_then(|c| c.get(ssp)) {
-                Some(_) if sc.reset_offset => default,
-                Some(o) if o < meta.oldest => {
-                    tracing::warn!(%ssp, checkpoint = o, oldest = meta.oldest, "checkpoint is older than the oldest offset; starting from the oldest");
-                    meta.oldest
-                }
-                Some(o) => o.min(meta.upcoming),
-                None => default,
-            };
-            let consumer = match consumers.entry(ss.system.to_string()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    let consumer = spec.systems.consumer(&ss.system);
-                    v.insert(sys(consumer, || format!("cannot open consumer of system {}", ss.system))?)
-                }
-            };
-            sys(consumer.register(ssp, start), || format!("cannot read {ssp} from offset {start}"))?;
-            ids.push(ssps.len());
-            let ssp_name = ssp.to_string();
-            let labels = [("task", name.as_str()), ("ssp", ssp_name.as_str())];
-            ssps.push(SspState {
-                ssp: Arc::new(ssp.clone()),
-                task: t,
-                next_offset: start,
-                end: sc.bounded.then_some(meta.upcoming),
-                bootstrap_until: sc.bootstrap.then_some(meta.upcoming),
-                priority: sc.priority,
-                key_serde: sc.key_serde,
-                msg_serde: sc.msg_serde,
-                queue: VecDeque::new(),
-                processed: 0,
-                m_processed: metrics.counter_with("ssp.processed", &labels),
-                m_lag: metrics.gauge_with("ssp.lag", &labels),
-                m_offset: metrics.gauge_with("ssp.next-offset", &labels),
-            });
-        }
-        let mut task = factory(&flat).map_err(|e| ContainerError::Task {
-            task: name.clone(),
-            phase: "construction",
-            source: e,
-        })?;
-        let mut ctx = TaskContext::new(
-            name.clone(),
-            ids.iter().map(|i| ssps[*i].ssp.clone()).collect(),
-            flat.clone(),
-            metrics.clone(),
-        );
-        let mut stores = Vec::new();
-        for (sname, sc) in &cfg.stores {
-            let slot = open_store(
-                &cfg,
-                &spec.systems,
-                &admins,
-                name,
-                tm.index,
-                sname,
-                sc,
-                &metrics,
-                &commit_requested,
-            )?;
-            ctx.add_store(sname, slot.shared.clone());
-            stores.push(slot);
-        }
-        task.init(&mut ctx).map_err(|e| ContainerError::Task {
-            task: name.clone(),
-            phase: "init",
-            source: e,
-        })?;
-        tracing::info!(partitions = %tm.ssps.iter().map(ToString::to_string).collect::<Vec<_>>().join(","), "task initialised");
-        drop(entered);
-        tasks.push(TaskInstance {
-            name: name.clone(),
-            task,
-            ssps: ids,
-            collector: MessageCollector::new(),
-            coordinator: TaskCoordinator::new(),
-            dirty: false,
-            voted_shutdown: false,
-            stores,
-            span,
-        });
-    }
-    tracing::info!(
-        container = spec.container_id,
-        tasks = tasks.len(),
-        partitions = ssps.len(),
-        "container started"
-    );
-
-    let upcoming = {
-        let inputs: std::collections::BTreeSet<_> =
-            ssps.iter().map(|s| s.ssp.system_stream.clone()).collect();
-        UpcomingOffsets::start(admins.clone(), inputs.into_iter().collect())
-    };
-    let mut lp = Loop {
-        cfg: cfg.clone(),
-        container_id: spec.container_id,
-        systems: spec.systems,
-        admins,
-        tasks,
-        ssps,
-        consumers,
-        producers,
-        lease: spec.lease,
-        cp_producer,
-        cp_stream,
-        index: HashMap::new(),
-        poll_buf: Vec::new(),
-        m_processed: metrics.counter("container.processed"),
-        m_process: metrics.timer("container.process"),
-        m_commit: metrics.timer("container.commit"),
-        m_window: metrics.timer("container.window"),
-        status_path: spec.status_path,
-        queries: spec.queries,
-        upcoming,
-        metrics,
-        last_snapshot: Instant::now(),
-        last_status: Instant::now(),
-        commit_requested,
     };
     // After a failure nothing is committed: the next run resumes from the last
     // checkpoint, whose outputs are durable.
-    let outcome = lp.run(&spec.shutdown)?;
-    if cfg.window_ms > 0 {
+    let outcome = lp.run(&shutdown)?;
+    if lp.cfg.window_ms > 0 {
         // A last window before the final commit, so windowed results include
         // everything processed (bounded input done, or a clean stop).
         lp.window()?;
@@ -452,7 +224,7 @@ pub fn run(spec: ContainerSpec) -> Result<Outcome, ContainerError> {
     lp.close()?;
     lp.commit(WriteBack::All)?;
     lp.write_status(true);
-    tracing::info!(container = spec.container_id, ?outcome, processed = lp.processed(), "container stopped");
+    tracing::info!(container = container_id, ?outcome, processed = lp.processed(), "container stopped");
     Ok(outcome)
 }
 
@@ -494,72 +266,6 @@ struct Loop {
     commit_requested: Arc<AtomicBool>,
 }
 
-/// The inputs' upcoming offsets (for lag), refreshed once a second by a
-/// thread of its own: the run loop never waits on a system's metadata (a
-/// remote broker's can take a while, or time out).
-struct UpcomingOffsets {
-    streams: Vec<samza_task_api::SystemStream>,
-    map: Arc<UpcomingMap>,
-    stop: Arc<AtomicBool>,
-}
-
-impl UpcomingOffsets {
-    fn start(
-        admins: BTreeMap<String, Arc<dyn SystemAdmin>>,
-        streams: Vec<samza_task_api::SystemStream>,
-    ) -> Self {
-        let me = UpcomingOffsets { streams, map: Default::default(), stop: Arc::new(AtomicBool::new(false)) };
-        let (streams, map, stop) = (me.streams.clone(), me.map.clone(), me.stop.clone());
-        let span = tracing::Span::current();
-        let spawned = std::thread::Builder::new().name("upcoming-offsets".into()).spawn(move || {
-            let _in_span = span.entered();
-            while !stop.load(Ordering::Relaxed) {
-                read_upcoming(&admins, &streams, &map);
-                for _ in 0..10 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the thread that reads the inputs' offsets (no lag figures): {e}");
-        }
-        me
-    }
-
-    fn refresh(&self, admins: &BTreeMap<String, Arc<dyn SystemAdmin>>) {
-        read_upcoming(admins, &self.streams, &self.map);
-    }
-
-    fn get(&self) -> BTreeMap<samza_task_api::SystemStream, Vec<u64>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-type UpcomingMap = std::sync::Mutex<BTreeMap<samza_task_api::SystemStream, Vec<u64>>>;
-
-fn read_upcoming(
-    admins: &BTreeMap<String, Arc<dyn SystemAdmin>>,
-    streams: &[samza_task_api::SystemStream],
-    map: &UpcomingMap,
-) {
-    for ss in streams {
-        if let Ok(meta) = admins[&*ss.system].partition_metadata(&ss.stream) {
-            let up = meta.iter().map(|m| m.upcoming).collect();
-            map.lock().unwrap_or_else(|p| p.into_inner()).insert(ss.clone(), up);
-        }
-    }
-}
-
-impl Drop for UpcomingOffsets {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Sends `out` through the producer of its system, creating it on first use.
 /// The producers of the systems the tasks write to, opened on first use
 /// (and fenced as the container's owner when it has one).
 #[derive(Default)]
@@ -725,37 +431,6 @@ impl Loop {
         }
     }
 
-    /// Sends the container's metrics to `metrics.snapshot-stream` when an
-    /// interval has passed (they become durable with the next commit's flush).
-    /// A reporter that cannot send logs it; the job goes on.
-    fn report_snapshot(&mut self) {
-        let Some(m) = &self.cfg.metrics else {
-            return;
-        };
-        if self.last_snapshot.elapsed() < Duration::from_millis(m.snapshot_interval_ms) {
-            return;
-        }
-        self.last_snapshot = Instant::now();
-        let time_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let body = serde_json::json!({
-            "job": self.cfg.name,
-            "container": self.container_id,
-            "time_ms": time_ms as u64,
-            "metrics": self.metrics.snapshot(),
-        });
-        let key = format!("{}/{}", self.cfg.name, self.container_id);
-        let out = OutgoingMessageEnvelope::new(
-            m.snapshot_stream.clone(),
-            Some(key.into_bytes().into()),
-            Some(body.to_string().into_bytes().into()),
-        );
-        if let Err(e) = self.producers.send(&self.cfg, &self.systems, out) {
-            tracing::warn!("cannot send a metrics snapshot: {e}");
-        }
-    }
-
-    /// Messages processed, over every input partition.
     fn processed(&self) -> u64 {
         self.ssps.iter().map(|s| s.processed).sum()
     }
@@ -1035,66 +710,6 @@ impl Loop {
             }
         }
         Ok(())
-    }
-
-    /// Publishes the metrics kept in plain counters (processed, offsets, lag
-    /// = the partition's upcoming offset minus the next one to process) and
-    /// writes progress for `samza-run` when it asked for it. Once a second.
-    fn write_status(&mut self, finished: bool) {
-        self.last_status = Instant::now();
-        if finished {
-            // The last status has exact figures.
-            self.upcoming.refresh(&self.admins);
-        }
-        let upcoming = self.upcoming.get();
-        let up = |s: &SspState| {
-            upcoming.get(&s.ssp.system_stream).and_then(|v| v.get(s.ssp.partition as usize)).copied()
-        };
-        self.m_processed.set(self.processed() as i64);
-        for s in &self.ssps {
-            s.m_processed.set(s.processed as i64);
-            s.m_offset.set(s.next_offset as i64);
-            if let Some(u) = up(s) {
-                s.m_lag.set(u.saturating_sub(s.next_offset) as i64);
-            }
-        }
-        self.report_snapshot();
-        let Some(path) = &self.status_path else {
-            return;
-        };
-        let partitions = self
-            .ssps
-            .iter()
-            .map(|s| PartitionStatus {
-                system: s.ssp.system().to_string(),
-                stream: s.ssp.stream().to_string(),
-                partition: s.ssp.partition,
-                next_offset: s.next_offset,
-                upcoming: up(s),
-            })
-            .collect();
-        let stores = self
-            .tasks
-            .iter()
-            .flat_map(|t| {
-                t.stores.iter().map(move |s| StoreStatus {
-                    task: t.name.as_str().to_string(),
-                    store: s.name.clone(),
-                    restore: s.report.clone(),
-                })
-            })
-            .collect();
-        let status = ContainerStatus {
-            container: self.container_id,
-            pid: std::process::id(),
-            processed: self.processed(),
-            finished,
-            partitions,
-            stores,
-        };
-        if let Err(e) = status.write(path) {
-            tracing::debug!(path = %path.display(), "cannot write status: {e}");
-        }
     }
 }
 

@@ -391,8 +391,51 @@ fn resolve(
     base: &Path,
     flat: Config,
     overrides: Vec<String>,
-    mut sections: BTreeMap<String, toml::Table>,
+    sections: BTreeMap<String, toml::Table>,
 ) -> Result<JobConfig, ConfigError> {
+    check_job(&f, path)?;
+    let metrics = resolve_metrics(&f, path)?;
+    check_task(&f, path)?;
+    let (systems, mut streams) = resolve_systems(&f, path, sections)?;
+    let inputs = resolve_inputs(&f, path, &mut streams)?;
+    let checkpoint_system = resolve_checkpoint_system(&f, path)?;
+    let stores = resolve_stores(&f, path, &inputs)?;
+    let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
+    if state_dir.exists() && !state_dir.is_dir() {
+        return Err(invalid(
+            path,
+            "job.state-dir",
+            format!("{} exists and is not a directory", state_dir.display()),
+        ));
+    }
+    Ok(JobConfig {
+        path: path.to_path_buf(),
+        text: String::new(),
+        base_dir: base.to_path_buf(),
+        name: f.job.name,
+        container_count: f.job.container_count,
+        state_dir,
+        shutdown_timeout_ms: f.job.shutdown_timeout_ms,
+        binary: f.package.map(|p| base.join(p.binary)),
+        task_class: f.task.class,
+        inputs,
+        window_ms: f.task.window_ms,
+        commit_ms: f.task.commit_ms,
+        grouper: f.task.grouper,
+        checkpoint_system,
+        poll_batch: f.task.poll_batch,
+        systems,
+        streams,
+        stores,
+        flat,
+        overrides,
+        cluster: f.cluster,
+        metrics,
+    })
+}
+
+/// `[job]` and `[cluster]`: names, counts and durations.
+fn check_job(f: &File, path: &Path) -> Result<(), ConfigError> {
     if !valid_name(&f.job.name) {
         return Err(invalid(
             path,
@@ -420,7 +463,12 @@ fn resolve(
     if f.job.container_count == 0 {
         return Err(invalid(path, "job.container-count", "must be at least 1"));
     }
-    let metrics = match &f.metrics.snapshot_stream {
+    Ok(())
+}
+
+/// `[metrics]`: the snapshot stream, when there is one.
+fn resolve_metrics(f: &File, path: &Path) -> Result<Option<MetricsConfig>, ConfigError> {
+    Ok(match &f.metrics.snapshot_stream {
         None => None,
         Some(s) => {
             let key = "metrics.snapshot-stream";
@@ -435,7 +483,11 @@ fn resolve(
             }
             Some(MetricsConfig { snapshot_stream: stream, snapshot_interval_ms: interval })
         }
-    };
+    })
+}
+
+/// `[task]`'s own keys.
+fn check_task(f: &File, path: &Path) -> Result<(), ConfigError> {
     if f.task.class.is_empty() {
         return Err(invalid(path, "task.class", "must name a registered task"));
     }
@@ -448,6 +500,17 @@ fn resolve(
     if f.task.inputs.is_empty() {
         return Err(invalid(path, "task.inputs", "must name at least one input stream as \"system.stream\""));
     }
+    Ok(())
+}
+
+/// The systems (their own sections kept for their factories) and the
+/// settings of every stream declared under them.
+#[allow(clippy::type_complexity)]
+fn resolve_systems(
+    f: &File,
+    path: &Path,
+    mut sections: BTreeMap<String, toml::Table>,
+) -> Result<(BTreeMap<String, SystemConfig>, BTreeMap<SystemStream, StreamConfig>), ConfigError> {
     if f.systems.is_empty() {
         return Err(invalid(
             path,
@@ -485,6 +548,16 @@ fn resolve(
             streams.insert(ss.clone(), stream_config(&ss, Some(s), st));
         }
     }
+    Ok((systems, streams))
+}
+
+/// `task.inputs`, each with stream settings (its system's defaults when the
+/// stream has no section).
+fn resolve_inputs(
+    f: &File,
+    path: &Path,
+    streams: &mut BTreeMap<SystemStream, StreamConfig>,
+) -> Result<Vec<SystemStream>, ConfigError> {
     let mut inputs = Vec::new();
     for (i, input) in f.task.inputs.iter().enumerate() {
         let key = format!("task.inputs[{i}]");
@@ -499,8 +572,13 @@ fn resolve(
         streams.entry(ss.clone()).or_insert_with(|| stream_config(&ss, Some(sys), &StreamSection::default()));
         inputs.push(ss);
     }
-    let checkpoint_system = match f.task.checkpoint_system {
-        Some(s) if f.systems.contains_key(&s) => s,
+    Ok(inputs)
+}
+
+/// `task.checkpoint-system`, or the only system.
+fn resolve_checkpoint_system(f: &File, path: &Path) -> Result<String, ConfigError> {
+    Ok(match &f.task.checkpoint_system {
+        Some(s) if f.systems.contains_key(s) => s.clone(),
         Some(s) => {
             return Err(invalid(
                 path,
@@ -516,7 +594,15 @@ fn resolve(
                 "must be set when more than one system is defined",
             ))
         }
-    };
+    })
+}
+
+/// `[stores]`: engines, changelogs (one store's each, never an input) and cache settings.
+fn resolve_stores(
+    f: &File,
+    path: &Path,
+    inputs: &[SystemStream],
+) -> Result<BTreeMap<String, StoreConfig>, ConfigError> {
     let mut stores = BTreeMap::new();
     for (name, st) in &f.stores {
         if !valid_name(name) {
@@ -592,38 +678,7 @@ fn resolve(
             },
         );
     }
-    let state_dir = base.join(f.job.state_dir.clone().unwrap_or_else(|| PathBuf::from("samza-data/state")));
-    if state_dir.exists() && !state_dir.is_dir() {
-        return Err(invalid(
-            path,
-            "job.state-dir",
-            format!("{} exists and is not a directory", state_dir.display()),
-        ));
-    }
-    Ok(JobConfig {
-        path: path.to_path_buf(),
-        text: String::new(),
-        base_dir: base.to_path_buf(),
-        name: f.job.name,
-        container_count: f.job.container_count,
-        state_dir,
-        shutdown_timeout_ms: f.job.shutdown_timeout_ms,
-        binary: f.package.map(|p| base.join(p.binary)),
-        task_class: f.task.class,
-        inputs,
-        window_ms: f.task.window_ms,
-        commit_ms: f.task.commit_ms,
-        grouper: f.task.grouper,
-        checkpoint_system,
-        poll_batch: f.task.poll_batch,
-        systems,
-        streams,
-        stores,
-        flat,
-        overrides,
-        cluster: f.cluster,
-        metrics,
-    })
+    Ok(stores)
 }
 
 /// Settings of `stream`: its own section's, else its system's defaults, else the global ones.

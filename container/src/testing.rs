@@ -117,7 +117,7 @@ impl TestRunner {
     pub fn run(&mut self) -> Result<Outcome, ContainerError> {
         let mut registry = SystemRegistry::new();
         registry.register("in-memory", self.streams.clone());
-        let systems = registry.resolve(&self.config).map_err(|e| ContainerError::Setup(e.to_string()))?;
+        let systems = registry.resolve(&self.config)?;
         let mut outcome = Outcome::NoTasks;
         self.metrics = (0..self.config.container_count).map(|_| Default::default()).collect();
         for id in 0..self.config.container_count {

@@ -62,6 +62,12 @@ pub enum ContainerError {
     },
     #[error("{0}")]
     Setup(String),
+    /// The job's config was refused (a system's section, by its factory).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The JobModel cannot be computed (a missing input, inputs not co-partitioned).
+    #[error(transparent)]
+    Model(#[from] job_model::ModelError),
     /// The container no longer owns its tasks (lease expired or revoked);
     /// it stops without committing.
     #[error("no longer the owner of its tasks: {0}")]

@@ -120,14 +120,12 @@ impl Setup {
         }
         let model = match &self.spec.model {
             Some(m) => m.clone(),
-            None => job_model::compute(cfg, |i| Ok(input_meta.get(i).map(|m| m.len() as u32)))
-                .map_err(|e| ContainerError::Setup(e.to_string()))?,
+            None => job_model::compute(cfg, |i| Ok(input_meta.get(i).map(|m| m.len() as u32)))?,
         };
         // Declared inputs were created above; a model from the coordinator may
         // still name one that is gone.
         if let Some(input) = cfg.inputs.iter().find(|i| !input_meta.contains_key(*i)) {
-            let missing = job_model::ModelError::MissingInput { input: input.clone() };
-            return Err(ContainerError::Setup(missing.to_string()));
+            return Err(job_model::ModelError::MissingInput { input: input.clone() }.into());
         }
         Ok((model, input_meta))
     }

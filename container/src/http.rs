@@ -171,6 +171,55 @@ pub fn store_routes(cfg: Arc<JobConfig>, queries: std::sync::mpsc::Sender<StoreQ
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::query::QueryError;
+
+    /// The HTTP side of queryable state on a real socket; a thread answers
+    /// as the run loop would (its own answers are tested end to end in
+    /// `examples/tests/operator_tools.rs`).
+    #[test]
+    fn a_missing_key_or_store_is_404_and_a_failing_store_is_500() {
+        let text = "[job]\nname = \"j\"\n[task]\nclass = \"c\"\ninputs = [\"log.in\"]\n[systems.log]\ntype = \"embedded-log\"\ndir = \"l\"\n[stores.counts]\nengine = \"in-memory\"\n";
+        let cfg = JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<StoreQuery>();
+        std::thread::spawn(move || {
+            for q in rx {
+                let answer = match q.key.as_slice() {
+                    b"here" => Ok(Some(("Partition 0".to_string(), b"v".to_vec()))),
+                    b"missing" => Ok(None),
+                    _ => Err(QueryError::Failed {
+                        task: samza_task_api::TaskName::new("Partition 1"),
+                        store: q.store.clone(),
+                        source: samza_task_api::TaskError::task("rocksdb get: disk gone"),
+                    }),
+                };
+                let _ = q.reply.send(answer);
+            }
+        });
+        let url = serve("127.0.0.1:0", "t0k", store_routes(Arc::new(cfg), tx), "test-http").unwrap();
+        let http = reqwest::blocking::Client::new();
+        let get = |path: &str| {
+            let r = http.get(format!("{url}{path}")).bearer_auth("t0k").send().unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        };
+        let (status, body) = get("/v1/stores/counts/here");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"key":"here","store":"counts","task":"Partition 0","value":"v"}"#)
+        );
+        let (status, body) = get("/v1/stores/counts/missing");
+        assert_eq!((status, body.as_str()), (404, r#"{"error":"no key \"missing\" in store counts"}"#));
+        let (status, body) = get("/v1/stores/counts/broken");
+        assert_eq!(
+            (status, body.as_str()),
+            (500, r#"{"error":"task Partition 1: store counts: rocksdb get: disk gone"}"#)
+        );
+        let (status, body) = get("/v1/stores/nope/x");
+        assert_eq!((status, body.as_str()), (404, r#"{"error":"job j has no store \"nope\""}"#));
+        let r = http.get(format!("{url}/v1/stores/counts/here")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "no token");
+    }
+
     #[test]
     fn token_comparison_needs_equal_bytes() {
         use super::same;

@@ -20,6 +20,7 @@ use samza_kafka::testing::Broker;
 use samza_kafka::{KafkaConfig, KafkaFactory};
 use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
+use samza_test_support::JobToml;
 
 const REPARTITION: &str = env!("CARGO_BIN_EXE_page-views");
 
@@ -69,75 +70,34 @@ fn counts_on_kafka_survive_kill_9_lost_state_and_a_broker_restart() {
     produce(&sc, 0, N, &mut truth);
 
     // Job one: repartition by user, into a 4-partition topic it creates.
-    std::fs::write(
-        dir.join("repartition.toml"),
-        format!(
-            r#"[job]
-name = "page-views-by-user"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{REPARTITION}"
-[task]
-class = "repartition"
-inputs = ["kafka.page-views"]
-checkpoint-system = "kafka"
-[systems.kafka]
-type = "kafka"
-bootstrap-servers = "{}"
-replication-factor = 1
-[systems.kafka.streams.page-views]
-bounded = true
-msg-serde = "json"
-[systems.kafka.streams.page-views-by-user]
-partitions = 4
-[params]
-output = "kafka.page-views-by-user"
-"#,
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
+    JobToml::new("page-views-by-user", Path::new(REPARTITION), "repartition", &["kafka.page-views"])
+        .on_kafka(&broker.bootstrap())
+        .set("job.container-count", 2)
+        .set("job.state-dir", "state")
+        .set("systems.kafka.streams.page-views.bounded", true)
+        .set("systems.kafka.streams.page-views.msg-serde", "json")
+        .set("systems.kafka.streams.page-views-by-user.partitions", 4)
+        .set("params.output", "kafka.page-views-by-user")
+        .write_to(&dir.join("repartition.toml"));
     let out = Command::new(samza_run()).arg(dir.join("repartition.toml")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let by_user = admin.partition_metadata("page-views-by-user").unwrap();
     assert_eq!(by_user.iter().map(|m| m.upcoming).sum::<u64>(), N, "every view repartitioned once");
-    std::fs::write(
-        dir.join("job.toml"),
-        format!(
-            r#"[job]
-name = "page-view-counter"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["kafka.page-views-by-user"]
-checkpoint-system = "kafka"
-window-ms = 200
-commit-ms = 200
-[systems.kafka]
-type = "kafka"
-bootstrap-servers = "{}"
-replication-factor = 1
-[systems.kafka.streams.page-views-by-user]
-bounded = true
-[systems.kafka.streams.user-counts]
-partitions = 4
-compacted = true
-[stores.counts]
-engine = "rocksdb"
-changelog = "kafka.counts-changelog"
-write-batch-entries = 500
-msg-serde = "i64"
-[params]
-output = "kafka.user-counts"
-"#,
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
+    JobToml::new("page-view-counter", Path::new(COUNTER), "count", &["kafka.page-views-by-user"])
+        .on_kafka(&broker.bootstrap())
+        .set("job.container-count", 2)
+        .set("job.state-dir", "state")
+        .set("task.window-ms", 200)
+        .set("task.commit-ms", 200)
+        .set("systems.kafka.streams.page-views-by-user.bounded", true)
+        .set("systems.kafka.streams.user-counts.partitions", 4)
+        .set("systems.kafka.streams.user-counts.compacted", true)
+        .set("stores.counts.engine", "rocksdb")
+        .set("stores.counts.changelog", "kafka.counts-changelog")
+        .set("stores.counts.write-batch-entries", 500)
+        .set("stores.counts.msg-serde", "i64")
+        .set("params.output", "kafka.user-counts")
+        .write(dir);
 
     // 1. Kill container 0 with SIGKILL in the middle of its partitions.
     let child = run(dir, &["params.throttle-us=50000"]);

@@ -18,7 +18,7 @@ mod common;
 mod ownership;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use samza_scheduler::netns::TestNet;
 use samza_scheduler::proto::*;
 use samza_task_api::SystemFactory;
 use samza_task_api::{OutgoingMessageEnvelope, StreamSpec, SystemStream};
+use samza_test_support::JobToml;
 
 const NODE_TIMEOUT_MS: u64 = 6_000;
 const USERS: u64 = 200;
@@ -108,49 +109,26 @@ impl Hosts {
 
     fn submit(&self, containers: u32, throttle_us: u64) -> String {
         let dir = self.tmp.path();
-        std::fs::write(
-            dir.join("job.toml"),
-            format!(
-                r#"[job]
-name = "page-view-counter"
-container-count = {containers}
-shutdown-timeout-ms = 5000
-[package]
-binary = "{COUNTER}"
-[task]
-class = "count"
-inputs = ["kafka.page-views-by-user"]
-checkpoint-system = "kafka"
-window-ms = 300
-commit-ms = 300
-[systems.kafka]
-type = "kafka"
-bootstrap-servers = "{}"
-replication-factor = 1
-[systems.kafka.producer-settings]
-# Outputs reach the broker at commit (flush), not before: an emitted count
-# never runs ahead of the committed state (as on the embedded log), so a
-# failover never shows a count lower than one already emitted.
-"linger.ms" = "60000"
-[systems.kafka.streams.page-views-by-user]
-bounded = true
-[systems.kafka.streams.user-counts]
-partitions = 4
-[stores.counts]
-engine = "rocksdb"
-changelog = "kafka.counts-changelog"
-msg-serde = "i64"
-[cluster]
-container-memory-mb = 512
-host-affinity-timeout-ms = 500
-[params]
-output = "kafka.user-counts"
-throttle-us = {throttle_us}
-"#,
-                self.broker.bootstrap()
-            ),
-        )
-        .unwrap();
+        JobToml::new("page-view-counter", Path::new(COUNTER), "count", &["kafka.page-views-by-user"])
+            .on_kafka(&self.broker.bootstrap())
+            .set("job.container-count", i64::from(containers))
+            .set("job.shutdown-timeout-ms", 5000)
+            .set("task.window-ms", 300)
+            .set("task.commit-ms", 300)
+            // Outputs reach the broker at commit (flush), not before: an emitted
+            // count never runs ahead of the committed state (as on the embedded
+            // log), so a failover never shows a count lower than one already emitted.
+            .set_in(&["systems", "kafka", "producer-settings", "linger.ms"], "60000")
+            .set("systems.kafka.streams.page-views-by-user.bounded", true)
+            .set("systems.kafka.streams.user-counts.partitions", 4)
+            .set("stores.counts.engine", "rocksdb")
+            .set("stores.counts.changelog", "kafka.counts-changelog")
+            .set("stores.counts.msg-serde", "i64")
+            .set("cluster.container-memory-mb", 512)
+            .set("cluster.host-affinity-timeout-ms", 500)
+            .set("params.output", "kafka.user-counts")
+            .set("params.throttle-us", throttle_us as i64)
+            .write(dir);
         let out = Command::new(bin_dir().join("samza-run"))
             .arg(dir.join("job.toml"))
             .args(["--rm", &self.cluster.rm_url, "--detach"])

@@ -621,35 +621,4 @@ mod tests {
         let e = client_config("k", &KafkaConfig::default(), Role::Admin).unwrap_err();
         assert!(e.to_string().contains("systems.k.bootstrap-servers is not set"), "{e}");
     }
-
-    fn job(section: &str) -> String {
-        format!(
-            "[job]\nname = \"j\"\n[task]\nclass = \"c\"\ninputs = [\"kafka.in\"]\n[systems.kafka]\ntype = \"kafka\"\n{section}"
-        )
-    }
-
-    fn resolve(text: &str) -> Result<(), String> {
-        let job = samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
-            .map_err(|e| e.to_string())?;
-        let mut registry = samza_container::systems::SystemRegistry::new();
-        registry.register(TYPE, KafkaFactory);
-        registry.resolve(&job).map(drop).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn a_kafka_section_is_checked_naming_the_key_and_line() {
-        resolve(&job(
-            "bootstrap-servers = \"b:9092\"\nreplication-factor = 1\n[systems.kafka.settings]\nacks = 1\n",
-        ))
-        .unwrap();
-        let e = resolve(&job("")).unwrap_err();
-        assert!(e.contains("systems.kafka.bootstrap-servers: a kafka system needs its brokers"), "{e}");
-        let e = resolve(&job("bootstrap-servers = \"b:9092\"\nreplication-factor = 0\n")).unwrap_err();
-        assert!(e.contains("systems.kafka.replication-factor: must be at least 1"), "{e}");
-        let e =
-            resolve(&job("bootstrap-servers = \"b:9092\"\n[systems.kafka.settings]\nx = [1]\n")).unwrap_err();
-        assert!(e.contains("line 10") && e.contains("expected a string, number or boolean"), "{e}");
-        let e = resolve(&job("bootstrap-server = \"b:9092\"\n")).unwrap_err();
-        assert!(e.contains("line 8") && e.contains("unknown field `bootstrap-server`"), "{e}");
-    }
 }

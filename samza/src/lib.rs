@@ -66,3 +66,47 @@ pub mod prelude {
         SystemStreamPartition, TaskContext, TaskCoordinator, TaskError, TaskName, TaskRegistry, Timer,
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(section: &str) -> String {
+        format!(
+            "[job]\nname = \"j\"\n[task]\nclass = \"c\"\ninputs = [\"kafka.in\"]\n[systems.kafka]\ntype = \"kafka\"\n{section}"
+        )
+    }
+
+    fn resolve(text: &str) -> Result<(), String> {
+        let job = samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
+            .map_err(|e| e.to_string())?;
+        builtin_systems().resolve(&job).map(drop).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_kafka_section_is_checked_naming_the_key_and_line() {
+        resolve(&job(
+            "bootstrap-servers = \"b:9092\"\nreplication-factor = 1\n[systems.kafka.settings]\nacks = 1\n",
+        ))
+        .unwrap();
+        let e = resolve(&job("")).unwrap_err();
+        assert!(e.contains("systems.kafka.bootstrap-servers: a kafka system needs its brokers"), "{e}");
+        let e = resolve(&job("bootstrap-servers = \"b:9092\"\nreplication-factor = 0\n")).unwrap_err();
+        assert!(e.contains("systems.kafka.replication-factor: must be at least 1"), "{e}");
+        let e =
+            resolve(&job("bootstrap-servers = \"b:9092\"\n[systems.kafka.settings]\nx = [1]\n")).unwrap_err();
+        assert!(e.contains("line 10") && e.contains("expected a string, number or boolean"), "{e}");
+        let e = resolve(&job("bootstrap-server = \"b:9092\"\n")).unwrap_err();
+        assert!(e.contains("line 8") && e.contains("unknown field `bootstrap-server`"), "{e}");
+    }
+
+    #[test]
+    fn an_embedded_log_needs_its_directory_resolved_against_the_job_file() {
+        let text = "[job]\nname = \"j\"\n[task]\nclass = \"c\"\ninputs = [\"log.in\"]\n[systems.log]\ntype = \"embedded-log\"\n";
+        let e = resolve(text).unwrap_err();
+        assert!(e.ends_with("systems.log.dir: an embedded-log system needs a directory"), "{e}");
+        let e = resolve(&format!("{text}dri = \"log\"\n")).unwrap_err();
+        assert!(e.contains("line 8") && e.contains("unknown field `dri`, expected `dir`"), "{e}");
+        resolve(&format!("{text}dir = \"log\"\n")).unwrap();
+    }
+}

@@ -105,6 +105,17 @@ impl JobToml {
             .set("systems.log.dir", "log")
     }
 
+    /// Moves the job from the embedded log to a Kafka system, `kafka`, at
+    /// `bootstrap_servers` (one broker: replication factor 1), which also
+    /// keeps the checkpoints.
+    pub fn on_kafka(self, bootstrap_servers: &str) -> JobToml {
+        self.unset("systems.log")
+            .set("systems.kafka.type", "kafka")
+            .set("systems.kafka.bootstrap-servers", bootstrap_servers)
+            .set("systems.kafka.replication-factor", 1)
+            .set("task.checkpoint-system", "kafka")
+    }
+
     /// Sets the key at the dotted `path` (segments without dots; see
     /// [`JobToml::set_in`] for others).
     pub fn set(self, path: &str, value: impl Into<toml::Value>) -> JobToml {

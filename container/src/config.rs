@@ -337,14 +337,17 @@ impl JobConfig {
     /// Parses `text` as the contents of `path`.
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<JobConfig, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
-        // First the file as written, so errors carry its line numbers.
-        let _: File = toml::from_str(text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        // First the file as written, so errors carry its line numbers (and
+        // the dotted key, where the error is about a value).
+        let _: File = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| parse_err(keyed(&e.path().to_string(), e.inner())))?;
         let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         for arg in overrides {
             apply_override(&mut table, arg)?;
         }
-        let file = File::deserialize(toml::Value::Table(table.clone()))
-            .map_err(|e| parse_err(format!("after --config overrides: {}", e.to_string().trim_end())))?;
+        let file = serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            parse_err(format!("after --config overrides: {}", keyed(&e.path().to_string(), e.inner())))
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut sections = BTreeMap::new();
         if let Some(toml::Value::Table(systems)) = table.get("systems") {
@@ -372,6 +375,18 @@ impl JobConfig {
     /// Name of the stream holding this job's checkpoints.
     pub fn checkpoint_stream(&self) -> SystemStream {
         SystemStream::new(self.checkpoint_system.clone(), format!("__samza_checkpoint_{}", self.name))
+    }
+}
+
+/// A deserializer's error, prefixed with the dotted key it is about
+/// (`serde_path_to_error`'s path; `.` when the error is about the file).
+pub(crate) fn keyed(key: &str, e: &impl std::fmt::Display) -> String {
+    let message = e.to_string();
+    let message = message.trim_end();
+    if key.is_empty() || key == "." {
+        message.to_string()
+    } else {
+        format!("{key}: {message}")
     }
 }
 
@@ -893,6 +908,15 @@ threshold = 3
     fn errors_name_the_key_and_line() {
         let e = parse(&GOOD.replace("container-count", "contaner-count"), &[]).unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("contaner-count"), "{e}");
+        let e = parse(&GOOD.replace("container-count = 2", "container-count = \"2\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("job.container-count: TOML parse error at line 4") && e.contains("expected u32"),
+            "{e}"
+        );
+        let e = parse(GOOD, &["task.window-ms=soon"]).unwrap_err().to_string();
+        assert!(e.contains("after --config overrides: task.window-ms: invalid type: string \"soon\""), "{e}");
         let e = parse(&GOOD.replace("log.side", "kafka.side"), &[]).unwrap_err().to_string();
         assert!(e.contains("task.inputs[1]: system \"kafka\" is not defined"), "{e}");
         let e = parse(&GOOD.replace("\"json\"", "\"yaml\""), &[]).unwrap_err().to_string();

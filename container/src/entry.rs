@@ -175,7 +175,9 @@ pub fn main_with_roles(
 }
 
 /// What `<job-binary> check` checks: the file, every system's section by
-/// its type's factory, and that the task class is registered.
+/// its type's factory, that the task class is registered, and that the
+/// JobModel can be computed (every input exists or declares its partitions;
+/// inputs co-partitioned).
 fn check(
     config: &std::path::Path,
     overrides: &[String],
@@ -183,8 +185,9 @@ fn check(
     systems: &SystemRegistry,
 ) -> anyhow::Result<()> {
     let cfg = JobConfig::load(config, overrides)?;
-    systems.resolve(&cfg)?;
+    let systems = systems.resolve(&cfg)?;
     run_loop::task_factory(&cfg, tasks)?;
+    crate::tools::compute_model(&cfg, &systems)?;
     Ok(())
 }
 

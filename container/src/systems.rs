@@ -22,7 +22,7 @@ use samza_task_api::{
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::{ConfigError, JobConfig, SystemConfig};
+use crate::config::{keyed, ConfigError, JobConfig, SystemConfig};
 
 /// A factory with its config type erased, so factories of different types
 /// share one map.
@@ -54,13 +54,18 @@ impl<F: SystemFactory> ErasedFactory for Typed<F> {
     ) -> Result<Arc<dyn Any + Send + Sync>, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse { path: job.path.clone(), message };
         // As written first, so that errors name the line ...
-        let mut config: F::Config = toml::Deserializer::new(&job.text)
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(toml::Deserializer::new(&job.text), &mut track);
+        let mut config: F::Config = de
             .deserialize_map(FileVisitor { system: &system.name, _config: PhantomData::<F::Config> })
-            .map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+            .map_err(|e| parse_err(keyed(&track.path().to_string(), &e)))?;
         // ... then with the overrides applied, which is what runs.
         if !job.overrides.is_empty() {
-            config = F::Config::deserialize(toml::Value::Table(system.section.clone()))
-                .map_err(|e| parse_err(format!("after --config overrides: {}", e.to_string().trim_end())))?;
+            let section = toml::Value::Table(system.section.clone());
+            config = serde_path_to_error::deserialize(section).map_err(|e| {
+                let key = format!("systems.{}.{}", system.name, e.path());
+                parse_err(format!("after --config overrides: {}", keyed(&key, e.inner())))
+            })?;
         }
         let context = SystemContext { name: &system.name, base_dir: &job.base_dir };
         self.0.check(&context, &mut config).map_err(|issue| ConfigError::Invalid {
@@ -404,7 +409,10 @@ partitions = 2
     #[test]
     fn errors_in_a_systems_own_keys_name_the_key_and_line() {
         let e = resolve(&JOB.replace("count = 5", "count = \"five\""), &[]).unwrap_err();
-        assert!(e.contains("line 9") && e.contains("expected u64"), "{e}");
+        assert!(
+            e.contains("systems.gen.count: TOML parse error at line 9") && e.contains("expected u64"),
+            "{e}"
+        );
         let e = resolve(&JOB.replace("count = 5", "cuont = 5"), &[]).unwrap_err();
         assert!(e.contains("line 9") && e.contains("unknown field `cuont`"), "{e}");
         let e = resolve(&JOB.replace("count = 5\n", ""), &[]).unwrap_err();
@@ -412,7 +420,7 @@ partitions = 2
         let e = resolve(&JOB.replace("count = 5", "count = 0"), &[]).unwrap_err();
         assert!(e.ends_with("systems.gen.count: must be positive"), "{e}");
         let e = resolve(JOB, &["systems.gen.count=many"]).unwrap_err();
-        assert!(e.contains("after --config overrides") && e.contains("expected u64"), "{e}");
+        assert!(e.contains("after --config overrides: systems.gen.count: invalid type"), "{e}");
         let e = resolve(&JOB.replace("type = \"gen\"", "type = \"nope\""), &[]).unwrap_err();
         assert!(e.ends_with("systems.gen.type: unknown system type \"nope\" (known: gen)"), "{e}");
     }

@@ -42,6 +42,9 @@ pub struct NmConfig {
     /// How long ended containers are still reported (the resource manager
     /// records them at the first report).
     pub keep_ended: Duration,
+    /// How long the directory of a container that ended (its stdout, stderr
+    /// and exit code, for `samza-run logs`) is kept after its last write.
+    pub container_retention: Duration,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -237,6 +240,49 @@ impl Nm {
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
             .layer(axum::middleware::from_fn_with_state(tracing::Span::current(), in_span))
+    }
+
+    /// Removes, every minute, the directories of containers this node manager
+    /// no longer lists whose files were last written longer ago than the
+    /// retention.
+    pub async fn run_sweeps(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60).min(self.cfg.container_retention));
+        loop {
+            tick.tick().await;
+            let nm = self.clone();
+            let _ = tokio::task::spawn_blocking(move || nm.sweep()).await;
+        }
+    }
+
+    /// One sweep (see [`Nm::run_sweeps`]); returns the containers removed.
+    fn sweep(&self) -> Vec<String> {
+        let listed: std::collections::BTreeSet<String> = self.lock().keys().cloned().collect();
+        let Ok(dirs) = std::fs::read_dir(layout::containers(&self.cfg.dir)) else { return Vec::new() };
+        let mut removed = Vec::new();
+        for d in dirs.flatten() {
+            let id = d.file_name().to_string_lossy().into_owned();
+            if listed.contains(&id) || !d.path().is_dir() {
+                continue;
+            }
+            let last_write = std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.metadata().and_then(|m| m.modified()).ok())
+                .max();
+            let old =
+                last_write.is_some_and(|t| t.elapsed().unwrap_or_default() > self.cfg.container_retention);
+            if old {
+                match std::fs::remove_dir_all(d.path()) {
+                    Ok(()) => {
+                        tracing::info!(container = %id, "removed the directory of an ended container (retention)");
+                        removed.push(id);
+                    }
+                    Err(e) => tracing::warn!(container = %id, "cannot remove {}: {e}", d.path().display()),
+                }
+            }
+        }
+        removed
     }
 
     /// Registers, then heartbeats forever; registers again when the resource
@@ -708,6 +754,7 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
     crate::durable::write_atomic(&layout::nm_url(&cfg.dir), url.as_bytes())?;
     tracing::info!(node = %cfg.node, %url, rm = %cfg.rm_url, "node manager listening");
     spawn(nm.clone().run_heartbeats());
+    spawn(nm.clone().run_sweeps());
     axum::serve(listener, nm.router()).await?;
     Ok(())
 }
@@ -715,6 +762,48 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_of_ended_containers_go_after_the_retention_and_listed_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NmConfig {
+            node: "n1".into(),
+            dir: dir.path().to_path_buf(),
+            rm_url: "http://127.0.0.1:9".into(),
+            capacity: Resources { memory_mb: 1024, vcores: 1 },
+            heartbeat: Duration::from_secs(1),
+            keep_ended: Duration::from_secs(60),
+            container_retention: Duration::from_secs(3600),
+        };
+        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        for (id, old) in [("app-1-c1", true), ("app-1-c2", false), ("app-1-c3", true)] {
+            let d = layout::container(dir.path(), id);
+            std::fs::create_dir_all(&d).unwrap();
+            for f in ["stdout", "stderr", "exit-code"] {
+                let file = std::fs::File::create(d.join(f)).unwrap();
+                if old {
+                    file.set_modified(two_hours_ago).unwrap();
+                }
+            }
+        }
+        // app-1-c3 is still listed (running, or ended within keep-ended).
+        let info = NodeContainer {
+            id: "app-1-c3".into(),
+            app: "app-1".into(),
+            state: ContainerState::Running,
+            pid: None,
+            exit_code: None,
+            reason: None,
+            resources: Resources::default(),
+        };
+        let ctr = Ctr { info, start_ticks: None, stop_requested: false, stop_grace_ms: 0, ended_at: None };
+        nm.lock().insert("app-1-c3".into(), ctr);
+        assert_eq!(nm.sweep(), ["app-1-c1"]);
+        assert!(!layout::container(dir.path(), "app-1-c1").exists());
+        assert!(layout::container(dir.path(), "app-1-c2").join("stderr").is_file(), "written recently");
+        assert!(layout::container(dir.path(), "app-1-c3").is_dir(), "listed");
+    }
 
     #[test]
     fn a_server_advertises_what_it_is_told_or_its_bound_address_never_a_wildcard() {

@@ -173,7 +173,17 @@ fn broken_job_files_fail_before_anything_starts() {
     let job = Job::new(1, "");
     let good = std::fs::read_to_string(job.path()).unwrap();
     let cases: &[(&str, &str, &str)] = &[
+        (
+            "container-count = 2",
+            "container-count = \"two\"",
+            "job.container-count: TOML parse error at line 3",
+        ),
         ("container-count = 2", "container-count = \"two\"", "invalid type: string \"two\", expected u32"),
+        (
+            "inputs = [\"log.in\"]",
+            "inputs = [\"log.nope\"]",
+            "input stream log.nope does not exist and declares no partition count",
+        ),
         ("class = \"copy\"", "clas = \"copy\"", "unknown field `clas`"),
         (
             "inputs = [\"log.in\"]",
@@ -201,6 +211,7 @@ fn broken_job_files_fail_before_anything_starts() {
             err.contains("broken.toml") && err.contains(expected),
             "{to}: expected {expected:?} in {err}"
         );
+        assert_eq!(err.matches("broken.toml").count(), 1, "{to}: said once: {err}");
         assert!(!job.dir.path().join("state").exists(), "{to}: nothing may start");
     }
     let out = Command::new(samza_run())

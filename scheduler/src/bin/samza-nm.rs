@@ -34,6 +34,9 @@ struct Cli {
     vcores: u32,
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// How long the directory (logs, exit code) of a container that ended is kept (default 1 day).
+    #[arg(long, default_value_t = 24 * 3600 * 1000)]
+    container_retention_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         capacity: Resources { memory_mb: cli.memory_mb, vcores: cli.vcores },
         heartbeat: Duration::from_millis(cli.heartbeat_ms.max(10)),
         keep_ended: Duration::from_secs(60),
+        container_retention: Duration::from_millis(cli.container_retention_ms.max(1000)),
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

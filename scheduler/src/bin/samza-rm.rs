@@ -27,6 +27,12 @@ struct Cli {
     /// Coordinator attempts before an application fails.
     #[arg(long, default_value_t = 4)]
     max_attempts: u32,
+    /// Ended applications kept in the state (the newest); older ones are forgotten.
+    #[arg(long, default_value_t = 100)]
+    keep_ended_apps: usize,
+    /// An ended application is forgotten this long after it ended (default 7 days).
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
+    ended_app_retention_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
         node_timeout: Duration::from_millis(cli.node_timeout_ms),
         max_attempts: cli.max_attempts.max(1),
         advertised_url: cli.advertise.unwrap_or_default(),
+        keep_ended_apps: cli.keep_ended_apps,
+        ended_app_retention: Duration::from_millis(cli.ended_app_retention_ms),
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -53,6 +53,10 @@ pub struct RmConfig {
     pub max_attempts: u32,
     /// The URL containers use to reach this resource manager.
     pub advertised_url: String,
+    /// Ended applications kept (the newest; older ones are forgotten) ...
+    pub keep_ended_apps: usize,
+    /// ... and for at most this long after they ended.
+    pub ended_app_retention: Duration,
 }
 
 pub struct Rm {
@@ -204,6 +208,12 @@ impl Rm {
                     .collect();
                 for (node, age) in silent {
                     inner.node_lost(&node, &format!("no heartbeat for {:.1} s", age.as_secs_f64()));
+                }
+                let keep = self.cfg.keep_ended_apps;
+                let forgotten =
+                    inner.prune_apps(state::now_ms(), keep, self.cfg.ended_app_retention.as_millis() as u64);
+                if !forgotten.is_empty() {
+                    tracing::info!(apps = ?forgotten, "forgot ended applications (retention)");
                 }
                 let launches = inner.place_coordinators();
                 // Nobody waits for these: the next answer that reads them does.

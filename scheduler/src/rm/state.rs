@@ -207,6 +207,40 @@ impl Inner {
         }
     }
 
+    /// Forgets ended applications beyond the newest `keep`, and those that
+    /// ended more than `max_age_ms` ago (their record, events and
+    /// containers), so the state does not grow with every job ever run. An
+    /// application is forgotten only once all its containers have ended.
+    /// Returns the applications forgotten.
+    pub(crate) fn prune_apps(&mut self, now_ms: i64, keep: usize, max_age_ms: u64) -> Vec<String> {
+        let mut ended: Vec<(i64, String)> = self
+            .p
+            .apps
+            .iter()
+            .filter(|(_, a)| a.info.state.is_final() && a.info.containers.iter().all(|c| c.state.is_done()))
+            .map(|(id, a)| (a.info.events.last().map_or(a.info.submitted_ms, |e| e.time_ms), id.clone()))
+            .collect();
+        ended.sort();
+        let excess = ended.len().saturating_sub(keep);
+        let forget: Vec<String> = ended
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (ended_ms, _))| *i < excess || now_ms.saturating_sub(*ended_ms) > max_age_ms as i64)
+            .map(|(_, (_, id))| id)
+            .collect();
+        for id in &forget {
+            if let Some(a) = self.p.apps.remove(id) {
+                for c in a.info.containers {
+                    self.owner.remove(&c.id);
+                }
+            }
+        }
+        if !forget.is_empty() {
+            self.dirty = true;
+        }
+        forget
+    }
+
     /// Ends a container for a reason its node did not report (node lost,
     /// launch failed, gone after a restart), as if its node had.
     pub(crate) fn end_container(&mut self, id: &str, state: ContainerState, reason: String) {
@@ -590,5 +624,52 @@ mod tests {
         assert_eq!(&ids[..4], ["app-0001-c1", "app-0001-c999", "app-0001-c6", "app-0001-c7"]);
         assert!(!inner.owner.contains_key("app-0001-c0") && inner.owner.contains_key("app-0001-c1"));
         assert_eq!(inner.owner.len(), KEEP_ENDED + 1);
+    }
+
+    fn app(n: usize, state: &str, ended_ms: i64, container_state: ContainerState) -> (String, App) {
+        let id = format!("app-{n:04}");
+        let c = ContainerInfo { id: format!("{id}-c1"), ..container(0, container_state) };
+        let info: AppInfo = serde_json::from_value(serde_json::json!({
+            "app": id, "name": format!("j{n}"), "state": state, "reason": null, "attempt": 1,
+            "config": "", "base_dir": "", "overrides": [], "coordinator": {"memory_mb": 1, "vcores": 1},
+            "containers": [c],
+            "events": [{"time_ms": ended_ms, "message": "application ended"}],
+            "coordinator_state": null, "submitted_ms": 0, "package_sha256": "00"
+        }))
+        .unwrap();
+        (id, App { info, pending: vec![], undelivered: vec![], stopping: vec![] })
+    }
+
+    #[test]
+    fn ended_applications_are_kept_up_to_a_count_and_an_age_and_running_ones_always() {
+        const DAY: i64 = 24 * 3600 * 1000;
+        let mut apps: BTreeMap<String, App> =
+            (0..105).map(|n| app(n, "SUCCEEDED", DAY + n as i64, ContainerState::Exited)).collect();
+        apps.extend([app(900, "RUNNING", 0, ContainerState::Running)]);
+        // Ended, but a container of it is still stopping: kept until it has.
+        apps.extend([app(901, "KILLED", 0, ContainerState::Running)]);
+        let owner =
+            apps.values().flat_map(|a| &a.info.containers).map(|c| (c.id.clone(), String::new())).collect();
+        let mut inner = Inner {
+            p: Persisted { next_app: 902, next_container: 2, apps },
+            nodes: BTreeMap::new(),
+            owner,
+            dirty: false,
+            max_attempts: 2,
+        };
+        let forgotten = inner.prune_apps(DAY + 200, 100, 7 * DAY as u64);
+        assert_eq!(
+            forgotten,
+            ["app-0000", "app-0001", "app-0002", "app-0003", "app-0004"],
+            "the oldest ended first"
+        );
+        assert_eq!(inner.p.apps.len(), 102);
+        assert!(!inner.owner.contains_key("app-0000-c1") && inner.owner.contains_key("app-0005-c1"));
+        assert!(inner.dirty);
+        // A week later every ended one is gone; the running and the stopping ones stay.
+        let forgotten = inner.prune_apps(9 * DAY, 100, 7 * DAY as u64);
+        assert_eq!(forgotten.len(), 100);
+        assert_eq!(inner.p.apps.keys().collect::<Vec<_>>(), ["app-0900", "app-0901"]);
+        assert_eq!(inner.owner.len(), 2);
     }
 }

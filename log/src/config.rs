@@ -95,7 +95,21 @@ pub struct StreamConfig {
     pub fsync: FsyncPolicy,
     /// About one index entry per this many bytes of log.
     pub index_interval_bytes: u32,
+    /// A writer seals its active segment once it has held records for this
+    /// long, so that compaction and retention reach recent data. `None`:
+    /// only by size, except in compacted streams, which roll hourly
+    /// ([`DEFAULT_COMPACTED_SEGMENT_MS`]).
+    pub segment_ms: Option<u64>,
+    /// Compacted streams compact themselves: a writer that sealed this many
+    /// segments since its last compaction starts one (in the background;
+    /// `compact.lock` keeps compactions apart). 0 turns it off (then only
+    /// `samza-log compact` compacts).
+    pub auto_compact_segments: u32,
 }
+
+/// How long the active segment of a compacted stream holds records before it
+/// is sealed, unless `segment_ms` says otherwise: an hour.
+pub const DEFAULT_COMPACTED_SEGMENT_MS: u64 = 3_600_000;
 
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 
@@ -110,6 +124,8 @@ impl Default for StreamConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             fsync: FsyncPolicy::default(),
             index_interval_bytes: 4096,
+            segment_ms: None,
+            auto_compact_segments: 4,
         }
     }
 }
@@ -117,6 +133,12 @@ impl Default for StreamConfig {
 impl StreamConfig {
     pub fn with_partitions(partitions: u32) -> Self {
         StreamConfig { partitions, ..Default::default() }
+    }
+
+    /// How long an active segment holds records before it is sealed, if at all.
+    pub fn roll_after(&self) -> Option<std::time::Duration> {
+        let ms = self.segment_ms.or(self.compacted.then_some(DEFAULT_COMPACTED_SEGMENT_MS))?;
+        Some(std::time::Duration::from_millis(ms))
     }
 
     /// Checks the settings, naming the first one that is wrong.
@@ -132,6 +154,9 @@ impl StreamConfig {
         }
         if self.index_interval_bytes == 0 {
             return Err("index_interval_bytes must be positive".into());
+        }
+        if self.segment_ms == Some(0) {
+            return Err("segment_ms must be positive".into());
         }
         Ok(())
     }

@@ -56,6 +56,13 @@ pub struct PartitionWriter {
     unsynced: bool,
     /// Set by [`PartitionWriter::fence`]: every append checks it under the lock.
     fence: Option<FenceState>,
+    /// Since when this writer has known the active segment to hold records
+    /// (for `segment_ms`).
+    holding_since: Option<Instant>,
+    /// Segments this writer sealed since it last started a compaction.
+    sealed_since_compaction: u32,
+    /// Set while a compaction this writer started runs.
+    compacting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PartitionWriter {
@@ -121,6 +128,9 @@ impl PartitionWriter {
             last_sync: Instant::now(),
             unsynced: false,
             fence: None,
+            holding_since: None,
+            sealed_since_compaction: 0,
+            compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         writer.catch_up()?;
         trim_index(&writer.active.index, &writer.active.index_path, writer.active.size)?;
@@ -251,8 +261,16 @@ impl PartitionWriter {
             if let Some(f) = &mut self.fence {
                 f.check(&self.id)?;
             }
+            let base_before = self.active.base;
             self.catch_up()?;
-            if self.active.size >= self.config.segment_bytes {
+            if self.active.base != base_before {
+                // Another writer sealed the segment this one knew.
+                self.holding_since = None;
+            }
+            let aged = self.config.roll_after().is_some_and(|after| {
+                self.active.size > 0 && self.holding_since.get_or_insert_with(Instant::now).elapsed() >= after
+            });
+            if self.active.size >= self.config.segment_bytes || aged {
                 self.roll()?;
             }
             let base = self.next_offset;
@@ -306,10 +324,45 @@ impl PartitionWriter {
         // batch never sits behind an unsynced seal.
         self.sync_if_unsynced()?;
         self.active = open_segment(&self.id, self.next_offset, true)?;
+        self.holding_since = None;
         if self.fsync != FsyncPolicy::Never {
             segment::sync_dir(&self.id.dir)?;
         }
         retention::apply_if_idle(&self.id, &self.config, now_ms())?;
+        self.sealed_since_compaction += 1;
+        self.compact_if_due();
         Ok(())
+    }
+
+    /// In a compacted stream, starts a compaction of the sealed segments in
+    /// the background once this writer has sealed `auto_compact_segments`
+    /// since its last one (and that one has ended). Appends go on meanwhile:
+    /// compaction never touches the active segment.
+    fn compact_if_due(&mut self) {
+        use std::sync::atomic::Ordering;
+        let every = self.config.auto_compact_segments;
+        if !self.config.compacted || every == 0 || self.sealed_since_compaction < every {
+            return;
+        }
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.sealed_since_compaction = 0;
+        let (id, config, running) = (self.id.clone(), self.config.clone(), self.compacting.clone());
+        let spawned = std::thread::Builder::new().name("log-compaction".into()).spawn(move || {
+            match crate::compaction::compact(&id, &config, now_ms()) {
+                Ok(stats) => {
+                    tracing::debug!(stream = %id.stream, partition = id.partition, ?stats, "compacted")
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %id.stream, partition = id.partition, "compaction failed: {e}")
+                }
+            }
+            running.store(false, Ordering::Release);
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a compaction thread: {e}");
+            self.compacting.store(false, Ordering::Release);
+        }
     }
 }

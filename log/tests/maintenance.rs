@@ -128,7 +128,13 @@ fn retention_by_age_deletes_segments_last_written_too_long_ago() {
 fn compaction_keeps_latest_per_key_and_expires_tombstones_without_moving_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let cfg = StreamConfig { segment_bytes: 4096, compacted: true, ..StreamConfig::with_partitions(1) };
+    // Compacted by hand only, to count what one compaction removes.
+    let cfg = StreamConfig {
+        segment_bytes: 4096,
+        compacted: true,
+        auto_compact_segments: 0,
+        ..StreamConfig::with_partitions(1)
+    };
     let stream = log.create_stream("changelog", &cfg).unwrap();
     let mut w = stream.writer(0).unwrap();
     let mut expected = std::collections::BTreeMap::new();
@@ -262,4 +268,65 @@ fn idle_writer_continues_after_retention_deleted_the_segments_it_knew() {
     let offsets: Vec<u64> = recs.iter().map(|r| r.0).collect();
     assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {offsets:?}");
     assert_eq!(recs.last().unwrap().2.as_deref(), Some(&b"late"[..]));
+}
+
+/// A checkpoint stream's life: the same few keys rewritten all the time.
+/// With segments sealed by age and the writer compacting after every two, the
+/// stream holds about the latest value per key, not its whole history.
+#[test]
+fn a_compacted_stream_rolls_by_age_and_compacts_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let config = StreamConfig {
+        compacted: true,
+        segment_ms: Some(40),
+        auto_compact_segments: 2,
+        ..StreamConfig::with_partitions(1)
+    };
+    let stream = log.create_stream("checkpoints", &config).unwrap();
+    let mut w = stream.writer(0).unwrap();
+    const ROUNDS: u32 = 60;
+    for round in 0..ROUNDS {
+        let mut b = BatchBuilder::new();
+        for task in 0..10 {
+            let (k, v) = (format!("task-{task}"), format!("{round}"));
+            b.push(Some(k.as_bytes()), Some(v.as_bytes()), samza_now(), &[]);
+        }
+        w.append(&mut b).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Compactions run in the background: wait for the last to end.
+    let start = std::time::Instant::now();
+    let got = loop {
+        let got = records(&stream, 0, StartAt::Oldest);
+        if got.len() <= 200 || start.elapsed() > Duration::from_secs(20) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let info = stream.partition_info(0).unwrap();
+    assert!(info.segments >= 10, "sealed by age: {info:?}");
+    assert_eq!(info.upcoming, u64::from(ROUNDS) * 10, "offsets never change");
+    assert!(got.len() <= 200, "{} of {} records left after compaction", got.len(), ROUNDS * 10);
+    // The latest value of every key is there, and nothing read differs from what was written.
+    let mut latest = std::collections::BTreeMap::new();
+    for (offset, k, v) in &got {
+        let round = offset / 10;
+        assert_eq!(v.as_deref(), Some(round.to_string().as_bytes()), "offset {offset}");
+        latest.insert(k.clone().unwrap(), round);
+    }
+    assert_eq!(latest.len(), 10);
+    assert!(latest.values().all(|r| *r == u64::from(ROUNDS) - 1), "{latest:?}");
+    // Without automatic compaction nothing is removed.
+    let manual = log
+        .create_stream("manual", &StreamConfig { auto_compact_segments: 0, segment_ms: Some(40), ..config })
+        .unwrap();
+    let mut w = manual.writer(0).unwrap();
+    for _ in 0..10 {
+        let mut b = BatchBuilder::new();
+        b.push(Some(b"k"), Some(b"v"), samza_now(), &[]);
+        w.append(&mut b).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(records(&manual, 0, StartAt::Oldest).len(), 10);
 }

@@ -64,14 +64,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn log_matches_model(ops in prop::collection::vec(op(), 1..60)) {
+    fn log_matches_model(ops in prop::collection::vec(op(), 1..60), auto in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path()).unwrap();
-        let config = StreamConfig { segment_bytes: 4096, compacted: true, index_interval_bytes: 256, ..StreamConfig::with_partitions(1) };
+        // With `auto`, the writer compacts in the background after every two
+        // sealed segments, while the test appends and reads.
+        let config = StreamConfig {
+            segment_bytes: 4096,
+            compacted: true,
+            index_interval_bytes: 256,
+            auto_compact_segments: if auto { 2 } else { 0 },
+            ..StreamConfig::with_partitions(1)
+        };
         let stream = log.create_stream("model", &config).unwrap();
         let mut writer = stream.writer(0).unwrap();
         let mut model: Vec<Rec> = Vec::new();
-        let mut compacted = false;
+        let mut compacted = auto;
         let mut ts = 1_000i64;
         for op in ops {
             match op {

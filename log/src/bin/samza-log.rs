@@ -44,6 +44,14 @@ enum Command {
         /// Default sync policy of writers: always, never or interval:<ms>.
         #[arg(long, default_value = "interval:1000")]
         fsync: FsyncPolicy,
+        /// Seal the active segment once it has held records this long, in
+        /// milliseconds (default: by size only; compacted streams hourly).
+        #[arg(long)]
+        segment_ms: Option<u64>,
+        /// Compacted streams: a writer compacts after sealing this many
+        /// segments (0: only `samza-log compact` does).
+        #[arg(long, default_value_t = 4)]
+        auto_compact_segments: u32,
     },
     /// List streams.
     List,
@@ -136,6 +144,8 @@ fn run(cli: Cli) -> Result<()> {
             segment_bytes,
             delete_retention_ms,
             fsync,
+            segment_ms,
+            auto_compact_segments,
         } => {
             let config = StreamConfig {
                 partitions,
@@ -145,6 +155,8 @@ fn run(cli: Cli) -> Result<()> {
                 segment_bytes,
                 delete_retention_ms,
                 fsync,
+                segment_ms,
+                auto_compact_segments,
                 ..StreamConfig::default()
             };
             log.create_stream(&stream, &config)?;

@@ -412,3 +412,130 @@ fn bootstrap_makes_progress_with_several_tasks_per_container_and_a_small_poll_ba
     let first_main = seen.iter().position(|s| s.starts_with("main:")).unwrap();
     assert_eq!(first_main, 600, "{:?}", &seen[..first_main.min(10)]);
 }
+
+/// Runs `t` on a thread; fails the test if it has not finished within a minute.
+fn run_within_a_minute(seen: &Arc<Mutex<Vec<String>>>, t: TestRunner) {
+    let runner = std::thread::spawn(move || {
+        let mut t = t;
+        t.run().unwrap();
+    });
+    let start = std::time::Instant::now();
+    while !runner.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "stalled at {} messages",
+            seen.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    runner.join().unwrap();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Bootstrap, priority and round-robin choice make progress whatever the
+    /// number of tasks per container, the poll batch and the backlog: every
+    /// message is processed, and no main message before the whole bootstrap
+    /// input (as of start) of the container's tasks.
+    #[test]
+    fn bootstrap_and_priorities_make_progress_for_any_tasks_poll_batch_and_backlog(
+        partitions in 1u32..6,
+        poll_batch in 1usize..300,
+        main in proptest::collection::vec(0u32..2000, 6),
+        side in proptest::collection::vec(0u32..200, 6),
+        priority in -1i32..2,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let toml = format!("{TWO_INPUTS}bootstrap = true\npriority = {priority}\n");
+        let overrides = [format!("task.poll-batch={poll_batch}")];
+        let mut t = TestRunner::with_config(recorder(&seen), &toml, &overrides).unwrap();
+        t.create_stream("main", partitions);
+        t.create_stream("side", partitions);
+        let mut total = 0;
+        let mut bootstrap = 0;
+        for p in 0..partitions {
+            for i in 0..main[p as usize] {
+                t.send_to("main", p, None, &format!("m{p}-{i}"));
+            }
+            for i in 0..side[p as usize] {
+                t.send_to("side", p, None, &format!("s{p}-{i}"));
+            }
+            total += main[p as usize] + side[p as usize];
+            bootstrap += side[p as usize];
+        }
+        run_within_a_minute(&seen, t);
+        let seen = seen.lock().unwrap();
+        proptest::prop_assert_eq!(seen.len() as u32, total);
+        let first_main = seen.iter().position(|s| s.starts_with("main:")).unwrap_or(seen.len());
+        proptest::prop_assert_eq!(first_main as u32, bootstrap, "a main message came before the bootstrap input ended");
+        // Each partition in order.
+        for p in 0..partitions {
+            for (stream, prefix) in [("main", "m"), ("side", "s")] {
+                let got: Vec<&String> = seen.iter().filter(|s| s.starts_with(&format!("{stream}:{prefix}{p}-"))).collect();
+                let want: Vec<String> = (0..got.len()).map(|i| format!("{stream}:{prefix}{p}-{i}")).collect();
+                proptest::prop_assert!(got.iter().zip(&want).all(|(g, w)| *g == w), "{} partition {} out of order", stream, p);
+            }
+        }
+    }
+}
+
+/// Records messages and `caught_up` calls.
+struct CatchUpRecorder {
+    seen: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl StreamTask for CatchUpRecorder {
+    fn process(
+        &mut self,
+        env: &IncomingMessageEnvelope,
+        _: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        self.seen.lock().unwrap().push(format!("{}:{}", env.ssp.stream(), env.message_str()?));
+        Ok(())
+    }
+
+    fn caught_up(&mut self, out: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
+        self.seen.lock().unwrap().push(format!("caught up: {}", self.name));
+        out.send(OutgoingMessageEnvelope::new(
+            SystemStream::new("mem", "events"),
+            None,
+            Some("caught up".into()),
+        ));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_task_is_told_once_when_its_bootstrap_inputs_are_caught_up() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let tasks = {
+        let seen = seen.clone();
+        TaskRegistry::new().register_with("rec", move |_| {
+            Ok(Box::new(CatchUpRecorder { seen: seen.clone(), name: String::new() }))
+        })
+    };
+    let toml = format!("{TWO_INPUTS}bootstrap = true\n");
+    let mut t = TestRunner::with_config(tasks, &toml, &["task.poll-batch=7".into()]).unwrap();
+    t.create_stream("main", 2);
+    t.create_stream("side", 2);
+    t.create_stream("events", 1);
+    for i in 0..30 {
+        t.send_to("main", 0, None, &format!("m0-{i}"));
+        t.send_to("main", 1, None, &format!("m1-{i}"));
+        t.send_to("side", 0, None, &format!("s0-{i}"));
+    }
+    // Partition 1's bootstrap partition is empty: its task is caught up at once.
+    t.run().unwrap();
+    let seen = seen.lock().unwrap();
+    let caught: Vec<usize> =
+        seen.iter().enumerate().filter(|(_, s)| s.starts_with("caught up")).map(|(i, _)| i).collect();
+    assert_eq!(caught.len(), 2, "once per task: {seen:?}");
+    assert_eq!(caught[0], 0, "the task without bootstrap input first: {seen:?}");
+    // The other right after the last bootstrap message, before any main one.
+    assert_eq!(seen[caught[1] - 1], "side:s0-29", "{seen:?}");
+    assert_eq!(seen.iter().position(|s| s.starts_with("main:")), Some(caught[1] + 1), "{seen:?}");
+    assert_eq!(t.values("events"), ["caught up", "caught up"], "what caught_up sends is delivered");
+}

@@ -206,6 +206,9 @@ impl TaskCoordinator {
 /// The runtime calls `init` once, then `process` for each message of its
 /// partitions in offset order per partition, `window` on the window timer
 /// (never at the same time as `process`), and `close` when the task stops.
+/// `caught_up` runs once, when the task's bootstrap inputs are read to the
+/// end they had when the container started (before any other input's
+/// message; at once for a task without bootstrap inputs).
 ///
 /// At the end (every bounded input read to its end, or a stop asked for: a
 /// signal, or every task voting to shut down) the order is: a last `window`
@@ -225,6 +228,16 @@ pub trait StreamTask: Send {
     ) -> Result<(), TaskError>;
 
     fn window(
+        &mut self,
+        _collector: &mut MessageCollector,
+        _coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// The task's bootstrap inputs are loaded (e.g. a table to join with):
+    /// from now on its other inputs flow.
+    fn caught_up(
         &mut self,
         _collector: &mut MessageCollector,
         _coordinator: &mut TaskCoordinator,

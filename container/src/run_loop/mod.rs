@@ -173,6 +173,8 @@ struct TaskInstance {
     coordinator: TaskCoordinator,
     dirty: bool,
     voted_shutdown: bool,
+    /// `caught_up` has run (its bootstrap partitions reached their end).
+    caught_up: bool,
     stores: Vec<StoreSlot>,
     /// Entered around the task's calls: its log lines name it.
     span: tracing::Span,
@@ -349,6 +351,11 @@ impl Producers {
 impl Loop {
     fn run(&mut self, shutdown: &AtomicBool) -> Result<Outcome, ContainerError> {
         self.write_status(false);
+        for t in 0..self.tasks.len() {
+            if self.catch_up(t)? == Some(Stop::Shutdown) {
+                return Ok(Outcome::Shutdown);
+            }
+        }
         let window = (self.cfg.window_ms > 0).then(|| Duration::from_millis(self.cfg.window_ms));
         let commit_every = Duration::from_millis(self.cfg.commit_ms);
         let mut next_window = window.map(|w| Instant::now() + w);
@@ -566,6 +573,31 @@ impl Loop {
         let s = &mut self.ssps[g];
         s.next_offset = env.offset + 1;
         s.processed += 1;
+        let bootstrap_done = s.bootstrap_until.is_some() && !s.bootstrapping();
+        let stop = self.after_call(t)?;
+        if bootstrap_done {
+            return Ok(match (self.catch_up(t)?, stop) {
+                (Some(Stop::Shutdown), _) | (_, Some(Stop::Shutdown)) => Some(Stop::Shutdown),
+                (a, b) => a.or(b),
+            });
+        }
+        Ok(stop)
+    }
+
+    /// Calls task `t`'s `caught_up` once all its bootstrap partitions have
+    /// reached their end (once per run).
+    fn catch_up(&mut self, t: usize) -> Result<Option<Stop>, ContainerError> {
+        let task = &self.tasks[t];
+        if task.caught_up || task.ssps.iter().any(|i| self.ssps[*i].bootstrapping()) {
+            return Ok(None);
+        }
+        let task = &mut self.tasks[t];
+        task.caught_up = true;
+        let _in_task = task.span.clone().entered();
+        task.task
+            .caught_up(&mut task.collector, &mut task.coordinator)
+            .map_err(|e| ContainerError::Task { task: task.name.clone(), phase: "caught_up", source: e })?;
+        task.dirty = true;
         self.after_call(t)
     }
 
@@ -719,7 +751,7 @@ impl Loop {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Commit,
     Shutdown,

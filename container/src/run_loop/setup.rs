@@ -292,6 +292,7 @@ impl Setup {
                 coordinator: TaskCoordinator::new(),
                 dirty: false,
                 voted_shutdown: false,
+                caught_up: false,
                 stores,
                 span,
             });

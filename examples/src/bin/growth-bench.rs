@@ -24,7 +24,7 @@ use samza_examples::{arg, arg_or};
 use samza_log::system::{EmbeddedLogConfig, EmbeddedLogFactory};
 use samza_log::{BatchBuilder, Log, StreamConfig};
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
-use samza_task_api::{SystemAdmin, SystemFactory, SystemStream, SystemStreamPartition, TaskName};
+use samza_task_api::{SystemFactory, SystemStream, SystemStreamPartition, TaskName};
 
 fn main() {
     if let Err(e) = run() {

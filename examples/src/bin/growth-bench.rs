@@ -11,10 +11,13 @@
 //! - a changelog of `--keys` keys (default 100 000) rewritten `--rewrites`
 //!   times (default 10),
 //!
-//! then times reading the checkpoints (the container start's part) and a full
-//! restore of the store into an empty RocksDB, once as written (no
+//! then times a container's start (`samza-run` of a job of the `no-op` task,
+//! `pass-through` binary, over an empty bounded input: it reads the
+//! checkpoints, starts its tasks and stops), the checkpoint read alone, and
+//! a full restore of the store into an empty RocksDB, once as written (no
 //! compaction) and once after the compaction the writers run by themselves
-//! has caught up.
+//! has caught up. Build the workspace first (`cargo build --release
+//! --workspace`): it runs `samza-run` and `pass-through` from beside itself.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -64,6 +67,9 @@ fn run() -> Result<(), String> {
         ..StreamConfig::with_partitions(1)
     };
     let cp_stream = SystemStream::new("log", "__samza_checkpoint_growth");
+    let views = StreamConfig::with_partitions(tasks);
+    log.create_stream("page-views", &views).map_err(|e| e.to_string())?;
+    let job = write_job(&dir, tasks)?;
     log.create_stream(&cp_stream.stream, &config).map_err(|e| e.to_string())?;
     let mut producer = EmbeddedLogFactory.producer("log", &system).map_err(|e| e.to_string())?;
     let input = SystemStream::new("log", "page-views");
@@ -104,6 +110,8 @@ fn run() -> Result<(), String> {
             println!("compaction of both streams: {:.2} s", t.elapsed().as_secs_f64());
         }
         let label = if compacted { "compacted" } else { "as written" };
+        let started = container_start(&job)?;
+        println!("{label}: container start to stop (samza-run, no input): {started:.3} s");
         let cp = read_checkpoints(&log, &system, &cp_stream)?;
         println!(
             "{label}: checkpoint read (container start): {:.3} s over {} records, {:.1} MB in {} segments",
@@ -123,6 +131,34 @@ fn run() -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A job of the no-op task over the empty, bounded `page-views`, whose
+/// checkpoints are the ones written above.
+fn write_job(dir: &std::path::Path, tasks: u32) -> Result<PathBuf, String> {
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?.parent().unwrap().to_path_buf();
+    let toml = format!(
+        "[job]\nname = \"growth\"\nstate-dir = \"state\"\n[package]\nbinary = \"{}\"\n[task]\nclass = \"no-op\"\ninputs = [\"log.page-views\"]\n[systems.log]\ntype = \"embedded-log\"\ndir = \"log\"\n[systems.log.streams.page-views]\nbounded = true\npartitions = {tasks}\n",
+        bin.join("pass-through").display()
+    );
+    let path = dir.join("growth.toml");
+    std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Seconds from `samza-run job.toml` to its end (the container reads every
+/// checkpoint, finds no input and stops).
+fn container_start(job: &std::path::Path) -> Result<f64, String> {
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?.parent().unwrap().join("samza-run");
+    let t = Instant::now();
+    let out = std::process::Command::new(&bin)
+        .arg(job)
+        .output()
+        .map_err(|e| format!("cannot run {} (build the workspace first): {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!("samza-run failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn read_checkpoints(log: &Log, system: &EmbeddedLogConfig, stream: &SystemStream) -> Result<Figures, String> {

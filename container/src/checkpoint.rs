@@ -45,15 +45,26 @@ pub fn ensure_stream(admin: &dyn SystemAdmin, stream: &SystemStream) -> Result<(
     Ok(())
 }
 
-/// How long reading the checkpoints waits for a slow checkpoint system.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long reading the checkpoints waits for a slow checkpoint system,
+/// unless `task.checkpoint-read-timeout-ms` says otherwise.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Reads the latest checkpoint of every task, to the stream's end as it was
-/// when the read started.
+/// when the read started, waiting up to [`READ_TIMEOUT`] for a slow system.
 pub fn read_all(
+    admin: &dyn SystemAdmin,
+    consumer: Box<dyn SystemConsumer>,
+    stream: &SystemStream,
+) -> Result<BTreeMap<TaskName, Checkpoint>, SystemError> {
+    read_all_within(admin, consumer, stream, READ_TIMEOUT)
+}
+
+/// As [`read_all`], waiting up to `timeout` for a system that delivers nothing.
+pub fn read_all_within(
     admin: &dyn SystemAdmin,
     mut consumer: Box<dyn SystemConsumer>,
     stream: &SystemStream,
+    timeout: Duration,
 ) -> Result<BTreeMap<TaskName, Checkpoint>, SystemError> {
     let meta = admin.partition_metadata(&stream.stream)?;
     let mut latest = BTreeMap::new();
@@ -77,13 +88,13 @@ pub fn read_all(
             if consumer.position(&ssp).is_some_and(|p| p >= p0.upcoming) {
                 break;
             }
-            if started.elapsed() >= READ_TIMEOUT {
+            if started.elapsed() >= timeout {
                 return Err(SystemError::new(
                     SystemErrorKind::Io,
                     format!(
-                        "checkpoint stream {stream} delivered nothing past offset {next} of {} within {} s",
+                        "checkpoint stream {stream} delivered nothing past offset {next} of {} within {:.0} s (task.checkpoint-read-timeout-ms)",
                         p0.upcoming,
-                        READ_TIMEOUT.as_secs()
+                        timeout.as_secs_f64()
                     ),
                 ));
             }

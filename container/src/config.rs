@@ -144,6 +144,8 @@ struct TaskSection {
     checkpoint_system: Option<String>,
     #[serde(default = "default_poll_batch")]
     poll_batch: usize,
+    #[serde(default)]
+    checkpoint_read_timeout_ms: Option<u64>,
 }
 
 /// The keys of `[systems.<name>]` the runtime owns (`COMMON_SYSTEM_KEYS`);
@@ -313,6 +315,9 @@ pub struct JobConfig {
     pub grouper: Grouper,
     pub checkpoint_system: String,
     pub poll_batch: usize,
+    /// How long reading the checkpoints at start waits for a slow checkpoint
+    /// system before the container fails (default 5 min).
+    pub checkpoint_read_timeout_ms: u64,
     pub systems: BTreeMap<String, SystemConfig>,
     /// Per-stream settings of every stream named under `[systems.*.streams]` and every input.
     pub streams: BTreeMap<SystemStream, StreamConfig>,
@@ -439,6 +444,7 @@ fn resolve(
         grouper: f.task.grouper,
         checkpoint_system,
         poll_batch: f.task.poll_batch,
+        checkpoint_read_timeout_ms: f.task.checkpoint_read_timeout_ms.unwrap_or(300_000),
         systems,
         streams,
         stores,
@@ -511,6 +517,9 @@ fn check_task(f: &File, path: &Path) -> Result<(), ConfigError> {
     }
     if f.task.poll_batch == 0 {
         return Err(invalid(path, "task.poll-batch", "must be positive"));
+    }
+    if f.task.checkpoint_read_timeout_ms == Some(0) {
+        return Err(invalid(path, "task.checkpoint-read-timeout-ms", "must be positive"));
     }
     if f.task.inputs.is_empty() {
         return Err(invalid(path, "task.inputs", "must name at least one input stream as \"system.stream\""));
@@ -867,6 +876,11 @@ threshold = 3
                 "cluster.container-heartbeat-timeout-ms",
             ),
             ("[params]", "[cluster]\ncontainer-lease-ms = 0\n[params]", "cluster.container-lease-ms"),
+            (
+                "window-ms = 500",
+                "window-ms = 500\ncheckpoint-read-timeout-ms = 0",
+                "task.checkpoint-read-timeout-ms",
+            ),
             (
                 "[params]",
                 "[stores.s]\nengine = \"in-memory\"\ncache-entries = 0\n[params]",

@@ -174,10 +174,11 @@ impl Setup {
             }
             tracing::info!(owner = %owner.id, generation = owner.epoch, "took over the container's tasks");
         }
+        let timeout = std::time::Duration::from_millis(cfg.checkpoint_read_timeout_ms);
         let checkpoints = sys(
             spec.systems
                 .consumer(cp_sys)
-                .and_then(|c| checkpoint::read_all(cp_admin.as_ref(), c, &cp_stream)),
+                .and_then(|c| checkpoint::read_all_within(cp_admin.as_ref(), c, &cp_stream, timeout)),
             || format!("cannot read checkpoints from {cp_stream}"),
         )?;
         Ok(TakenOver { cp_producer, cp_stream, producers, checkpoints })

@@ -378,34 +378,18 @@ fn bootstrap_makes_progress_with_several_tasks_per_container_and_a_small_poll_ba
     // backlog of main input far larger than the poll batch.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let toml = format!("{TWO_INPUTS}bootstrap = true\n");
-    let runner = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            let mut t =
-                TestRunner::with_config(recorder(&seen), &toml, &["task.poll-batch=100".into()]).unwrap();
-            t.create_stream("main", 2);
-            t.create_stream("side", 2);
-            for p in 0..2 {
-                for i in 0..5_000 {
-                    t.send_to("main", p, None, &format!("m{p}-{i}"));
-                }
-                for i in 0..300 {
-                    t.send_to("side", p, None, &format!("s{p}-{i}"));
-                }
-            }
-            t.run().unwrap();
-        })
-    };
-    let start = std::time::Instant::now();
-    while !runner.is_finished() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "stalled at {} messages",
-            seen.lock().unwrap().len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let mut t = TestRunner::with_config(recorder(&seen), &toml, &["task.poll-batch=100".into()]).unwrap();
+    t.create_stream("main", 2);
+    t.create_stream("side", 2);
+    for p in 0..2 {
+        for i in 0..5_000 {
+            t.send_to("main", p, None, &format!("m{p}-{i}"));
+        }
+        for i in 0..300 {
+            t.send_to("side", p, None, &format!("s{p}-{i}"));
+        }
     }
-    runner.join().unwrap();
+    run_within_a_minute(&seen, t);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 10_600);
     // Both side partitions were read to their end before any main message.

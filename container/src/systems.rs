@@ -361,12 +361,12 @@ mod tests {
             ))
         }
 
-        fn consumer(&self, _: &str, _: &GenConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
-            unimplemented!("not used by these tests")
+        fn consumer(&self, system: &str, _: &GenConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+            Err(SystemError::new(SystemErrorKind::Other, format!("{system}: no consumer in these tests")))
         }
 
-        fn producer(&self, _: &str, _: &GenConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
-            unimplemented!("not used by these tests")
+        fn producer(&self, system: &str, _: &GenConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+            Err(SystemError::new(SystemErrorKind::Other, format!("{system}: no producer in these tests")))
         }
     }
 

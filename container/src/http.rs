@@ -33,6 +33,25 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(status, message).into_response()
 }
 
+/// The body limit of the JSON requests of every API of the project (job
+/// configs, coordinator state, heartbeats with metrics are well under it).
+pub const JSON_BODY_LIMIT: usize = 4 << 20;
+
+/// `router` with request bodies limited to `limit` bytes: a larger body is
+/// not read past the limit and is answered 413, naming the route and limit.
+pub fn limit_bodies(router: Router, limit: usize) -> Router {
+    let say = move |req: Request, next: Next| async move {
+        let what = format!("{} {}", req.method(), req.uri().path());
+        let res = next.run(req).await;
+        if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let message = format!("the request body of {what} is over its limit of {limit} bytes");
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        res
+    };
+    router.layer(axum::middleware::from_fn(say)).layer(axum::extract::DefaultBodyLimit::max(limit))
+}
+
 /// An error answer of any of the project's HTTP APIs (containers,
 /// coordinators, resource and node managers): a status and a message,
 /// rendered as `{"error": message}`, which `samza_scheduler::client` reads
@@ -77,7 +96,8 @@ pub fn serve(bind: &str, token: &str, router: Router, name: &str) -> std::io::Re
     listener.set_nonblocking(true)?;
     let url = format!("http://{}", listener.local_addr()?);
     let token: Arc<str> = token.into();
-    let router = router.layer(axum::middleware::from_fn_with_state(token, require_token));
+    let router = limit_bodies(router, JSON_BODY_LIMIT)
+        .layer(axum::middleware::from_fn_with_state(token, require_token));
     let what = name.to_string();
     let span = tracing::Span::current();
     std::thread::Builder::new().name(name.into()).spawn(move || {

@@ -55,7 +55,7 @@ pub fn builtin_systems() -> systems::SystemRegistry {
     r
 }
 
-pub use samza_container::{config, env, layout, memory, status, systems, testing};
+pub use samza_container::{config, env, http, layout, memory, status, systems, testing};
 pub use samza_task_api::*;
 
 /// Everything a task needs, in one import.

@@ -232,12 +232,13 @@ impl Nm {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let api = Router::new()
             .route("/v1/containers", post(launch).get(list))
             .route("/v1/containers/{id}/stop", post(stop))
             .route("/v1/containers/{id}/logs/{stream}", get(logs))
             .route("/metrics", get(prometheus))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        samza_container::http::limit_bodies(api, samza_container::http::JSON_BODY_LIMIT)
             .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
             .layer(axum::middleware::from_fn_with_state(tracing::Span::current(), in_span))
     }
@@ -354,7 +355,22 @@ impl Nm {
         let path = layout::package(&self.cfg.dir, sha);
         let _one_at_a_time = self.downloads.lock().await;
         if path.is_file() {
-            return Ok(path);
+            // Checked before every launch: a file replaced in the cache is
+            // never run; it is fetched again.
+            let file = path.clone();
+            let hashed =
+                tokio::task::spawn_blocking(move || std::fs::read(&file).map(|b| auth::sha256_hex(&b)))
+                    .await
+                    .map_err(|e| format!("cannot check package {}: {e}", path.display()))?;
+            match hashed {
+                Ok(got) if got == sha => return Ok(path),
+                Ok(got) => {
+                    tracing::warn!(package = sha, hashes_to = %got, "cached package changed on disk; fetching it again");
+                    self.metrics.counter("nm.package-cache-mismatches").inc();
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(format!("cannot read package {}: {e}", path.display())),
+            }
         }
         let url = format!("{}/v1/packages/{sha}", self.cfg.rm_url);
         let r = self

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use samza_scheduler::client::Client;
 use samza_scheduler::proto::*;
+use samza_test_support::wait_for;
 #[test]
 fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_keep_running() {
     let s = Setup::new(3);
@@ -348,4 +349,88 @@ fn a_job_whose_input_does_not_exist_is_refused_before_it_is_submitted() {
     assert!(err.contains("input stream log.in does not exist and declares no partition count"), "{err}");
     let apps: Vec<AppInfo> = s.rm().get("/v1/apps").unwrap();
     assert!(apps.is_empty(), "no application (and no coordinator attempt) for it: {apps:#?}");
+}
+
+/// Sends `POST path` with a body of `len` bytes (declared and sent), as far
+/// as the server reads it, and returns the status line and the body of the
+/// answer.
+fn post_big(url: &str, token: &str, path: &str, len: usize) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    let mut sent = 0;
+    while sent < len {
+        // The server stops reading at its limit and answers: a failing write
+        // means it has.
+        if tcp.write_all(&chunk[..chunk.len().min(len - sent)]).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.lines().next().unwrap_or_default().to_string();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[test]
+fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
+    let s = Setup::new(1);
+    let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
+    let limit = samza::http::JSON_BODY_LIMIT;
+    for (url, path) in [
+        (&s.cluster.rm_url, "/v1/apps"),
+        (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat"),
+        (&nm_url, "/v1/containers"),
+    ] {
+        let (status, body) = post_big(url, &s.cluster.token, path, limit + (1 << 20));
+        assert!(status.contains(" 413 "), "{path}: {status} {body}");
+        assert!(
+            body.contains(&format!("the request body of POST {path} is over its limit of {limit} bytes")),
+            "{path}: {body}"
+        );
+    }
+    // A body under the limit is read and judged on what it says.
+    let (status, body) = post_big(&s.cluster.rm_url, &s.cluster.token, "/v1/apps", 1 << 20);
+    assert!(status.contains(" 400 ") || status.contains(" 422 "), "{status} {body}");
+    assert_eq!(s.rm().get::<Vec<AppInfo>>("/v1/apps").unwrap().len(), 0, "nothing was accepted");
+}
+
+#[test]
+fn a_package_replaced_in_a_nodes_cache_is_never_run() {
+    let s = Setup::new(1);
+    let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
+    let script = b"#!/bin/sh\ntouch ran\n".to_vec();
+    let sha = samza_scheduler::auth::sha256_hex(&script);
+    s.rm().put_bytes(&format!("/v1/packages/{sha}"), script).unwrap();
+    let nm = Client::new(&nm_url, &s.cluster.token);
+    let launch = |id: &str| Launch {
+        container: id.into(),
+        app: "x".into(),
+        package_sha256: sha.clone(),
+        args: vec![],
+        env: Default::default(),
+        files: Default::default(),
+        resources: Resources { memory_mb: 64, vcores: 1 },
+        stop_grace_ms: 1000,
+    };
+    let ran = |id: &str| s.cluster.dir.join(format!("node-1/containers/{id}/ran"));
+    let _: NodeContainer = nm.post("/v1/containers", &launch("x-c1")).unwrap();
+    wait_for("the first launch to run", Duration::from_secs(10), || ran("x-c1").exists());
+    // Someone replaces the cached package (it is read-only; root writes anyway).
+    let cached = s.cluster.dir.join("node-1/packages").join(&sha);
+    std::fs::remove_file(&cached).unwrap();
+    std::fs::write(&cached, b"#!/bin/sh\ntouch pwned\n").unwrap();
+    let _: NodeContainer = nm.post("/v1/containers", &launch("x-c2")).unwrap();
+    wait_for("the second launch to run", Duration::from_secs(10), || ran("x-c2").exists());
+    assert!(!s.cluster.dir.join("node-1/containers/x-c2/pwned").exists(), "the replaced file ran");
+    assert_eq!(samza_scheduler::auth::sha256_hex(&std::fs::read(&cached).unwrap()), sha, "fetched again");
 }

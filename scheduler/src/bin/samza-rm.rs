@@ -33,6 +33,9 @@ struct Cli {
     /// An ended application is forgotten this long after it ended (default 7 days).
     #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
     ended_app_retention_ms: u64,
+    /// The largest package (job binary) an upload may be, in MB.
+    #[arg(long, default_value_t = 2048)]
+    max_package_mb: usize,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         advertised_url: cli.advertise.unwrap_or_default(),
         keep_ended_apps: cli.keep_ended_apps,
         ended_app_retention: Duration::from_millis(cli.ended_app_retention_ms),
+        max_package_bytes: cli.max_package_mb.saturating_mul(1 << 20),
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -28,9 +28,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
+use samza_container::http::{limit_bodies, JSON_BODY_LIMIT};
 use serde::Serialize;
 
 use samza_task_api::{Counter, MetricsRegistry, Timer};
@@ -57,6 +57,8 @@ pub struct RmConfig {
     pub keep_ended_apps: usize,
     /// ... and for at most this long after they ended.
     pub ended_app_retention: Duration,
+    /// The largest package (job binary) an upload may be.
+    pub max_package_bytes: usize,
 }
 
 pub struct Rm {
@@ -170,7 +172,6 @@ impl Rm {
         let api = Router::new()
             .route("/v1/nodes", post(api::register).get(api::list_nodes))
             .route("/v1/nodes/{node}/heartbeat", post(api::heartbeat))
-            .route("/v1/packages/{sha}", put(api::upload).get(api::download))
             .route("/v1/apps", post(api::submit).get(api::list_apps))
             .route("/v1/apps/{app}", get(api::app_info))
             .route("/v1/apps/{app}/kill", post(api::kill))
@@ -181,8 +182,13 @@ impl Rm {
             .route("/v1/apps/{app}/metrics", get(api::app_metrics))
             .route("/v1/apps/{app}/stores/{store}/{key}", get(api::app_store))
             .route("/metrics", get(api::prometheus))
-            .layer(DefaultBodyLimit::max(2 << 30))
             .with_state(self.clone());
+        let packages = Router::new()
+            .route("/v1/packages/{sha}", put(api::upload).get(api::download))
+            .with_state(self.clone());
+        // Bodies are limited per use: JSON small, packages their own limit.
+        let api =
+            limit_bodies(api, JSON_BODY_LIMIT).merge(limit_bodies(packages, self.cfg.max_package_bytes));
         // The dashboard's page holds no data: it asks for the token and reads
         // the API above with it, as the CLI does.
         api.layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))

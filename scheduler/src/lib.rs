@@ -18,3 +18,13 @@ pub mod proto;
 pub mod rm;
 
 pub use samza_container::entry::init_tracing;
+
+/// Makes every file and directory this process (and every process it
+/// starts) creates readable by its owner only (umask 077): the daemons'
+/// state, packages, container directories, logs, stores and markers.
+pub fn owner_only_files() {
+    // SAFETY: umask only sets this process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}

@@ -392,7 +392,8 @@ impl Nm {
                 "package hash mismatch: expected {sha}, downloaded bytes hash to {got}; not run"
             ));
         }
-        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(0o555));
+        // The owner's to read and run, nobody's to change.
+        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(0o500));
         r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
         Ok(path)
     }

@@ -434,3 +434,43 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     assert!(!s.cluster.dir.join("node-1/containers/x-c2/pwned").exists(), "the replaced file ran");
     assert_eq!(samza_scheduler::auth::sha256_hex(&std::fs::read(&cached).unwrap()), sha, "fetched again");
 }
+
+/// Every file and directory under `dir` whose mode lets others than the
+/// owner in (anything but 0600/0700-style modes).
+fn open_to_others(dir: &std::path::Path, out: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.permissions().mode() & 0o077 != 0 {
+            out.push(format!("{} {:o}", e.path().display(), m.permissions().mode() & 0o777));
+        }
+        if m.is_dir() {
+            open_to_others(&e.path(), out);
+        }
+    }
+}
+
+#[test]
+fn the_daemons_state_packages_logs_and_stores_are_their_owners_only() {
+    let s = Setup::new(1);
+    s.input(200);
+    let job = s.job("copy", "[stores.seen]\nengine = \"rocksdb\"\nchangelog = \"log.seen-changelog\"\n");
+    let app = s.submit(&job);
+    let done = s.wait(&app, "the job to succeed", Duration::from_secs(60), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    let mut open = Vec::new();
+    for d in ["rm", "node-1"] {
+        open_to_others(&s.cluster.dir.join(d), &mut open);
+    }
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+    // What was checked: the RM's state and packages, a container's directory
+    // and logs, and a task's store (with its marker).
+    for f in ["rm/state.json", "rm/token", "node-1/containers.json"] {
+        assert!(s.cluster.dir.join(f).is_file(), "{f}");
+    }
+    let stores = s.cluster.dir.join("node-1/state/copy-job/stores/seen");
+    assert!(std::fs::read_dir(&stores).unwrap().count() > 0, "a store was written in {}", stores.display());
+}

@@ -40,6 +40,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    samza_scheduler::owner_only_files();
     samza_scheduler::init_tracing();
     let cli = Cli::parse();
     let token = match samza_scheduler::auth::find_token() {

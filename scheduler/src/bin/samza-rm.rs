@@ -39,6 +39,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    samza_scheduler::owner_only_files();
     samza_scheduler::init_tracing();
     let cli = Cli::parse();
     let cfg = RmConfig {

@@ -25,14 +25,32 @@ fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_ke
     // SAFETY: the coordinator is a process of this test's cluster.
     unsafe { libc::kill(am.pid.unwrap() as i32, libc::SIGKILL) };
 
-    let info = s.wait(&app, "a second coordinator attempt running", Duration::from_secs(30), |i| {
+    s.wait(&app, "a second coordinator attempt running", Duration::from_secs(30), |i| {
         i.attempt == 2 && coordinator(i).is_some_and(|c| c.state == ContainerState::Running)
     });
     std::thread::sleep(Duration::from_secs(1));
     let info2 = s.app(&app);
     let after: Vec<(String, u32)> =
         running_job_containers(&info2).iter().map(|c| (c.id.clone(), c.pid.unwrap())).collect();
-    assert_eq!(after, before, "the new attempt adopted the running containers: {:#?}", info.events);
+    if after != before {
+        // What the containers that ended said last.
+        let logs: Vec<String> = info2
+            .containers
+            .iter()
+            .filter(|c| c.state.is_done())
+            .map(|c| {
+                let p = s.cluster.dir.join(format!("{}/containers/{}/stderr", c.node, c.id));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!("{}: {}", c.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect();
+        panic!(
+            "the new attempt did not adopt the running containers: {after:?} != {before:?}\n{:#?}\n{}",
+            info2.events,
+            logs.join("\n\n")
+        );
+    }
     assert!(before.iter().all(|(_, pid)| alive(*pid)));
 
     let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());

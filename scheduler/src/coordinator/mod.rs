@@ -538,17 +538,19 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
                 Some(Ok(a)) if a.lease_ms > 0 => held.renew(sent),
                 Some(Ok(a)) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
                 _ => {
+                    // The coordinator does not answer: a new attempt is
+                    // starting, and the address the resource manager still
+                    // has may be the dead attempt's. Look it up again for
+                    // the next beat; meanwhile the resource manager vouches
+                    // for the container (it stops doing so once the container
+                    // is released or its node is no longer heard from).
                     coordinator = find_coordinator(&rm, &app).ok();
-                    // No coordinator (a new attempt is starting): the
-                    // resource manager vouches for the container meanwhile.
-                    if coordinator.is_none() {
-                        let sent = Instant::now();
-                        match rm.get::<LeaseAnswer>(&lease_path) {
-                            Ok(a) if a.granted => held.renew(sent),
-                            Ok(a) if a.gone => held.revoke(a.reason.unwrap_or_default()),
-                            Ok(a) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
-                            Err(e) => tracing::warn!("cannot renew the lease: {e:#}"),
-                        }
+                    let sent = Instant::now();
+                    match rm.get::<LeaseAnswer>(&lease_path) {
+                        Ok(a) if a.granted => held.renew(sent),
+                        Ok(a) if a.gone => held.revoke(a.reason.unwrap_or_default()),
+                        Ok(a) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
+                        Err(e) => tracing::warn!("cannot renew the lease: {e:#}"),
                     }
                 }
             }

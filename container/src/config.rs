@@ -444,7 +444,10 @@ fn resolve(
         grouper: f.task.grouper,
         checkpoint_system,
         poll_batch: f.task.poll_batch,
-        checkpoint_read_timeout_ms: f.task.checkpoint_read_timeout_ms.unwrap_or(300_000),
+        checkpoint_read_timeout_ms: f
+            .task
+            .checkpoint_read_timeout_ms
+            .unwrap_or(crate::checkpoint::READ_TIMEOUT.as_millis() as u64),
         systems,
         streams,
         stores,

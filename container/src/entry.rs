@@ -91,6 +91,24 @@ pub struct ClusterRoles {
     pub join: JoinCluster,
 }
 
+/// An error and its causes on one line, `error: cause: cause`, leaving out
+/// a cause whose text its parent's message already holds (errors that name
+/// their source in their message, as the log crate's do, and keep it as
+/// `#[source]` too).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Logs to stderr, filtered by `SAMZA_LOG` (default `info`); one JSON object
 /// per line with `SAMZA_LOG_FORMAT=json`. Lines carry their spans' fields:
 /// the job and container (and the task, in task code) in containers, the
@@ -136,7 +154,7 @@ pub fn main_with_roles(
         Command::Check { config, overrides } => match check(&config, &overrides, &tasks, &systems) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("{e:#}");
+                eprintln!("{}", chain(&e));
                 ExitCode::FAILURE
             }
         },
@@ -153,7 +171,7 @@ pub fn main_with_roles(
             ) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: container {container_id}: {e:#}");
+                    eprintln!("error: container {container_id}: {}", chain(&e));
                     let lost =
                         e.downcast_ref::<run_loop::ContainerError>().is_some_and(|e| e.lost_ownership());
                     if lost {

@@ -35,7 +35,7 @@ pub fn run_local(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> E
     match run(job, overrides, binary) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("samza-run: {e:#}");
+            eprintln!("samza-run: {}", crate::entry::chain(&e));
             ExitCode::FAILURE
         }
     }

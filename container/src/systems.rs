@@ -4,9 +4,9 @@
 //!
 //! The runtime knows no system type by name. Each `[systems.<name>]` section
 //! names its `type`; the factory registered for that type deserializes the
-//! section's own keys into its config type, first from the file as written
-//! (so errors carry the line), then again after `--config` overrides, and
-//! checks it. The built-in types (`embedded-log`, `kafka`) are registered by
+//! section's own keys (after `--config` overrides) into its config type, and
+//! checks it. A section that is refused is read again from the file as
+//! written, so the error names its line. The built-in types (`embedded-log`, `kafka`) are registered by
 //! the facade crate, `samza`, like any other.
 
 use std::any::Any;
@@ -53,20 +53,32 @@ impl<F: SystemFactory> ErasedFactory for Typed<F> {
         system: &SystemConfig,
     ) -> Result<Arc<dyn Any + Send + Sync>, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse { path: job.path.clone(), message };
-        // As written first, so that errors name the line ...
-        let mut track = serde_path_to_error::Track::new();
-        let de = serde_path_to_error::Deserializer::new(toml::Deserializer::new(&job.text), &mut track);
-        let mut config: F::Config = de
-            .deserialize_map(FileVisitor { system: &system.name, _config: PhantomData::<F::Config> })
-            .map_err(|e| parse_err(keyed(&track.path().to_string(), &e)))?;
-        // ... then with the overrides applied, which is what runs.
-        if !job.overrides.is_empty() {
-            let section = toml::Value::Table(system.section.clone());
-            config = serde_path_to_error::deserialize(section).map_err(|e| {
-                let key = format!("systems.{}.{}", system.name, e.path());
-                parse_err(format!("after --config overrides: {}", keyed(&key, e.inner())))
-            })?;
-        }
+        // The section as it runs (with `--config` overrides applied); only a
+        // section that is refused is read again from the file as written,
+        // where the error can name its line.
+        let section = toml::Value::Table(system.section.clone());
+        let mut config: F::Config = match serde_path_to_error::deserialize(section) {
+            Ok(config) => config,
+            Err(e) => {
+                let mut track = serde_path_to_error::Track::new();
+                let de =
+                    serde_path_to_error::Deserializer::new(toml::Deserializer::new(&job.text), &mut track);
+                let as_written = de
+                    .deserialize_map(FileVisitor { system: &system.name, _config: PhantomData::<F::Config> });
+                return Err(match as_written {
+                    Err(e) => parse_err(keyed(&track.path().to_string(), &e)),
+                    // Fine as written (or not in the file): the overrides broke it.
+                    Ok(_) => {
+                        let key = format!("systems.{}.{}", system.name, e.path());
+                        let message = keyed(&key, e.inner());
+                        match job.overrides.is_empty() {
+                            true => parse_err(message),
+                            false => parse_err(format!("after --config overrides: {message}")),
+                        }
+                    }
+                });
+            }
+        };
         let context = SystemContext { name: &system.name, base_dir: &job.base_dir };
         self.0.check(&context, &mut config).map_err(|issue| ConfigError::Invalid {
             path: job.path.clone(),
@@ -97,13 +109,13 @@ struct FileVisitor<'a, C> {
 }
 
 impl<'de, C: DeserializeOwned> Visitor<'de> for FileVisitor<'_, C> {
-    type Value = C;
+    type Value = Option<C>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a job file")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<C, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<C>, A::Error> {
         let mut found = None;
         while let Some(key) = map.next_key::<String>()? {
             if key == "systems" && found.is_none() {
@@ -112,7 +124,8 @@ impl<'de, C: DeserializeOwned> Visitor<'de> for FileVisitor<'_, C> {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        found.flatten().ok_or_else(|| de::Error::custom(format!("no section [systems.{}]", self.system)))
+        // A system only `--config` declares has no section to read here.
+        Ok(found.flatten())
     }
 }
 

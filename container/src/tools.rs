@@ -17,16 +17,20 @@ use crate::layout;
 use crate::status::ContainerStatus;
 use crate::systems::Systems;
 
-/// The admin of system `system` of the job.
-pub fn admin(systems: &Systems, system: &str) -> anyhow::Result<Arc<dyn SystemAdmin>> {
-    Ok(systems.admin(system)?)
-}
-
 /// The JobModel from the config and the inputs' partition counts (what the
 /// job's coordinator serves, and what containers compute on one machine).
 pub fn compute_model(cfg: &JobConfig, systems: &Systems) -> anyhow::Result<JobModel> {
+    // One admin per system (a Kafka admin is two clients and a runtime).
+    let mut admins: BTreeMap<String, Arc<dyn SystemAdmin>> = BTreeMap::new();
     let model = job_model::compute(cfg, |input| {
-        let admin = systems.admin(&input.system)?;
+        let admin = match admins.get(&*input.system) {
+            Some(a) => a.clone(),
+            None => {
+                let a = systems.admin(&input.system)?;
+                admins.insert(input.system.to_string(), a.clone());
+                a
+            }
+        };
         if !admin.stream_exists(&input.stream)? {
             return Ok(None);
         }
@@ -41,12 +45,13 @@ pub fn read_checkpoints(
     systems: &Systems,
 ) -> anyhow::Result<BTreeMap<TaskName, Checkpoint>> {
     let stream = cfg.checkpoint_stream();
-    let admin = admin(systems, &stream.system)?;
+    let admin = systems.admin(&stream.system)?;
     if !admin.stream_exists(&stream.stream)? {
         return Ok(BTreeMap::new());
     }
     let consumer = systems.consumer(&stream.system)?;
-    Ok(checkpoint::read_all(admin.as_ref(), consumer, &stream)?)
+    let timeout = std::time::Duration::from_millis(cfg.checkpoint_read_timeout_ms);
+    Ok(checkpoint::read_all_within(admin.as_ref(), consumer, &stream, timeout)?)
 }
 
 /// `system.stream[partition]` (as SSPs print) -> the SSP.
@@ -87,7 +92,7 @@ pub fn set_checkpoint(
             let owned: Vec<String> = tm.ssps.iter().map(ToString::to_string).collect();
             bail!("task {task:?} does not read {ssp} (it reads {})", owned.join(", "));
         }
-        let meta = admin(systems, &ssp.system_stream.system)?.partition_metadata(ssp.stream())?;
+        let meta = systems.admin(&ssp.system_stream.system)?.partition_metadata(ssp.stream())?;
         let m = meta.get(ssp.partition as usize).ok_or_else(|| anyhow!("{ssp} does not exist"))?;
         if *offset < m.oldest || *offset > m.upcoming {
             bail!("offset {offset} of {ssp} is outside its retained range {}..={}", m.oldest, m.upcoming);
@@ -98,7 +103,7 @@ pub fn set_checkpoint(
         }
     }
     let stream = cfg.checkpoint_stream();
-    let admin = admin(systems, &stream.system)?;
+    let admin = systems.admin(&stream.system)?;
     checkpoint::ensure_stream(admin.as_ref(), &stream)?;
     let mut producer = systems.producer(&stream.system)?;
     checkpoint::write(producer.as_mut(), &stream, &tm.name, &cp)?;

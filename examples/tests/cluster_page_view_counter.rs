@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin_dir, counter_job, latest};
-use samza_examples::user_of;
+use common::{bin_dir, counter_job, latest, produce};
 use samza_log::{Log, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
@@ -27,14 +26,7 @@ fn node_killed_mid_stream_its_containers_restart_elsewhere_and_no_count_is_lost(
     log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
     let mut truth: HashMap<String, i64> = HashMap::new();
     const N: u64 = 40_000;
-    let mut p = log.stream("page-views-by-user").unwrap().producer();
-    for i in 0..N {
-        let user = format!("user-{}", user_of(i, 300));
-        let v = format!(r#"{{"user":"{user}","page":"/p","time":{i}}}"#);
-        p.send(None, Some(user.as_bytes()), Some(v.as_bytes()), i as i64, &[]).unwrap();
-        *truth.entry(user).or_default() += 1;
-    }
-    p.flush().unwrap();
+    produce(&log, 0, N, 300, &mut truth);
     counter_job()
         .set("job.shutdown-timeout-ms", 5000)
         .set("task.window-ms", 500)

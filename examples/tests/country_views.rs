@@ -67,6 +67,11 @@ fn views_per_country_join_a_bootstrapped_table_with_two_tasks_per_container() {
     }
     p.flush().unwrap();
 
+    // The example's own job files say what the test runs (paths aside).
+    for f in ["country-join.toml", "country-sum.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs").join(f);
+        samza_container::config::JobConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
     // Job one: two tasks per container, each loading its profile partition
     // before it joins a view.
     join_job().write_to(&dir.join("join.toml"));

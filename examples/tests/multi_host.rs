@@ -18,12 +18,12 @@ mod common;
 mod ownership;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::COUNTER;
+use common::{bin_dir, COUNTER};
 use ownership::alive;
 use samza_examples::user_of;
 use samza_kafka::testing::Broker;
@@ -38,10 +38,6 @@ use samza_test_support::JobToml;
 
 const NODE_TIMEOUT_MS: u64 = 6_000;
 const USERS: u64 = 200;
-
-fn bin_dir() -> PathBuf {
-    common::bin_dir()
-}
 
 /// Three hosts with the cluster and the broker; the calling thread on host 1.
 /// Fields drop in order: the cluster's processes, the broker, the network,

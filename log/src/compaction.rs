@@ -50,7 +50,25 @@ pub(crate) fn compact(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> R
     let lock_path = id.dir.join("compact.lock");
     let lock = open_lock_file(&id.dir, "compact.lock")?;
     let _guard = FileLock::lock(&lock, &lock_path)?;
+    compact_locked(id, config, now_ms)
+}
 
+/// Compacts unless a compaction (or retention) of the partition is running
+/// already, in this process or another: `None` then.
+pub(crate) fn compact_if_idle(
+    id: &PartitionId,
+    config: &StreamConfig,
+    now_ms: i64,
+) -> Result<Option<CompactionStats>> {
+    let lock_path = id.dir.join("compact.lock");
+    let lock = open_lock_file(&id.dir, "compact.lock")?;
+    match FileLock::try_lock(&lock, &lock_path)? {
+        Some(_guard) => compact_locked(id, config, now_ms).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Result<CompactionStats> {
     let bases = list_segments(&id.dir)?;
     let mut stats = CompactionStats::default();
     if bases.len() < 2 {

@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,13 +57,15 @@ pub struct PartitionWriter {
     unsynced: bool,
     /// Set by [`PartitionWriter::fence`]: every append checks it under the lock.
     fence: Option<FenceState>,
-    /// Since when this writer has known the active segment to hold records
-    /// (for `segment_ms`).
+    /// The stream's `roll_after`, read once.
+    roll_after: Option<std::time::Duration>,
+    /// Since when the active segment has held records, as far as this
+    /// writer knows (from its first append to it): sealed `roll_after` later.
     holding_since: Option<Instant>,
     /// Segments this writer sealed since it last started a compaction.
     sealed_since_compaction: u32,
     /// Set while a compaction this writer started runs.
-    compacting: Arc<std::sync::atomic::AtomicBool>,
+    compacting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PartitionWriter {
@@ -72,6 +75,16 @@ impl std::fmt::Debug for PartitionWriter {
             .field("partition", &self.id.partition)
             .field("next_offset", &self.next_offset)
             .finish()
+    }
+}
+
+/// Clears a writer's "compaction running" flag when the compaction ends,
+/// however it ends (a panic included).
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -117,6 +130,7 @@ impl PartitionWriter {
         let lock_file = open_lock_file(&id.dir, "write.lock")?;
         let _guard = FileLock::lock(&lock_file, &lock_path)?;
         let (active, next_offset) = open_tail(&id)?;
+        let roll_after = config.roll_after();
         let mut writer = PartitionWriter {
             id,
             config,
@@ -128,9 +142,10 @@ impl PartitionWriter {
             last_sync: Instant::now(),
             unsynced: false,
             fence: None,
+            roll_after,
             holding_since: None,
             sealed_since_compaction: 0,
-            compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            compacting: Arc::new(AtomicBool::new(false)),
         };
         writer.catch_up()?;
         trim_index(&writer.active.index, &writer.active.index_path, writer.active.size)?;
@@ -267,9 +282,7 @@ impl PartitionWriter {
                 // Another writer sealed the segment this one knew.
                 self.holding_since = None;
             }
-            let aged = self.config.roll_after().is_some_and(|after| {
-                self.active.size > 0 && self.holding_since.get_or_insert_with(Instant::now).elapsed() >= after
-            });
+            let aged = self.roll_after.zip(self.holding_since).is_some_and(|(after, t)| t.elapsed() >= after);
             if self.active.size >= self.config.segment_bytes || aged {
                 self.roll()?;
             }
@@ -290,6 +303,7 @@ impl PartitionWriter {
                 }
             }
             self.active.size = pos + len;
+            self.holding_since.get_or_insert_with(Instant::now);
             self.next_offset = base + count;
             Appended { base_offset: base, last_offset: base + count - 1 }
         };
@@ -339,7 +353,6 @@ impl PartitionWriter {
     /// since its last one (and that one has ended). Appends go on meanwhile:
     /// compaction never touches the active segment.
     fn compact_if_due(&mut self) {
-        use std::sync::atomic::Ordering;
         let every = self.config.auto_compact_segments;
         if !self.config.compacted || every == 0 || self.sealed_since_compaction < every {
             return;
@@ -348,9 +361,12 @@ impl PartitionWriter {
             return;
         }
         self.sealed_since_compaction = 0;
-        let (id, config, running) = (self.id.clone(), self.config.clone(), self.compacting.clone());
+        let running = Running(self.compacting.clone());
+        let (id, config) = (self.id.clone(), self.config.clone());
         let spawned = std::thread::Builder::new().name("log-compaction".into()).spawn(move || {
-            match crate::compaction::compact(&id, &config, now_ms()) {
+            let _running = running;
+            // When another writer's (or process's) compaction is going on, it does the work.
+            match crate::compaction::compact_if_idle(&id, &config, now_ms()) {
                 Ok(stats) => {
                     tracing::debug!(stream = %id.stream, partition = id.partition, ?stats, "compacted")
                 }
@@ -358,11 +374,10 @@ impl PartitionWriter {
                     tracing::warn!(stream = %id.stream, partition = id.partition, "compaction failed: {e}")
                 }
             }
-            running.store(false, Ordering::Release);
         });
         if let Err(e) = spawned {
+            // `running` went with the closure and was dropped: the flag is clear.
             tracing::warn!("cannot start a compaction thread: {e}");
-            self.compacting.store(false, Ordering::Release);
         }
     }
 }

@@ -671,7 +671,8 @@ pub fn checkpoint_show(
         for e in &cp.offsets {
             let ss = e.ssp.system_stream.to_string();
             if !upcoming.contains_key(&ss) {
-                let meta = tools::admin(&systems, &e.ssp.system_stream.system)
+                let meta = systems
+                    .admin(&e.ssp.system_stream.system)
                     .ok()
                     .and_then(|a| a.partition_metadata(e.ssp.stream()).ok());
                 upcoming.insert(

@@ -70,7 +70,9 @@ pub struct Nm {
     token: Arc<str>,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
-    downloads: tokio::sync::Mutex<()>,
+    /// Held while a package is checked or fetched (one at a time); the
+    /// identity of each cached package file last checked against its hash.
+    downloads: tokio::sync::Mutex<BTreeMap<String, FileId>>,
     metrics: MetricsRegistry,
 }
 
@@ -109,10 +111,27 @@ fn signal_group(pid: u32, sig: i32) {
     }
 }
 
+/// What tells one file from another at the same path: its inode, size and
+/// change time (which every write and rename sets, and no user can set back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(path: &std::path::Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+        Some(FileId { ino: m.ino(), len: m.len(), ctime: (m.ctime(), m.ctime_nsec()) })
+    }
+}
+
 impl Nm {
     pub fn new(cfg: NmConfig, url: String, token: &str) -> anyhow::Result<Arc<Nm>> {
-        for d in ["packages", "containers", "state"] {
-            std::fs::create_dir_all(cfg.dir.join(d))?;
+        for d in [layout::packages(&cfg.dir), layout::containers(&cfg.dir), layout::node_state(&cfg.dir)] {
+            std::fs::create_dir_all(d)?;
         }
         let host = host_of(&url).to_string();
         let nm = Arc::new(Nm {
@@ -122,7 +141,7 @@ impl Nm {
             token: token.into(),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
-            downloads: tokio::sync::Mutex::new(()),
+            downloads: tokio::sync::Mutex::new(BTreeMap::new()),
             metrics: MetricsRegistry::new(),
         });
         nm.readopt()?;
@@ -353,17 +372,24 @@ impl Nm {
     /// The package binary, from the cache or downloaded and checked.
     async fn package(&self, sha: &str) -> Result<PathBuf, String> {
         let path = layout::package(&self.cfg.dir, sha);
-        let _one_at_a_time = self.downloads.lock().await;
-        if path.is_file() {
-            // Checked before every launch: a file replaced in the cache is
-            // never run; it is fetched again.
+        let mut verified = self.downloads.lock().await;
+        if let Some(id) = FileId::of(&path) {
+            // A file replaced or rewritten in the cache since it was last
+            // checked (a new inode or change time) is hashed again before it
+            // runs, and fetched again when it does not match.
+            if verified.get(sha) == Some(&id) {
+                return Ok(path);
+            }
             let file = path.clone();
             let hashed =
                 tokio::task::spawn_blocking(move || std::fs::read(&file).map(|b| auth::sha256_hex(&b)))
                     .await
                     .map_err(|e| format!("cannot check package {}: {e}", path.display()))?;
             match hashed {
-                Ok(got) if got == sha => return Ok(path),
+                Ok(got) if got == sha => {
+                    verified.insert(sha.to_string(), id);
+                    return Ok(path);
+                }
                 Ok(got) => {
                     tracing::warn!(package = sha, hashes_to = %got, "cached package changed on disk; fetching it again");
                     self.metrics.counter("nm.package-cache-mismatches").inc();
@@ -395,6 +421,9 @@ impl Nm {
         // The owner's to read and run, nobody's to change.
         let r = crate::durable::write_atomic_mode(&path, &bytes, Some(0o500));
         r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
+        if let Some(id) = FileId::of(&path) {
+            verified.insert(sha.to_string(), id);
+        }
         Ok(path)
     }
 
@@ -522,8 +551,7 @@ impl Nm {
             if proc_start_ticks(pid) != start {
                 // Not our child: its exit code is in the file the job binary
                 // leaves in its working directory, when it exited on its own.
-                let file = layout::exit_code(&layout::container(&self.cfg.dir, &id));
-                match std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                match self.exit_code_file(&id) {
                     Some(code) => self.ended(&id, Some(code), None),
                     None => self.ended(
                         &id,

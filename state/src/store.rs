@@ -145,7 +145,7 @@ fn live<'a>(ttl_ms: Option<u64>, clock: &Clock, stored: &'a [u8]) -> Option<&'a 
 }
 
 fn task_err(e: StateError) -> TaskError {
-    TaskError::new(samza_task_api::TaskErrorKind::System, e.to_string()).with_source(e)
+    TaskError::new(samza_task_api::TaskErrorKind::System, "the store failed").with_source(e)
 }
 
 impl TaskStore {

@@ -369,16 +369,16 @@ fn a_job_whose_input_does_not_exist_is_refused_before_it_is_submitted() {
     assert!(apps.is_empty(), "no application (and no coordinator attempt) for it: {apps:#?}");
 }
 
-/// Sends `POST path` with a body of `len` bytes (declared and sent), as far
-/// as the server reads it, and returns the status line and the body of the
-/// answer.
-fn post_big(url: &str, token: &str, path: &str, len: usize) -> (String, String) {
+/// Sends `POST path` declaring a body of `declared` bytes and sending at
+/// most `len` of them (as far as the server reads), and returns the status
+/// line and the body of the answer.
+fn post_big(url: &str, token: &str, path: &str, declared: usize, len: usize) -> (String, String) {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {declared}\r\n\r\n"
     );
     tcp.write_all(head.as_bytes()).unwrap();
     let chunk = vec![b' '; 64 << 10];
@@ -409,7 +409,8 @@ fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
         (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat"),
         (&nm_url, "/v1/containers"),
     ] {
-        let (status, body) = post_big(url, &s.cluster.token, path, limit + (1 << 20));
+        // 1 GiB declared, 5 MiB sent: the answer comes without the rest.
+        let (status, body) = post_big(url, &s.cluster.token, path, 1 << 30, limit + (1 << 20));
         assert!(status.contains(" 413 "), "{path}: {status} {body}");
         assert!(
             body.contains(&format!("the request body of POST {path} is over its limit of {limit} bytes")),
@@ -417,7 +418,7 @@ fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
         );
     }
     // A body under the limit is read and judged on what it says.
-    let (status, body) = post_big(&s.cluster.rm_url, &s.cluster.token, "/v1/apps", 1 << 20);
+    let (status, body) = post_big(&s.cluster.rm_url, &s.cluster.token, "/v1/apps", 1 << 20, 1 << 20);
     assert!(status.contains(" 400 ") || status.contains(" 422 "), "{status} {body}");
     assert_eq!(s.rm().get::<Vec<AppInfo>>("/v1/apps").unwrap().len(), 0, "nothing was accepted");
 }
@@ -443,7 +444,7 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     let ran = |id: &str| s.cluster.dir.join(format!("node-1/containers/{id}/ran"));
     let _: NodeContainer = nm.post("/v1/containers", &launch("x-c1")).unwrap();
     wait_for("the first launch to run", Duration::from_secs(10), || ran("x-c1").exists());
-    // Someone replaces the cached package (it is read-only; root writes anyway).
+    // Someone replaces the cached package with another file.
     let cached = s.cluster.dir.join("node-1/packages").join(&sha);
     std::fs::remove_file(&cached).unwrap();
     std::fs::write(&cached, b"#!/bin/sh\ntouch pwned\n").unwrap();
@@ -489,6 +490,12 @@ fn the_daemons_state_packages_logs_and_stores_are_their_owners_only() {
     for f in ["rm/state.json", "rm/token", "node-1/containers.json"] {
         assert!(s.cluster.dir.join(f).is_file(), "{f}");
     }
+    for d in ["rm/packages", "node-1/packages"] {
+        assert_eq!(std::fs::read_dir(s.cluster.dir.join(d)).unwrap().count(), 1, "the job's package in {d}");
+    }
+    let logs =
+        done.containers.iter().map(|c| s.cluster.dir.join(format!("{}/containers/{}/stderr", c.node, c.id)));
+    assert!(logs.clone().all(|l| l.is_file()), "every container's log: {:?}", logs.collect::<Vec<_>>());
     let stores = s.cluster.dir.join("node-1/state/copy-job/stores/seen");
     assert!(std::fs::read_dir(&stores).unwrap().count() > 0, "a store was written in {}", stores.display());
 }

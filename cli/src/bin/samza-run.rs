@@ -195,7 +195,7 @@ fn main() -> ExitCode {
     match r {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("samza-run: {e:#}");
+            eprintln!("samza-run: {}", samza_container::entry::chain(&e));
             let not_found =
                 e.downcast_ref::<samza_scheduler::client::HttpError>().is_some_and(|h| h.status == 404);
             if not_found {

@@ -351,10 +351,16 @@ impl Producers {
 impl Loop {
     fn run(&mut self, shutdown: &AtomicBool) -> Result<Outcome, ContainerError> {
         self.write_status(false);
+        let mut commit = false;
         for t in 0..self.tasks.len() {
-            if self.catch_up(t)? == Some(Stop::Shutdown) {
-                return Ok(Outcome::Shutdown);
+            match self.catch_up(t)? {
+                Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
+                Some(Stop::Commit) => commit = true,
+                None => {}
             }
+        }
+        if commit {
+            self.commit(WriteBack::WhenDue)?;
         }
         let window = (self.cfg.window_ms > 0).then(|| Duration::from_millis(self.cfg.window_ms));
         let commit_every = Duration::from_millis(self.cfg.commit_ms);
@@ -573,7 +579,8 @@ impl Loop {
         let s = &mut self.ssps[g];
         s.next_offset = env.offset + 1;
         s.processed += 1;
-        let bootstrap_done = s.bootstrap_until.is_some() && !s.bootstrapping();
+        // Checked only until the task is caught up: afterwards this is one branch.
+        let bootstrap_done = !self.tasks[t].caught_up && s.bootstrap_until.is_some() && !s.bootstrapping();
         let stop = self.after_call(t)?;
         if bootstrap_done {
             return Ok(match (self.catch_up(t)?, stop) {

@@ -90,6 +90,14 @@ impl Leases {
         }
     }
 
+    /// Ends `n`'s ownership of a container that may still run and hold a
+    /// lease this coordinator cannot bound (one the resource manager renewed,
+    /// or a start it never heard of): its successor waits a whole lease.
+    fn give_up(&mut self, n: u32, now: Instant) -> Instant {
+        self.revoke(n);
+        now + self.lease
+    }
+
     /// When the owner of `n`, cluster container `id`, last sent a heartbeat.
     fn last_heartbeat(&self, n: u32, id: &str) -> Option<Instant> {
         self.beats.get(&n).filter(|b| b.container == id).map(|b| b.at)
@@ -176,7 +184,7 @@ pub fn main(systems: SystemRegistry) -> ExitCode {
     match run(systems) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: coordinator: {e:#}");
+            eprintln!("error: coordinator: {}", samza_container::entry::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -276,10 +284,9 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                 .collect();
             handles.into_iter().map(|h| h.join().expect("launch thread")).collect()
         });
+        // Allocations only launch; the job ends on a failure or a
+        // completion, which the next lines act on at once.
         actions = Vec::new();
-        if let Some(finish) = applied.finish {
-            return co.finish(finish);
-        }
         for (n, allocation, r) in results {
             if let Err(e) = r {
                 actions.extend(co.step(Event::LaunchFailed { n, allocation, error: format!("{e:#}") }));
@@ -292,6 +299,12 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
                 .and_then(|s| s.node_url.clone())
                 .and_then(|url| co.last_error_line(&url, &c.id));
             actions.extend(co.step(Event::Completed { container: c, log_line }));
+        }
+        // A spent budget or the last container done ends the job now.
+        if actions.iter().any(|a| matches!(a, Action::Finish { .. })) {
+            if let Some(finish) = co.apply(std::mem::take(&mut actions)).finish {
+                return co.finish(finish);
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -85,6 +85,8 @@ pub struct Plan {
     /// Job container -> the cluster container started (or adopted) for it,
     /// and when: a container silent since then is hung.
     started: BTreeMap<u32, (String, Instant)>,
+    /// The job's end was decided: nothing more is.
+    finished: bool,
 }
 
 /// A container that ended on its own with a failure (not finished, not
@@ -95,7 +97,7 @@ pub fn failed(c: &ContainerInfo) -> bool {
 
 impl Plan {
     pub fn new(policy: Policy, st: CoordinatorState) -> Plan {
-        Plan { policy, st, delayed: Vec::new(), started: BTreeMap::new() }
+        Plan { policy, st, delayed: Vec::new(), started: BTreeMap::new(), finished: false }
     }
 
     /// Whether every job container has finished.
@@ -108,6 +110,9 @@ impl Plan {
     /// clock (monotonic, and wall time for the retry window).
     pub fn step(&mut self, leases: &mut Leases, now: Instant, now_ms: i64, event: Event<'_>) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
         match event {
             Event::Start { containers } => self.adopt(leases, now, now_ms, containers, &mut out),
             Event::Allocated(a) => self.allocated(leases, now, a, &mut out),
@@ -115,8 +120,7 @@ impl Plan {
                 tracing::warn!(container = n, id = %allocation.container, node = %allocation.node, "launch failed: {error}");
                 out.push(Action::Release(allocation.container));
                 // It may have started after all: its successor waits a whole lease.
-                leases.revoke(n);
-                let wait = now + leases.lease;
+                let wait = leases.give_up(n, now);
                 self.retry(
                     n,
                     &format!("cannot start it on {}: {error}", allocation.node),
@@ -137,6 +141,7 @@ impl Plan {
         if !out.iter().any(|a| matches!(a, Action::Finish { .. })) && self.done() {
             out.push(Action::Finish { state: AppState::Succeeded, reason: None });
         }
+        self.finished = out.iter().any(|a| matches!(a, Action::Finish { .. }));
         out
     }
 
@@ -271,8 +276,7 @@ impl Plan {
             out.push(Action::Release(id));
             self.started.remove(&n);
             // The resource manager may have renewed its lease until the release.
-            leases.revoke(n);
-            let wait = now + leases.lease;
+            let wait = leases.give_up(n, now);
             self.retry(n, &why, Some(wait), now, now_ms, out);
             if out.iter().any(|a| matches!(a, Action::Finish { .. })) {
                 return;

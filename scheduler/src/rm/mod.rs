@@ -222,10 +222,14 @@ impl Rm {
                     tracing::info!(apps = ?forgotten, "forgot ended applications (retention)");
                 }
                 let launches = inner.place_coordinators();
-                // Nobody waits for these: the next answer that reads them does.
-                self.persist(&mut inner);
-                launches
+                (launches, self.persist(&mut inner))
             };
+            // A coordinator starts only once its container is on disk: a
+            // restarted resource manager must know it (and not reuse its id).
+            let (launches, saved) = launches;
+            if !launches.is_empty() {
+                self.written(saved).await;
+            }
             for (node_url, launch) in launches {
                 let rm = self.clone();
                 tokio::spawn(async move { rm.launch_coordinator(node_url, launch).await });

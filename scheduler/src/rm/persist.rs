@@ -4,9 +4,10 @@
 //! version; the thread writes the newest queued state atomically (temp file,
 //! fsync, rename, fsync of the directory) and announces its version. A
 //! request waits, asynchronously, until a write at or past its version is
-//! done, so no async thread ever blocks on fsync, an answer never promises
-//! a change a crash could lose, and changes that arrive during a write share
-//! the next one (group commit).
+//! done, so no async thread ever blocks on fsync and changes that arrive
+//! during a write share the next one (group commit). A write that fails is
+//! logged and tried again (the requests are answered meanwhile, as the
+//! resource manager did before it had this thread).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -47,9 +48,16 @@ impl Persister {
                 (q.version, q.bytes.take().expect("checked above"))
             };
             if let Err(e) = crate::durable::write_atomic(path, &bytes) {
-                // As before the thread existed: the state stays in memory and
-                // the next change writes it again.
+                // Logged, and the requests waiting are answered (a full disk
+                // must not stop the cluster); the state is written again
+                // until it succeeds, unless a newer one replaces it.
                 tracing::error!("cannot persist resource manager state in {}: {e:#}", path.display());
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if q.bytes.is_none() {
+                    q.bytes = Some(bytes);
+                }
+                drop(q);
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
             written.send_replace(version);
         }

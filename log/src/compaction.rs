@@ -3,7 +3,8 @@
 //! Changelogs and checkpoint streams only need the last value of each key.
 //! Compaction rewrites each sealed segment keeping, per key, only the record at
 //! the key's latest offset in the whole partition; keyless records and control
-//! batches are kept. A tombstone (a record with no value) is kept until its
+//! batches are kept. Records of aborted transactions go; those of transactions
+//! not decided yet are kept and replace nothing. A tombstone (a record with no value) is kept until its
 //! segment is older than `delete_retention_ms`, so readers that are behind
 //! still see the delete. Offsets never change: records keep their offsets and
 //! batches keep their base offset, so a partition that was compacted reads like
@@ -20,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::StreamConfig;
 use crate::error::{IoContext, LogError, Result};
-use crate::format::{rebuild_batch, seal_batch};
+use crate::format::{rebuild_batch, seal_batch, ControlType};
 use crate::segment::{
     self, encode_index_entry, list_segments, open_lock_file, scan_from, wants_index_entry, FileLock,
     PartitionId, ScanEnd,
@@ -75,6 +76,28 @@ fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Resul
         return Ok(stats);
     }
 
+    // Pass 0: how each transaction in the partition ended, where it has.
+    // Records of an open transaction replace nothing and are kept; those of
+    // an aborted one are removed (see `crate::txn`).
+    let mut decided: HashMap<(i64, i32), bool> = HashMap::new();
+    for &base in &bases {
+        let path = segment::log_path(&id.dir, base);
+        let file = File::open(&path).ctx("cannot open segment", &path)?;
+        scan_from(&file, &path, 0, |_, b| {
+            if let Some(t) = b.control_type() {
+                let p = b.producer();
+                decided.insert((p.producer_id, p.base_sequence), t == ControlType::Commit);
+            }
+        })?;
+    }
+    let status = |b: &crate::format::BatchView<'_>| -> Option<bool> {
+        if !b.is_transactional() {
+            return Some(true);
+        }
+        let p = b.producer();
+        decided.get(&(p.producer_id, p.base_sequence)).copied()
+    };
+
     // Pass 1: the latest offset of every key in the partition.
     let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut decode_err = None;
@@ -82,7 +105,7 @@ fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Resul
         let path = segment::log_path(&id.dir, base);
         let file = File::open(&path).ctx("cannot open segment", &path)?;
         let (pos, end) = scan_from(&file, &path, 0, |_, b| {
-            if b.is_control() {
+            if b.is_control() || status(&b) != Some(true) {
                 return;
             }
             for r in b.records() {
@@ -137,8 +160,10 @@ fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Resul
         let mut removed = 0u64;
         let mut err = None;
         let (pos, end) = scan_from(&file, &path, 0, |_, b| {
-            let rebuilt = if b.is_control() {
+            let rebuilt = if b.is_control() || status(&b).is_none() {
                 Ok(Some(b.as_bytes().to_vec()))
+            } else if status(&b) == Some(false) {
+                Ok(None)
             } else {
                 rebuild_batch(b, |r| match r.key {
                     None => true,

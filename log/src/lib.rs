@@ -33,6 +33,7 @@ pub mod format;
 mod log;
 pub mod producer;
 pub mod reader;
+pub mod txn;
 mod retention;
 mod segment;
 pub mod system;

@@ -5,16 +5,28 @@
 //! Records are buffered per partition and appended as one batch once a batch
 //! reaches `batch_bytes`, or on `flush`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use samza_task_api::partition_for_key;
 
 use crate::config::FsyncPolicy;
 use crate::error::{LogError, Result};
 use crate::fence::Fence;
-use crate::format::{BatchBuilder, Header, MAX_BATCH_LEN};
+use crate::format::{BatchBuilder, ControlType, Header, ProducerInfo, MAX_BATCH_LEN};
 use crate::log::Stream;
+use crate::txn::Transactor;
 use crate::writer::PartitionWriter;
+
+/// The transaction a producer's batches belong to (see [`crate::txn`]).
+struct TxnWrites {
+    /// Producer id of the generation, `base_sequence` = the transaction.
+    info: ProducerInfo,
+    transactor: Arc<Mutex<Transactor>>,
+    /// Partitions registered in the transaction file.
+    registered: Vec<bool>,
+    /// Partitions holding records of the open transaction.
+    touched: Vec<bool>,
+}
 
 pub struct Producer {
     stream: Stream,
@@ -25,6 +37,7 @@ pub struct Producer {
     fsync: FsyncPolicy,
     /// Writers are fenced with it before their first append.
     fence: Option<Arc<Fence>>,
+    txn: Option<TxnWrites>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -45,7 +58,55 @@ impl Producer {
             batch_bytes: 256 * 1024,
             fsync: stream_fsync,
             fence: None,
+            txn: None,
         }
+    }
+
+    /// From now on every batch belongs to transaction `txn` of the
+    /// generation holding `transactor` (TRANSACTIONAL, its producer id);
+    /// a partition is registered with it before its first batch.
+    pub fn set_transaction(&mut self, transactor: Arc<Mutex<Transactor>>, txn: u32) {
+        let (producer_id, registered) = {
+            let t = transactor.lock().unwrap_or_else(|p| p.into_inner());
+            let g = t.generation();
+            let name = self.stream.name();
+            let registered = (0..self.stream.partitions())
+                .map(|p| g.partitions.iter().any(|(s, q)| s == name && *q == p))
+                .collect();
+            (g.producer_id, registered)
+        };
+        let n = self.writers.len();
+        self.txn = Some(TxnWrites {
+            info: ProducerInfo { producer_id, producer_epoch: 0, base_sequence: txn as i32 },
+            transactor,
+            registered,
+            touched: vec![false; n],
+        });
+    }
+
+    /// Batches from now on belong to transaction `txn`; none is touched yet.
+    pub fn next_transaction(&mut self, txn: u32) {
+        if let Some(t) = &mut self.txn {
+            t.info.base_sequence = txn as i32;
+            t.touched.iter_mut().for_each(|x| *x = false);
+        }
+    }
+
+    /// Partitions holding records of the open transaction (appended ones:
+    /// flush first).
+    pub fn touched(&self) -> Vec<u32> {
+        self.txn.as_ref().map_or_else(Vec::new, |t| {
+            t.touched.iter().enumerate().filter(|(_, x)| **x).map(|(p, _)| p as u32).collect()
+        })
+    }
+
+    /// Appends a transaction marker for `producer` (its id, `base_sequence`
+    /// the transaction) to partition `p`; returns the partition's next offset.
+    pub fn write_marker(&mut self, p: u32, marker: ControlType, producer: ProducerInfo) -> Result<u64> {
+        let mut batch = BatchBuilder::control(marker, producer, crate::writer::now_ms());
+        let w = self.writer(p)?;
+        w.append(&mut batch)?;
+        Ok(w.next_offset())
     }
 
     /// Appends a batch once it reaches this many bytes (default 256 KiB).
@@ -155,6 +216,16 @@ impl Producer {
         let i = p as usize;
         if self.batches[i].is_empty() {
             return Ok(());
+        }
+        if let Some(t) = &mut self.txn {
+            if !t.registered[i] {
+                let name = self.stream.name().to_string();
+                t.transactor.lock().unwrap_or_else(|p| p.into_inner()).register([(name, p)])?;
+                t.registered[i] = true;
+            }
+            t.touched[i] = true;
+            self.batches[i].set_producer(t.info);
+            self.batches[i].set_transactional(true);
         }
         let mut batch = std::mem::take(&mut self.batches[i]);
         let r = self.writer(p).and_then(|w| w.append(&mut batch));

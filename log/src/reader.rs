@@ -8,12 +8,13 @@
 //! stream, partition and offset). Seeking uses the sparse index, so reading from
 //! any offset costs no scan of earlier data.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{IoContext, LogError, Result};
-use crate::format::{check_batch, BatchView, Check, RecordRef, HEADER_LEN};
+use crate::format::{check_batch, BatchView, Check, ControlType, RecordRef, HEADER_LEN};
 use crate::segment::{
     self, index_position, list_segments, open_lock_file, read_at, read_index, repair_tail, scan_from,
     trim_index, FileLock, PartitionId, ScanEnd,
@@ -35,6 +36,15 @@ pub struct PartitionReader {
     /// End offset of the last batch passed, to check that offsets only grow.
     last_end: Option<u64>,
     buf: Vec<u8>,
+    /// Read-committed (the default): a transaction's records wait for its
+    /// marker and aborted ones are skipped (see [`crate::txn`]).
+    committed_only: bool,
+    /// Markers found ahead of the reader: (producer id, transaction) -> committed.
+    markers: HashMap<(i64, i32), bool>,
+    /// Scans ahead of the reader for markers, uncommitted.
+    ahead: Option<Box<PartitionReader>>,
+    /// Indices of the aborted batches in the last chunk.
+    hidden: Vec<usize>,
 }
 
 impl std::fmt::Debug for PartitionReader {
@@ -78,9 +88,27 @@ pub(crate) fn offsets(id: &PartitionId) -> Result<(u64, u64, Vec<u64>)> {
 
 impl PartitionReader {
     pub(crate) fn open(id: Arc<PartitionId>, offset: u64) -> Result<Self> {
-        let mut r = PartitionReader { id, seg: None, next_offset: offset, last_end: None, buf: Vec::new() };
+        let mut r = PartitionReader {
+            id,
+            seg: None,
+            next_offset: offset,
+            last_end: None,
+            buf: Vec::new(),
+            committed_only: true,
+            markers: HashMap::new(),
+            ahead: None,
+            hidden: Vec::new(),
+        };
         r.seek(offset)?;
         Ok(r)
+    }
+
+    /// Returns the records of open and aborted transactions too, as written
+    /// (read-uncommitted); by default a reader returns committed ones only.
+    pub fn read_uncommitted(mut self) -> Self {
+        self.committed_only = false;
+        self.ahead = None;
+        self
     }
 
     pub fn partition(&self) -> &PartitionId {
@@ -115,6 +143,8 @@ impl PartitionReader {
         self.seg = Some(ReadSegment { base, file, path, pos });
         self.next_offset = offset;
         self.last_end = None;
+        self.markers.clear();
+        self.ahead = None;
         Ok(())
     }
 
@@ -122,8 +152,72 @@ impl PartitionReader {
     /// empty chunk means there is nothing more yet.
     pub fn read(&mut self, max_bytes: usize) -> Result<Chunk<'_>> {
         let min_offset = self.next_offset;
+        self.hidden.clear();
         let len = self.fill(max_bytes)?;
-        Ok(Chunk { id: &self.id, bytes: &self.buf[..len], min_offset })
+        Ok(Chunk { id: &self.id, bytes: &self.buf[..len], min_offset, hidden: &self.hidden })
+    }
+
+    /// Of the `at` bytes of valid batches read, the prefix a read-committed
+    /// reader may return: up to the first batch of a transaction whose
+    /// marker is not written yet. Aborted batches are listed in `hidden`.
+    fn committed_prefix(&mut self, at: usize, end_before: Option<u64>) -> Result<usize> {
+        let mut pos = 0;
+        let mut index = 0;
+        let mut end = end_before;
+        while pos < at {
+            let b = BatchView::trusted(&self.buf[pos..at]);
+            let (len, next, base, producer) = (b.len(), b.next_offset(), b.base_offset(), b.producer());
+            let key = (producer.producer_id, producer.base_sequence);
+            if b.is_control() {
+                self.markers.remove(&key);
+            } else if b.is_transactional() {
+                if !self.markers.contains_key(&key) {
+                    self.look_ahead(base, key)?;
+                }
+                match self.markers.get(&key) {
+                    Some(true) => {}
+                    Some(false) => self.hidden.push(index),
+                    None => {
+                        // Not decided yet: stop before it.
+                        self.last_end = end;
+                        return Ok(pos);
+                    }
+                }
+            }
+            end = Some(next);
+            pos += len;
+            index += 1;
+        }
+        Ok(at)
+    }
+
+    /// Reads on from `from` (without returning anything) until the marker of
+    /// `key` or the end, noting every marker passed.
+    fn look_ahead(&mut self, from: u64, key: (i64, i32)) -> Result<()> {
+        let mut ahead = match self.ahead.take() {
+            Some(a) if a.position() >= from => a,
+            _ => Box::new(PartitionReader::open(self.id.clone(), from)?.read_uncommitted()),
+        };
+        let found = loop {
+            let chunk = match ahead.read(1 << 20) {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            if chunk.is_empty() {
+                break Ok(());
+            }
+            for b in chunk.batches().filter(BatchView::is_control) {
+                let p = b.producer();
+                if let Some(t) = b.control_type() {
+                    self.markers.insert((p.producer_id, p.base_sequence), t == ControlType::Commit);
+                }
+            }
+            if self.markers.contains_key(&key) {
+                break Ok(());
+            }
+        };
+        self.ahead = Some(ahead);
+        found
     }
 
     fn fill(&mut self, max_bytes: usize) -> Result<usize> {
@@ -134,6 +228,7 @@ impl PartitionReader {
                 return Ok(0);
             }
             let mut want = ((file_len - seg.pos) as usize).min(max_bytes.max(HEADER_LEN));
+            let end_before = self.last_end;
             'read: loop {
                 read_at(&seg.file, &mut self.buf, seg.pos, want, &seg.path)?;
                 let mut at = 0usize;
@@ -199,6 +294,7 @@ impl PartitionReader {
                         }
                     }
                 }
+                let at = if self.committed_only { self.committed_prefix(at, end_before)? } else { at };
                 let seg = self.seg.as_mut().unwrap();
                 seg.pos += at as u64;
                 if let Some(end) = self.last_end {
@@ -271,6 +367,8 @@ pub struct Chunk<'a> {
     id: &'a PartitionId,
     bytes: &'a [u8],
     min_offset: u64,
+    /// Indices of aborted batches, skipped by [`Chunk::records`].
+    hidden: &'a [usize],
 }
 
 impl<'a> Chunk<'a> {
@@ -302,12 +400,15 @@ impl<'a> Chunk<'a> {
     }
 
     /// The data records at or after the offset the read started from; control
-    /// records (transaction markers) are skipped.
+    /// records (transaction markers) and aborted transactions are skipped.
     pub fn records(&self) -> impl Iterator<Item = Result<RecordRef<'a>>> + 'a {
         let min = self.min_offset;
         let id = self.id;
+        let hidden = self.hidden;
         self.batches()
-            .filter(move |b| !b.is_control() && b.next_offset() > min)
+            .enumerate()
+            .filter(move |(i, b)| !b.is_control() && b.next_offset() > min && !hidden.contains(i))
+            .map(|(_, b)| b)
             .flat_map(move |b| {
                 b.records().map(move |r| {
                     r.map_err(|e| LogError::Corruption {

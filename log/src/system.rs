@@ -14,6 +14,8 @@ use samza_task_api::{
 };
 
 use crate::fence::Fence;
+use crate::format::{ControlType, ProducerInfo};
+use crate::txn::Transactor;
 
 use crate::config::StreamConfig;
 use crate::format::Header;
@@ -78,7 +80,11 @@ impl SystemFactory for EmbeddedLogFactory {
         system: &str,
         config: &EmbeddedLogConfig,
     ) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(LogSystemProducer::new(config.open(system)?)))
+        Ok(Box::new(LogSystemProducer::new(config.open(system)?).named(system)))
+    }
+
+    fn transactional(&self) -> bool {
+        true
     }
 }
 
@@ -259,18 +265,41 @@ impl SystemConsumer for LogSystemConsumer {
 }
 
 /// Producer of the embedded log; `flush` appends and syncs every buffered
-/// batch. Fenced (see [`crate::fence`]) once given an owner.
+/// batch. Fenced (see [`crate::fence`]) once given an owner; transactional
+/// (see [`crate::txn`]) once its transactions are initialised.
 pub struct LogSystemProducer {
     log: Log,
     producers: Vec<(Arc<str>, Producer)>,
     /// Index of the stream sent to last: most tasks write to one stream.
     last: usize,
     fence: Option<Arc<Fence>>,
+    /// The generation's transaction file and its open transaction.
+    txn: Option<(Arc<std::sync::Mutex<Transactor>>, u32)>,
+    /// The system's name in the job, for the partitions it reports.
+    system: Arc<str>,
 }
 
 impl LogSystemProducer {
     pub fn new(log: Log) -> Self {
-        LogSystemProducer { log, producers: Vec::new(), last: 0, fence: None }
+        LogSystemProducer { log, producers: Vec::new(), last: 0, fence: None, txn: None, system: Arc::from("log") }
+    }
+
+    /// Names the system it is in the job (default `log`).
+    pub fn named(mut self, system: &str) -> Self {
+        self.system = Arc::from(system);
+        self
+    }
+
+    /// Writes `marker` for `producer` to `partition` of `stream`; its next offset.
+    fn marker(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        marker: ControlType,
+        producer: ProducerInfo,
+    ) -> Result<u64, SystemError> {
+        let i = self.producer_for(&Arc::from(stream))?;
+        Ok(self.producers[i].1.write_marker(partition, marker, producer)?)
     }
 
     fn producer_for(&mut self, stream: &Arc<str>) -> Result<usize, SystemError> {
@@ -286,6 +315,9 @@ impl LogSystemProducer {
                 let mut p = s.producer();
                 if let Some(f) = &self.fence {
                     p.set_fence(f.clone())?;
+                }
+                if let Some((t, txn)) = &self.txn {
+                    p.set_transaction(t.clone(), *txn);
                 }
                 self.producers.push((stream.clone(), p));
                 self.producers.len() - 1
@@ -340,5 +372,86 @@ impl SystemProducer for LogSystemProducer {
             self.producers[i].1.raise(ssp.partition)?;
         }
         Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn init_transactions(&mut self, owner: &ProducerOwner) -> Result<(), SystemError> {
+        if self.fence.as_ref().is_none_or(|f| *f.producer != *owner.id || f.epoch != owner.epoch) {
+            self.fence(owner, &[])?;
+        }
+        let (mut transactor, unfinished) = Transactor::take_over(self.log.root(), &owner.id, owner.epoch)?;
+        // Finish the older generations: their last commit becomes visible
+        // everywhere, whatever they had open after it is aborted.
+        for g in &unfinished {
+            for (stream, partition) in &g.partitions {
+                if !self.log.stream_exists(stream) {
+                    continue;
+                }
+                let info = |txn: u32| ProducerInfo {
+                    producer_id: g.producer_id,
+                    producer_epoch: 0,
+                    base_sequence: txn as i32,
+                };
+                if g.committed > 0 {
+                    self.marker(stream, *partition, ControlType::Commit, info(g.committed))?;
+                }
+                self.marker(stream, *partition, ControlType::Abort, info(g.committed + 1))?;
+            }
+        }
+        self.flush()?;
+        transactor.finished()?;
+        if !unfinished.is_empty() {
+            tracing::info!(owner = %owner.id, generations = unfinished.len(), "finished the transactions of older generations");
+        }
+        let transactor = Arc::new(std::sync::Mutex::new(transactor));
+        for (_, p) in &mut self.producers {
+            p.set_transaction(transactor.clone(), 1);
+        }
+        self.txn = Some((transactor, 1));
+        Ok(())
+    }
+
+    fn commit_transaction(&mut self) -> Result<Vec<(SystemStreamPartition, u64)>, SystemError> {
+        let Some((transactor, txn)) = self.txn.clone() else {
+            return Err(SystemError::new(SystemErrorKind::InvalidInput, "transactions were not initialised"));
+        };
+        self.flush()?;
+        let touched: Vec<(usize, Vec<u32>)> = self
+            .producers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (i, p.touched()))
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        if touched.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The commit point.
+        let producer_id = {
+            let mut t = transactor.lock().unwrap_or_else(|p| p.into_inner());
+            t.commit(txn)?;
+            t.generation().producer_id
+        };
+        let info = ProducerInfo { producer_id, producer_epoch: 0, base_sequence: txn as i32 };
+        let mut written = Vec::new();
+        for (i, partitions) in touched {
+            let (stream, p) = &mut self.producers[i];
+            for partition in partitions {
+                let next = p.write_marker(partition, ControlType::Commit, info)?;
+                written.push((SystemStreamPartition::new(self.system.clone(), stream.clone(), partition), next));
+            }
+        }
+        self.flush()?;
+        let next = txn.checked_add(1).filter(|n| *n < i32::MAX as u32).ok_or_else(|| {
+            SystemError::new(SystemErrorKind::Other, "this generation has used up its transaction numbers")
+        })?;
+        for (_, p) in &mut self.producers {
+            p.next_transaction(next);
+        }
+        self.txn = Some((transactor, next));
+        Ok(written)
     }
 }

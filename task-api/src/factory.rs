@@ -86,4 +86,11 @@ pub trait SystemFactory: Send + Sync + 'static {
     fn consumer(&self, system: &str, config: &Self::Config) -> Result<Box<dyn SystemConsumer>, SystemError>;
 
     fn producer(&self, system: &str, config: &Self::Config) -> Result<Box<dyn SystemProducer>, SystemError>;
+
+    /// Whether this type's producers write transactions and its consumers
+    /// read committed records only, so a job on it alone can run
+    /// exactly-once (`task.processing-guarantee`).
+    fn transactional(&self) -> bool {
+        false
+    }
 }

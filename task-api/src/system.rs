@@ -353,6 +353,30 @@ pub trait SystemProducer: Send {
         let _ = (owner, partitions);
         Ok(())
     }
+
+    /// Whether this producer writes transactions (exactly-once): see
+    /// [`SystemProducer::init_transactions`].
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// Makes every later send part of a transaction of `owner` (fenced with
+    /// [`SystemProducer::fence`] before), visible to read-committed readers
+    /// only once [`SystemProducer::commit_transaction`] returns, all at
+    /// once. First finishes what older generations of `owner` left: their
+    /// last committed transaction becomes visible everywhere, the one they
+    /// had open is aborted.
+    fn init_transactions(&mut self, owner: &ProducerOwner) -> Result<(), SystemError> {
+        let _ = owner;
+        Err(SystemError::new(SystemErrorKind::InvalidInput, "this system cannot write transactions"))
+    }
+
+    /// Flushes, commits the open transaction (every record sent since the
+    /// last commit) and starts the next. Returns the partitions written
+    /// with their next offsets after the commit.
+    fn commit_transaction(&mut self) -> Result<Vec<(SystemStreamPartition, u64)>, SystemError> {
+        Err(SystemError::new(SystemErrorKind::InvalidInput, "this system cannot write transactions"))
+    }
 }
 
 #[cfg(test)]

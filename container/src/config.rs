@@ -146,6 +146,8 @@ struct TaskSection {
     poll_batch: usize,
     #[serde(default)]
     checkpoint_read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    processing_guarantee: Option<Guarantee>,
 }
 
 /// The keys of `[systems.<name>]` the runtime owns (`COMMON_SYSTEM_KEYS`);
@@ -254,6 +256,28 @@ pub enum Grouper {
     Ssp,
 }
 
+/// What a job promises about each input message's effect on its state and
+/// outputs (`task.processing-guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Each input is reflected exactly once, through any crash: a commit
+    /// makes outputs, changelog writes and input offsets visible at once
+    /// (the default where the job's system writes transactions).
+    ExactlyOnce,
+    /// No input is skipped; after a crash some are processed again.
+    AtLeastOnce,
+}
+
+impl std::fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Guarantee::ExactlyOnce => "exactly-once",
+            Guarantee::AtLeastOnce => "at-least-once",
+        })
+    }
+}
+
 /// Where a partition without a checkpoint starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,6 +342,9 @@ pub struct JobConfig {
     /// How long reading the checkpoints at start waits for a slow checkpoint
     /// system before the container fails (default 5 min).
     pub checkpoint_read_timeout_ms: u64,
+    /// `task.processing-guarantee` as written; the one a run keeps is
+    /// decided with the systems' types (`Systems::guarantee`).
+    pub processing_guarantee: Option<Guarantee>,
     pub systems: BTreeMap<String, SystemConfig>,
     /// Per-stream settings of every stream named under `[systems.*.streams]` and every input.
     pub streams: BTreeMap<SystemStream, StreamConfig>,
@@ -448,6 +475,7 @@ fn resolve(
             .task
             .checkpoint_read_timeout_ms
             .unwrap_or(crate::checkpoint::READ_TIMEOUT.as_millis() as u64),
+        processing_guarantee: f.task.processing_guarantee,
         systems,
         streams,
         stores,

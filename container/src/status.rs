@@ -19,6 +19,31 @@ pub struct ContainerStatus {
     pub finished: bool,
     pub partitions: Vec<PartitionStatus>,
     pub stores: Vec<StoreStatus>,
+    /// How long its commits took (the last 4096).
+    #[serde(default)]
+    pub commits: CommitStats,
+}
+
+/// Commit latency: how long the run loop stood still to commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitStats {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl CommitStats {
+    /// Figures of `recent` (microseconds), `count` commits in all.
+    pub fn of(count: u64, recent: &[u32]) -> CommitStats {
+        if recent.is_empty() {
+            return CommitStats { count, ..Default::default() };
+        }
+        let mut v = recent.to_vec();
+        v.sort_unstable();
+        let at = |q: f64| u64::from(v[((v.len() - 1) as f64 * q).round() as usize]);
+        CommitStats { count, p50_us: at(0.5), p99_us: at(0.99), max_us: at(1.0) }
+    }
 }
 
 /// An input partition's progress.

@@ -22,7 +22,7 @@ use samza_task_api::{
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::{keyed, ConfigError, JobConfig, SystemConfig};
+use crate::config::{keyed, ConfigError, Guarantee, JobConfig, SystemConfig};
 
 /// A factory with its config type erased, so factories of different types
 /// share one map.
@@ -35,6 +35,7 @@ trait ErasedFactory: Send + Sync {
     fn admin(&self, system: &str, config: &dyn Any) -> Result<Arc<dyn SystemAdmin>, SystemError>;
     fn consumer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemConsumer>, SystemError>;
     fn producer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemProducer>, SystemError>;
+    fn transactional(&self) -> bool;
 }
 
 struct Typed<F>(F);
@@ -98,6 +99,10 @@ impl<F: SystemFactory> ErasedFactory for Typed<F> {
 
     fn producer(&self, system: &str, config: &dyn Any) -> Result<Box<dyn SystemProducer>, SystemError> {
         self.0.producer(system, Self::config(config))
+    }
+
+    fn transactional(&self) -> bool {
+        self.0.transactional()
     }
 }
 
@@ -275,7 +280,9 @@ impl SystemRegistry {
             let config = factory.parse(job, system)?;
             bound.insert(system.name.clone(), Bound { factory: factory.clone(), config });
         }
-        Ok(Systems { bound })
+        let mut systems = Systems { bound, ..Systems::default() };
+        (systems.guarantee, systems.why_at_least_once) = guarantee(job, &systems)?;
+        Ok(systems)
     }
 
     /// As [`resolve`](Self::resolve), for the systems whose type is
@@ -294,9 +301,51 @@ struct Bound {
 }
 
 /// A job's systems, by name, bound to their checked configs.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Systems {
     bound: BTreeMap<String, Bound>,
+    guarantee: Guarantee,
+    why_at_least_once: Option<String>,
+}
+
+impl Default for Systems {
+    fn default() -> Self {
+        Systems { bound: BTreeMap::new(), guarantee: Guarantee::AtLeastOnce, why_at_least_once: None }
+    }
+}
+
+/// The processing guarantee a job runs with: exactly-once unless it says
+/// otherwise or cannot have it (then at-least-once, and why). Exactly-once
+/// needs one system that writes transactions for every input, output,
+/// changelog and checkpoint, and a changelog behind every store (a store
+/// without one could not be rolled back to a commit).
+fn guarantee(job: &JobConfig, systems: &Systems) -> Result<(Guarantee, Option<String>), ConfigError> {
+    let blocker = if job.systems.len() != 1 {
+        Some(format!(
+            "the job has {} systems ({}) and a transaction spans one",
+            job.systems.len(),
+            job.systems.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    } else if let Some(s) =
+        job.systems.values().find(|s| !systems.bound.get(&s.name).is_some_and(|b| b.factory.transactional()))
+    {
+        Some(format!("system {:?} (type {:?}) cannot write transactions", s.name, s.kind))
+    } else {
+        job.stores
+            .values()
+            .find(|s| s.changelog.is_none())
+            .map(|s| format!("store {:?} has no changelog to roll it back to a commit", s.name))
+    };
+    match (job.processing_guarantee, blocker) {
+        (Some(Guarantee::AtLeastOnce), _) => Ok((Guarantee::AtLeastOnce, None)),
+        (Some(Guarantee::ExactlyOnce), Some(why)) => Err(ConfigError::Invalid {
+            path: job.path.clone(),
+            key: "task.processing-guarantee".into(),
+            message: format!("exactly-once is not possible for this job: {why} (set \"at-least-once\")"),
+        }),
+        (_, None) => Ok((Guarantee::ExactlyOnce, None)),
+        (None, Some(why)) => Ok((Guarantee::AtLeastOnce, Some(why))),
+    }
 }
 
 impl fmt::Debug for Systems {
@@ -313,6 +362,17 @@ impl Systems {
                 format!("system {system:?} is not defined under [systems] (or its type is unknown here)"),
             )
         })
+    }
+
+    /// The processing guarantee the job runs with.
+    pub fn guarantee(&self) -> Guarantee {
+        self.guarantee
+    }
+
+    /// Why a job that did not choose runs at-least-once (its systems or
+    /// stores cannot do exactly-once).
+    pub fn why_at_least_once(&self) -> Option<&str> {
+        self.why_at_least_once.as_deref()
     }
 
     /// Whether `system` is one of the job's systems of a type known here.

@@ -17,7 +17,11 @@ fn restore_modes(dir: &Path) -> Vec<(String, String, u64)> {
     (0..2)
         .flat_map(|c| {
             let s = status(dir, c).unwrap();
-            s.stores.into_iter().map(|st| (st.task, st.restore.mode, st.restore.records)).collect::<Vec<_>>()
+            s.stores
+                .into_iter()
+                .filter(|st| st.store == "counts")
+                .map(|st| (st.task, st.restore.mode, st.restore.records))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -43,7 +47,8 @@ fn counts_survive_kill_9_and_lost_state_and_reopen_replays_only_the_tail() {
     let (pid, tasks_of_0) = loop {
         assert!(start.elapsed() < Duration::from_secs(60), "container 0 never made progress");
         if let Some(s) = status(dir, 0).filter(|s| s.processed > 5_000) {
-            let tasks: Vec<String> = s.stores.iter().map(|t| t.task.clone()).collect();
+            let tasks: Vec<String> =
+                s.stores.iter().filter(|t| t.store == "counts").map(|t| t.task.clone()).collect();
             break (s.pid as i32, tasks);
         }
         std::thread::sleep(Duration::from_millis(20));

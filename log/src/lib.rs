@@ -33,10 +33,10 @@ pub mod format;
 mod log;
 pub mod producer;
 pub mod reader;
-pub mod txn;
 mod retention;
 mod segment;
 pub mod system;
+pub mod txn;
 pub mod watch;
 pub mod writer;
 

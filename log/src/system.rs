@@ -281,7 +281,14 @@ pub struct LogSystemProducer {
 
 impl LogSystemProducer {
     pub fn new(log: Log) -> Self {
-        LogSystemProducer { log, producers: Vec::new(), last: 0, fence: None, txn: None, system: Arc::from("log") }
+        LogSystemProducer {
+            log,
+            producers: Vec::new(),
+            last: 0,
+            fence: None,
+            txn: None,
+            system: Arc::from("log"),
+        }
     }
 
     /// Names the system it is in the job (default `log`).
@@ -441,7 +448,8 @@ impl SystemProducer for LogSystemProducer {
             let (stream, p) = &mut self.producers[i];
             for partition in partitions {
                 let next = p.write_marker(partition, ControlType::Commit, info)?;
-                written.push((SystemStreamPartition::new(self.system.clone(), stream.clone(), partition), next));
+                written
+                    .push((SystemStreamPartition::new(self.system.clone(), stream.clone(), partition), next));
             }
         }
         self.flush()?;

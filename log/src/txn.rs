@@ -100,7 +100,11 @@ impl Transactor {
     /// when a newer one holds it) and returns what older generations left to
     /// finish: write their markers (see the module docs), then call
     /// [`Transactor::finished`].
-    pub fn take_over(log_root: &Path, identity: &str, generation: u64) -> Result<(Transactor, Vec<Generation>)> {
+    pub fn take_over(
+        log_root: &Path,
+        identity: &str,
+        generation: u64,
+    ) -> Result<(Transactor, Vec<Generation>)> {
         let dir = log_root.join(TRANSACTIONS_DIR);
         fs::create_dir_all(&dir).ctx("cannot create transaction directory", &dir)?;
         let name = file_name(identity);
@@ -126,7 +130,11 @@ impl Transactor {
         if file.current.producer_id != 0 {
             unfinished.push(file.current);
         }
-        t.write(&TxnFile { identity: identity.to_string(), current: t.me.clone(), unfinished: unfinished.clone() })?;
+        t.write(&TxnFile {
+            identity: identity.to_string(),
+            current: t.me.clone(),
+            unfinished: unfinished.clone(),
+        })?;
         drop(guard);
         Ok((t, unfinished))
     }
@@ -166,7 +174,11 @@ impl Transactor {
         }
         let mut me = self.me.clone();
         f(&mut me);
-        self.write(&TxnFile { identity: self.identity.clone(), current: me.clone(), unfinished: Vec::new() })?;
+        self.write(&TxnFile {
+            identity: self.identity.clone(),
+            current: me.clone(),
+            unfinished: Vec::new(),
+        })?;
         self.me = me;
         Ok(())
     }
@@ -220,7 +232,10 @@ mod tests {
         assert_eq!(left[0].partitions.iter().cloned().collect::<Vec<_>>(), vec![("out".to_string(), 3)]);
         let e = g1.commit(2).unwrap_err();
         assert!(matches!(e, LogError::Fenced { epoch: 10, current: 11, .. }), "{e}");
-        assert!(matches!(Transactor::take_over(dir.path(), "job/container-0", 9), Err(LogError::Fenced { .. })));
+        assert!(matches!(
+            Transactor::take_over(dir.path(), "job/container-0", 9),
+            Err(LogError::Fenced { .. })
+        ));
         // Not finished: a generation after 11 finishes 10 as well as 11.
         let (_, left) = Transactor::take_over(dir.path(), "job/container-0", 12).unwrap();
         assert_eq!(left.iter().map(|g| g.generation).collect::<Vec<_>>(), vec![10, 11]);

@@ -197,6 +197,9 @@ fn with_store<T>(shared: &SharedStore, f: impl FnOnce(&mut TaskStore) -> T) -> T
     f(guard.as_any_mut().downcast_mut::<TaskStore>().expect("stores are created by the runtime"))
 }
 
+/// Commit durations kept for the status's latency figures.
+const COMMIT_TIMES: usize = 4096;
+
 /// Messages processed per choice of partition before choosing again.
 const RUN: usize = 256;
 
@@ -254,8 +257,12 @@ struct Loop {
     consumers: BTreeMap<String, Box<dyn SystemConsumer>>,
     producers: Producers,
     lease: Option<Arc<crate::lease::Lease>>,
-    cp_producer: Box<dyn SystemProducer>,
+    /// At-least-once: the checkpoints' own producer. Under exactly-once
+    /// they are written in the container's transaction instead.
+    cp_producer: Option<Box<dyn SystemProducer>>,
     cp_stream: samza_task_api::SystemStream,
+    /// Commits are transactions (`task.processing-guarantee`).
+    exactly_once: bool,
     /// Consumer's `Arc<SystemStreamPartition>` address -> index in `ssps`.
     index: HashMap<usize, usize>,
     poll_buf: Vec<IncomingMessageEnvelope>,
@@ -263,6 +270,8 @@ struct Loop {
     /// Per message, the mean of each run of messages from one partition.
     m_process: samza_task_api::Timer,
     m_commit: samza_task_api::Timer,
+    /// The last [`COMMIT_TIMES`] commits' durations (µs), for the status.
+    commit_times: Vec<u32>,
     m_window: samza_task_api::Timer,
     status_path: Option<PathBuf>,
     queries: Option<std::sync::mpsc::Receiver<StoreQuery>>,
@@ -346,6 +355,20 @@ impl Producers {
         }
         Ok(())
     }
+
+    /// Commits the open transaction of `system`'s producer (exactly-once):
+    /// the partitions written, with their next offsets.
+    fn commit(
+        &mut self,
+        cfg: &JobConfig,
+        systems: &Systems,
+        system: &str,
+    ) -> Result<Vec<(SystemStreamPartition, u64)>, ContainerError> {
+        let i = self.open(cfg, systems, system)?;
+        sys(self.open[i].1.commit_transaction(), || {
+            format!("cannot commit the transaction in system {system}")
+        })
+    }
 }
 
 impl Loop {
@@ -407,6 +430,19 @@ impl Loop {
                     Duration::ZERO
                 };
                 self.poll(wait)?;
+                // A bootstrap partition may have ended on a marker.
+                if self.tasks.iter().any(|t| !t.caught_up) {
+                    for t in 0..self.tasks.len() {
+                        match self.catch_up(t)? {
+                            Some(Stop::Shutdown) => return Ok(Outcome::Shutdown),
+                            Some(Stop::Commit) => {
+                                self.commit(WriteBack::WhenDue)?;
+                                next_commit = Instant::now() + commit_every;
+                            }
+                            None => {}
+                        }
+                    }
+                }
             }
 
             let Some(g) = self.choose(&mut rr) else {
@@ -527,6 +563,19 @@ impl Loop {
                     continue;
                 }
                 s.queue.push_back(env);
+            }
+        }
+        // Transaction markers (and compaction's gaps) take offsets no
+        // message carries: a bounded or bootstrap partition whose messages
+        // are all processed is as far as its consumer has read, so it ends.
+        for s in self.ssps.iter_mut() {
+            let short = s.end.is_some_and(|e| s.next_offset < e) || s.bootstrapping();
+            if !short || !s.queue.is_empty() {
+                continue;
+            }
+            let system = &*s.ssp.system_stream.system;
+            if let Some(p) = self.consumers.get(system).and_then(|c| c.position(&s.ssp)) {
+                s.next_offset = s.next_offset.max(p.min(s.end.unwrap_or(u64::MAX)));
             }
         }
         Ok(())
@@ -653,7 +702,15 @@ impl Loop {
 
     /// Flushes every producer, then checkpoints every task that moved.
     fn commit(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
-        self.m_commit.clone().time(|| self.commit_now(write_back))
+        let started = Instant::now();
+        let r = self.commit_now(write_back);
+        let took = started.elapsed();
+        self.m_commit.record(took);
+        if self.commit_times.len() == COMMIT_TIMES {
+            self.commit_times.remove(0);
+        }
+        self.commit_times.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
+        r
     }
 
     fn commit_now(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
@@ -676,15 +733,48 @@ impl Loop {
                 task.dirty = true;
             }
         }
+        if self.exactly_once {
+            // 2. The checkpoints join the outputs and changelog writes in the
+            //    transaction, which commits them all at once, while the
+            //    tasks are still ours.
+            self.send_checkpoints(None)?;
+            self.check_lease()?;
+            let written =
+                self.producers.commit(&self.cfg, &self.systems, &self.cfg.checkpoint_system.clone())?;
+            for slot in self.tasks.iter_mut().flat_map(|t| t.stores.iter_mut()) {
+                if let Some((_, next)) = written.iter().find(|(ssp, _)| Some(ssp) == slot.changelog.as_ref())
+                {
+                    slot.changelog_next = *next;
+                }
+            }
+            // 3. Only committed writes reach the engines, so a crash never
+            //    leaves an engine ahead of its committed changelog.
+            return self.write_back(write_back);
+        }
         // 2. Outputs and changelogs become durable.
         self.producers.flush()?;
         // 3. Only then may the stores write back to their engines, and their
         //    markers move to the changelogs' ends.
+        self.write_back(write_back)?;
+        // 4. Checkpoints, only while the tasks are still ours.
+        self.check_lease()?;
+        let mut producer = self.cp_producer.take().expect("at-least-once has a checkpoint producer");
+        let sent = self.send_checkpoints(Some(producer.as_mut()));
+        let flushed = match sent {
+            Ok(true) => sys(producer.flush(), || format!("cannot flush checkpoints to {}", self.cp_stream)),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.cp_producer = Some(producer);
+        flushed
+    }
+
+    /// Writes back the stores whose time has come (all with `WriteBack::All`;
+    /// a store without a changelog at every commit: its engine is the only
+    /// copy of its writes) and moves their markers to the changelogs' ends.
+    fn write_back(&mut self, write_back: WriteBack) -> Result<(), ContainerError> {
         for task in self.tasks.iter_mut() {
             for slot in task.stores.iter_mut() {
-                // A store without a changelog is the only copy of its writes:
-                // they reach its engine (WAL synced) before the checkpoint
-                // that covers them, at every commit.
                 let due = write_back == WriteBack::All
                     || slot.changelog.is_none()
                     || with_store(&slot.shared, |st| st.write_back_due());
@@ -705,10 +795,22 @@ impl Loop {
                 }
             }
         }
-        // 4. Checkpoints, only while the tasks are still ours.
-        self.check_lease()?;
+        Ok(())
+    }
+
+    /// Sends the checkpoint of every task that moved, through `producer`
+    /// (or, under exactly-once, the transaction's); whether any was sent.
+    fn send_checkpoints(
+        &mut self,
+        mut producer: Option<&mut dyn SystemProducer>,
+    ) -> Result<bool, ContainerError> {
         let mut wrote = false;
-        for task in self.tasks.iter_mut().filter(|t| t.dirty) {
+        let generation = self.producers.owner.as_ref().map(|o| o.epoch);
+        for t in 0..self.tasks.len() {
+            if !self.tasks[t].dirty {
+                continue;
+            }
+            let task = &self.tasks[t];
             let cp = Checkpoint {
                 offsets: task
                     .ssps
@@ -718,18 +820,23 @@ impl Loop {
                         offset: self.ssps[*g].next_offset,
                     })
                     .collect(),
-                generation: self.producers.owner.as_ref().map(|o| o.epoch),
+                generation,
             };
-            sys(checkpoint::write(self.cp_producer.as_mut(), &self.cp_stream, &task.name, &cp), || {
-                format!("cannot write checkpoint of task {}", task.name)
+            let name = task.name.clone();
+            let p: &mut dyn SystemProducer = match producer.as_deref_mut() {
+                Some(p) => p,
+                None => {
+                    let i = self.producers.open(&self.cfg, &self.systems, &self.cfg.checkpoint_system)?;
+                    self.producers.open[i].1.as_mut()
+                }
+            };
+            sys(checkpoint::write(p, &self.cp_stream, &name, &cp), || {
+                format!("cannot write checkpoint of task {name}")
             })?;
-            task.dirty = false;
+            self.tasks[t].dirty = false;
             wrote = true;
         }
-        if wrote {
-            sys(self.cp_producer.flush(), || format!("cannot flush checkpoints to {}", self.cp_stream))?;
-        }
-        Ok(())
+        Ok(wrote)
     }
 
     /// Fails once the container's lease has run out or was revoked.

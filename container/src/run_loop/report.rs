@@ -92,6 +92,7 @@ impl Loop {
             finished,
             partitions,
             stores,
+            commits: crate::status::CommitStats::of(self.m_commit.count(), &self.commit_times),
         };
         if let Err(e) = status.write(path) {
             tracing::debug!(path = %path.display(), "cannot write status: {e}");

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use samza_task_api::{
-    MessageCollector, PartitionMetadata, StreamSpec, SystemAdmin, SystemConsumer, SystemProducer,
-    SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName,
+    MessageCollector, PartitionMetadata, ProducerOwner, StreamSpec, SystemAdmin, SystemConsumer,
+    SystemProducer, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator, TaskName,
 };
 
 use super::*;
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::DefaultOffset;
+use crate::config::{DefaultOffset, Guarantee};
 use crate::job_model::{self, TaskModel};
 
 /// The container's spec and its systems' admins, opened.
@@ -29,7 +29,8 @@ pub(super) struct Setup {
 
 /// The checkpoint stream and what was read from it after the takeover.
 struct TakenOver {
-    cp_producer: Box<dyn SystemProducer>,
+    /// `None` under exactly-once: checkpoints go in the transaction.
+    cp_producer: Option<Box<dyn SystemProducer>>,
     cp_stream: SystemStream,
     producers: Producers,
     checkpoints: BTreeMap<TaskName, Checkpoint>,
@@ -73,6 +74,8 @@ impl Setup {
             container = self.spec.container_id,
             tasks = instances.tasks.len(),
             partitions = instances.ssps.len(),
+            guarantee = %self.spec.systems.guarantee(),
+            why = self.spec.systems.why_at_least_once().unwrap_or(""),
             "container started"
         );
         Ok(Some(self.into_loop(taken, instances, commit_requested)))
@@ -150,19 +153,38 @@ impl Setup {
     /// then the checkpoints are read.
     fn take_over(&self, my_tasks: &BTreeMap<TaskName, TaskModel>) -> Result<TakenOver, ContainerError> {
         let (cfg, spec) = (&self.cfg, &self.spec);
+        let exactly_once = spec.systems.guarantee() == Guarantee::ExactlyOnce;
         let cp_stream = cfg.checkpoint_stream();
         let cp_sys = &cfg.checkpoint_system;
         let cp_admin = &self.admins[cp_sys];
         sys(checkpoint::ensure_stream(cp_admin.as_ref(), &cp_stream), || {
             format!("cannot create checkpoint stream {cp_stream}")
         })?;
-        let mut cp_producer =
-            sys(spec.systems.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?;
-        let mut producers = Producers { owner: spec.owner.clone(), ..Producers::default() };
-        if let Some(owner) = &spec.owner {
-            sys(cp_producer.fence(owner, &[cp_stream.partition(0)]), || {
-                format!("cannot take over the checkpoints of {} in {cp_stream}", owner.id)
-            })?;
+        // Transactions need an owner: a container started by hand is given
+        // one whose generation is the clock's.
+        let owner = spec.owner.clone().or_else(|| {
+            exactly_once.then(|| ProducerOwner {
+                id: format!("{}/container-{}", cfg.name, spec.container_id),
+                epoch: crate::lease::next_generation(0),
+            })
+        });
+        // Under exactly-once the checkpoints are written in the container's
+        // transaction, by its producer of the (one) system.
+        let mut cp_producer = match exactly_once {
+            true => None,
+            false => {
+                Some(sys(spec.systems.producer(cp_sys), || format!("cannot open producer for {cp_stream}"))?)
+            }
+        };
+        let mut producers = Producers { owner: owner.clone(), ..Producers::default() };
+        if let Some(owner) = &owner {
+            let cp = [cp_stream.partition(0)];
+            match &mut cp_producer {
+                Some(p) => sys(p.fence(owner, &cp), || {
+                    format!("cannot take over the checkpoints of {} in {cp_stream}", owner.id)
+                })?,
+                None => producers.fence(cfg, &spec.systems, cp_sys, &cp)?,
+            }
             let mut changelogs: BTreeMap<String, Vec<SystemStreamPartition>> = BTreeMap::new();
             for tm in my_tasks.values() {
                 for cl in cfg.stores.values().filter_map(|sc| sc.changelog.as_ref()) {
@@ -172,7 +194,15 @@ impl Setup {
             for (system, ssps) in changelogs {
                 producers.fence(cfg, &spec.systems, &system, &ssps)?;
             }
-            tracing::info!(owner = %owner.id, generation = owner.epoch, "took over the container's tasks");
+            if exactly_once {
+                // What an older generation left open is aborted, what it
+                // committed made visible, before anything is read.
+                let i = producers.open(cfg, &spec.systems, cp_sys)?;
+                sys(producers.open[i].1.init_transactions(owner), || {
+                    format!("cannot start the transactions of {} in system {cp_sys}", owner.id)
+                })?;
+            }
+            tracing::info!(owner = %owner.id, generation = owner.epoch, guarantee = %spec.systems.guarantee(), "took over the container's tasks");
         }
         let timeout = std::time::Duration::from_millis(cfg.checkpoint_read_timeout_ms);
         let checkpoints = sys(
@@ -309,6 +339,7 @@ impl Setup {
             UpcomingOffsets::start(self.admins.clone(), inputs.into_iter().collect())
         };
         let spec = self.spec;
+        let exactly_once = spec.systems.guarantee() == Guarantee::ExactlyOnce;
         let metrics = spec.metrics;
         Loop {
             cfg: self.cfg,
@@ -322,11 +353,13 @@ impl Setup {
             lease: spec.lease,
             cp_producer: taken.cp_producer,
             cp_stream: taken.cp_stream,
+            exactly_once,
             index: HashMap::new(),
             poll_buf: Vec::new(),
             m_processed: metrics.counter("container.processed"),
             m_process: metrics.timer("container.process"),
             m_commit: metrics.timer("container.commit"),
+            commit_times: Vec::new(),
             m_window: metrics.timer("container.window"),
             status_path: spec.status_path,
             queries: spec.queries,

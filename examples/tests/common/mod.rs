@@ -21,7 +21,8 @@ pub fn bin_dir() -> PathBuf {
 
 /// The page-view counter's job file as the tests run it: 2 containers over
 /// the bounded `page-views-by-user`, counts in RocksDB with a changelog,
-/// outputs to the compacted `user-counts`.
+/// outputs to the compacted `user-counts` (what each window emits kept in
+/// the store `emits`).
 pub fn counter_job() -> JobToml {
     JobToml::new("page-view-counter", Path::new(COUNTER), "count", &["log.page-views-by-user"])
         .set("job.container-count", 2)
@@ -32,6 +33,8 @@ pub fn counter_job() -> JobToml {
         .set("systems.log.streams.user-counts.compacted", true)
         .set("stores.counts.engine", "rocksdb")
         .set("stores.counts.changelog", "log.counts-changelog")
+        .set("stores.emits.engine", "rocksdb")
+        .set("stores.emits.changelog", "log.emits-changelog")
         .set("params.output", "log.user-counts")
 }
 

@@ -108,6 +108,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also print records of transactions not committed yet, and of
+        /// aborted ones (by default only committed records are shown).
+        #[arg(long)]
+        read_uncommitted: bool,
     },
     /// Print the latest value of KEY (read from the partition the key hashes to).
     ///
@@ -180,8 +184,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Produce { stream, file, key_separator, key_field, partition, fsync } => {
             produce(&log, &stream, file, key_separator, key_field, partition, fsync)?
         }
-        Command::Consume { stream, partition, from, follow, max, timestamps, format } => {
-            consume(&log, &stream, partition, &from, follow, max, timestamps, format)?
+        Command::Consume { stream, partition, from, follow, max, timestamps, format, read_uncommitted } => {
+            let opts = ConsumeOptions { follow, max, timestamps, format, read_uncommitted };
+            consume(&log, &stream, partition, &from, opts)?
         }
         Command::Get { stream, key } => {
             let s = log.stream(&stream)?;
@@ -307,16 +312,17 @@ fn produce(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn consume(
-    log: &Log,
-    name: &str,
-    partition: Option<u32>,
-    from: &str,
+/// How `consume` prints and when it stops.
+struct ConsumeOptions {
     follow: bool,
     max: Option<u64>,
     timestamps: bool,
     format: Format,
-) -> Result<()> {
+    read_uncommitted: bool,
+}
+
+fn consume(log: &Log, name: &str, partition: Option<u32>, from: &str, opts: ConsumeOptions) -> Result<()> {
+    let ConsumeOptions { follow, max, timestamps, format, .. } = opts;
     let stream = log.stream(name)?;
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
@@ -337,7 +343,8 @@ fn consume(
                 format!("--from must be oldest, newest, upcoming or an offset, not {other:?}")
             })?),
         };
-        readers.push((p, stream.reader(p, start)?));
+        let reader = stream.reader(p, start)?;
+        readers.push((p, if opts.read_uncommitted { reader.read_uncommitted() } else { reader }));
     }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());

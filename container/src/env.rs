@@ -43,3 +43,7 @@ pub const LOG_FORMAT: &str = "SAMZA_LOG_FORMAT";
 pub fn on_cluster() -> bool {
     std::env::var_os(CONTAINER_ID).is_some()
 }
+
+/// Makes a container die at a named step of its commit (tests; see
+/// `samza_task_api::crash`).
+pub const CRASH_AT: &str = samza_task_api::crash::ENV;

@@ -426,6 +426,7 @@ impl SystemProducer for LogSystemProducer {
             return Err(SystemError::new(SystemErrorKind::InvalidInput, "transactions were not initialised"));
         };
         self.flush()?;
+        samza_task_api::crash::crash_point("commit-flushed");
         let touched: Vec<(usize, Vec<u32>)> = self
             .producers
             .iter()
@@ -448,6 +449,9 @@ impl SystemProducer for LogSystemProducer {
             let (stream, p) = &mut self.producers[i];
             for partition in partitions {
                 let next = p.write_marker(partition, ControlType::Commit, info)?;
+                if written.is_empty() {
+                    samza_task_api::crash::crash_point("commit-partly-marked");
+                }
                 written
                     .push((SystemStreamPartition::new(self.system.clone(), stream.clone(), partition), next));
             }

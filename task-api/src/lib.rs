@@ -4,6 +4,7 @@
 //! major version. Runtimes (the container, the scheduler) and systems (the
 //! embedded log, Kafka) depend on this crate; it depends on none of them.
 
+pub mod crash;
 mod error;
 pub mod factory;
 pub mod metrics;

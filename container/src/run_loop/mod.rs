@@ -749,13 +749,17 @@ impl Loop {
             }
             // 3. Only committed writes reach the engines, so a crash never
             //    leaves an engine ahead of its committed changelog.
-            return self.write_back(write_back);
+            self.write_back(write_back)?;
+            samza_task_api::crash::crash_point("commit-written-back");
+            return Ok(());
         }
         // 2. Outputs and changelogs become durable.
         self.producers.flush()?;
+        samza_task_api::crash::crash_point("commit-flushed");
         // 3. Only then may the stores write back to their engines, and their
         //    markers move to the changelogs' ends.
         self.write_back(write_back)?;
+        samza_task_api::crash::crash_point("commit-written-back");
         // 4. Checkpoints, only while the tasks are still ours.
         self.check_lease()?;
         let mut producer = self.cp_producer.take().expect("at-least-once has a checkpoint producer");

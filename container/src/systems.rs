@@ -497,4 +497,68 @@ partitions = 2
         let e = resolve(&JOB.replace("type = \"gen\"", "type = \"nope\""), &[]).unwrap_err();
         assert!(e.ends_with("systems.gen.type: unknown system type \"nope\" (known: gen)"), "{e}");
     }
+
+    /// `Gen` whose producers write transactions.
+    struct TxnGen;
+
+    impl SystemFactory for TxnGen {
+        type Config = GenConfig;
+
+        fn admin(&self, system: &str, c: &GenConfig) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+            Gen.admin(system, c)
+        }
+
+        fn consumer(&self, system: &str, c: &GenConfig) -> Result<Box<dyn SystemConsumer>, SystemError> {
+            Gen.consumer(system, c)
+        }
+
+        fn producer(&self, system: &str, c: &GenConfig) -> Result<Box<dyn SystemProducer>, SystemError> {
+            Gen.producer(system, c)
+        }
+
+        fn transactional(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn exactly_once_is_the_default_where_one_transactional_system_and_changelogs_make_it_possible() {
+        let guarantee = |text: &str| -> Result<(Guarantee, Option<String>), String> {
+            let job = JobConfig::parse(text, Path::new("/jobs/job.toml"), &[]).map_err(|e| e.to_string())?;
+            let mut registry = SystemRegistry::new();
+            registry.register("gen", Gen).register("txn", TxnGen);
+            let s = registry.resolve(&job).map_err(|e| e.to_string())?;
+            Ok((s.guarantee(), s.why_at_least_once().map(str::to_string)))
+        };
+        let txn = JOB.replace("type = \"gen\"", "type = \"txn\"");
+        assert_eq!(guarantee(&txn).unwrap(), (Guarantee::ExactlyOnce, None));
+        let chosen = txn.replace("[systems.gen]", "processing-guarantee = \"at-least-once\"\n[systems.gen]");
+        assert_eq!(guarantee(&chosen).unwrap(), (Guarantee::AtLeastOnce, None));
+
+        // A system that cannot write transactions.
+        let (g, why) = guarantee(JOB).unwrap();
+        assert_eq!(g, Guarantee::AtLeastOnce);
+        assert_eq!(why.unwrap(), "system \"gen\" (type \"gen\") cannot write transactions");
+        let asked = JOB.replace("[systems.gen]", "processing-guarantee = \"exactly-once\"\n[systems.gen]");
+        let e = guarantee(&asked).unwrap_err();
+        assert!(
+            e.ends_with("task.processing-guarantee: exactly-once is not possible for this job: system \"gen\" (type \"gen\") cannot write transactions (set \"at-least-once\")"),
+            "{e}"
+        );
+
+        // A store without a changelog; then with one.
+        let store = format!("{txn}[stores.s]\nengine = \"in-memory\"\n");
+        let (g, why) = guarantee(&store).unwrap();
+        assert_eq!(g, Guarantee::AtLeastOnce);
+        assert_eq!(why.unwrap(), "store \"s\" has no changelog to roll it back to a commit");
+        let logged = format!("{store}changelog = \"gen.s-changelog\"\n");
+        assert_eq!(guarantee(&logged).unwrap(), (Guarantee::ExactlyOnce, None));
+
+        // Two systems: a transaction spans one.
+        let two = format!("{txn}[systems.other]\ntype = \"txn\"\ncount = 1\n")
+            .replace("[systems.gen]", "checkpoint-system = \"gen\"\n[systems.gen]");
+        let (g, why) = guarantee(&two).unwrap();
+        assert_eq!(g, Guarantee::AtLeastOnce);
+        assert_eq!(why.unwrap(), "the job has 2 systems (gen, other) and a transaction spans one");
+    }
 }

@@ -225,6 +225,49 @@ fn the_same_crashes_under_at_least_once_repeat_updates_and_never_lose_one() {
     }
 }
 
+/// A bounded bootstrap input written in transactions ends with a marker, an
+/// offset no message carries: the job still reaches its end (it waited
+/// forever before the consumer's position counted).
+#[test]
+fn a_bounded_bootstrap_input_written_in_transactions_ends_on_its_last_marker() {
+    use samza_task_api::{OutgoingMessageEnvelope, ProducerOwner, SystemProducer, SystemStream};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = Log::open(dir.join("log")).unwrap();
+    log.create_stream("page-views-by-user", &StreamConfig::with_partitions(4)).unwrap();
+    let mut upstream = samza_log::system::LogSystemProducer::new(log.clone());
+    upstream.init_transactions(&ProducerOwner { id: "page-views/container-0".into(), epoch: 1 }).unwrap();
+    let mut truth: HashMap<String, i64> = HashMap::new();
+    for i in 0..3_000u64 {
+        let user = format!("user-{}", i % 50);
+        *truth.entry(user.clone()).or_default() += 1;
+        let env = OutgoingMessageEnvelope::new(
+            SystemStream::new("log", "page-views-by-user"),
+            Some(user.clone().into_bytes().into()),
+            Some(format!(r#"{{"user":"{user}"}}"#).into_bytes().into()),
+        );
+        upstream.send(env).unwrap();
+        if i % 1000 == 999 {
+            upstream.commit_transaction().unwrap();
+        }
+    }
+    counter_job()
+        .set("job.state-dir", "state")
+        .set("systems.log.streams.page-views-by-user.bootstrap", true)
+        .write(dir);
+    let mut child = run_crashing(dir, None, &[]);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the job never reached the end of its input: {:?}", status(dir, 0));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.wait().unwrap().success());
+    check_exact(&log, &truth);
+}
+
 fn events() -> u64 {
     std::env::var("SAMZA_EOS_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000)
 }
@@ -288,8 +331,10 @@ fn kill_9_of_a_container_a_node_manager_and_the_coordinator_on_a_cluster_leaves_
         .write(dir);
     let total = events();
     let users = (total / 100).clamp(300, 1_000_000);
-    // Events flow at a steady rate for about 40 s (longer runs: 25 000/s).
-    let per_tick = (total / 400).max(25_000 / 100).min(total);
+    // Events flow at a steady rate through the faults: about 20 s per round
+    // of faults, 40 s at least.
+    let ticks = u64::from(rounds()).max(2) * 200;
+    let per_tick = (total / ticks).max(1);
     let feeder = {
         let log = log.clone();
         std::thread::spawn(move || {

@@ -45,6 +45,9 @@ pub struct PartitionReader {
     ahead: Option<Box<PartitionReader>>,
     /// Indices of the aborted batches in the last chunk.
     hidden: Vec<usize>,
+    /// The open transaction the reader stopped before: until its marker is
+    /// found, a read only looks ahead (reading it again would find nothing new).
+    blocked: Option<(i64, i32)>,
 }
 
 impl std::fmt::Debug for PartitionReader {
@@ -98,6 +101,7 @@ impl PartitionReader {
             markers: HashMap::new(),
             ahead: None,
             hidden: Vec::new(),
+            blocked: None,
         };
         r.seek(offset)?;
         Ok(r)
@@ -145,6 +149,7 @@ impl PartitionReader {
         self.last_end = None;
         self.markers.clear();
         self.ahead = None;
+        self.blocked = None;
         Ok(())
     }
 
@@ -180,6 +185,7 @@ impl PartitionReader {
                     None => {
                         // Not decided yet: stop before it.
                         self.last_end = end;
+                        self.blocked = Some(key);
                         return Ok(pos);
                     }
                 }
@@ -221,6 +227,15 @@ impl PartitionReader {
     }
 
     fn fill(&mut self, max_bytes: usize) -> Result<usize> {
+        if let Some(key) = self.blocked {
+            if !self.markers.contains_key(&key) {
+                self.look_ahead(self.next_offset, key)?;
+            }
+            if !self.markers.contains_key(&key) {
+                return Ok(0);
+            }
+            self.blocked = None;
+        }
         'segment: loop {
             let seg = self.seg.as_mut().expect("reader always has a segment after seek");
             let file_len = seg.file.metadata().ctx("cannot stat segment", &seg.path)?.len();

@@ -456,7 +456,8 @@ impl SystemProducer for LogSystemProducer {
                     .push((SystemStreamPartition::new(self.system.clone(), stream.clone(), partition), next));
             }
         }
-        self.flush()?;
+        // The markers are not synced: the decision is, and a successor
+        // writes them again from it when they were lost.
         let next = txn.checked_add(1).filter(|n| *n < i32::MAX as u32).ok_or_else(|| {
             SystemError::new(SystemErrorKind::Other, "this generation has used up its transaction numbers")
         })?;

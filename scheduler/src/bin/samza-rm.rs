@@ -24,9 +24,13 @@ struct Cli {
     /// A node without a heartbeat this long is lost.
     #[arg(long, default_value_t = 10_000)]
     node_timeout_ms: u64,
-    /// Coordinator attempts before an application fails.
+    /// Coordinator failures within --attempt-failures-window-ms that fail an
+    /// application (a lost node is not counted).
     #[arg(long, default_value_t = 4)]
     max_attempts: u32,
+    /// The window in which coordinator failures count (default 10 min).
+    #[arg(long, default_value_t = 600_000)]
+    attempt_failures_window_ms: u64,
     /// Ended applications kept in the state (the newest); older ones are forgotten.
     #[arg(long, default_value_t = 100)]
     keep_ended_apps: usize,
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         dir: cli.dir,
         node_timeout: Duration::from_millis(cli.node_timeout_ms),
         max_attempts: cli.max_attempts.max(1),
+        attempt_window: Duration::from_millis(cli.attempt_failures_window_ms),
         advertised_url: cli.advertise.unwrap_or_default(),
         keep_ended_apps: cli.keep_ended_apps,
         ended_app_retention: Duration::from_millis(cli.ended_app_retention_ms),

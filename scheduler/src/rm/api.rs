@@ -211,6 +211,7 @@ pub(super) async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response
             pending: vec![],
             undelivered: vec![],
             stopping: vec![],
+            coordinator_failures: vec![],
         };
         push_event(&mut app, format!("submitted job {}", s.name));
         inner.p.apps.insert(id.clone(), app);

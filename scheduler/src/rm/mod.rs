@@ -49,8 +49,10 @@ pub struct RmConfig {
     pub dir: PathBuf,
     /// A node without a heartbeat this long is lost.
     pub node_timeout: Duration,
-    /// Coordinator attempts before the application fails.
+    /// Coordinator failures (within `attempt_window`) that fail the application.
     pub max_attempts: u32,
+    /// The window in which coordinator failures count (default 10 min).
+    pub attempt_window: Duration,
     /// The URL containers use to reach this resource manager.
     pub advertised_url: String,
     /// Ended applications kept (the newest; older ones are forgotten) ...
@@ -117,12 +119,12 @@ impl Rm {
         if !p.apps.is_empty() {
             tracing::info!(apps = p.apps.len(), "recovered state");
         }
-        let max_attempts = cfg.max_attempts;
+        let (max_attempts, attempt_window_ms) = (cfg.max_attempts, cfg.attempt_window.as_millis() as u64);
         let persister = Persister::start(path)?;
         Ok(Arc::new(Rm {
             cfg,
             token: token.into(),
-            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts }),
+            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts, attempt_window_ms }),
             persister,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             metrics: {

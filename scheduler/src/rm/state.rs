@@ -29,6 +29,10 @@ pub(crate) struct App {
     pub(crate) undelivered: Vec<ContainerInfo>,
     /// Containers to stop (released, or their application ended).
     pub(crate) stopping: Vec<String>,
+    /// When its coordinator attempts failed (ms since the epoch), within
+    /// the attempt-failures window; losses of a node are not counted.
+    #[serde(default)]
+    pub(crate) coordinator_failures: Vec<i64>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -50,7 +54,9 @@ pub(crate) struct Inner {
     /// Container id -> application id.
     pub(crate) owner: BTreeMap<String, String>,
     pub(crate) dirty: bool,
+    /// Coordinator failures within `attempt_window_ms` that fail the application.
     pub(crate) max_attempts: u32,
+    pub(crate) attempt_window_ms: u64,
 }
 
 /// Ended containers an application keeps in its record (see `Inner::prune_ended`).
@@ -278,9 +284,23 @@ impl Inner {
             (_, None, Some(r)) => r.clone(),
             _ => "ended".to_string(),
         };
-        if app.info.attempt >= self.max_attempts {
+        // A budget within a window, as for job containers (YARN's attempt
+        // failures validity interval): a long-running job survives a
+        // coordinator failure a day, not a crash loop; a lost node is not a
+        // failure of the coordinator.
+        let now = now_ms();
+        let window = i64::try_from(self.attempt_window_ms).unwrap_or(i64::MAX);
+        app.coordinator_failures.retain(|t| now.saturating_sub(*t) < window);
+        if c.state != ContainerState::Lost {
+            app.coordinator_failures.push(now);
+        }
+        let failures = app.coordinator_failures.len() as u32;
+        if failures >= self.max_attempts {
             app.info.state = AppState::Failed;
-            app.info.reason = Some(format!("the coordinator failed {} times; last: {why}", app.info.attempt));
+            app.info.reason = Some(format!(
+                "the coordinator failed {failures} times within {}; last: {why}",
+                crate::cli::human_duration(window)
+            ));
             let msg = format!("application FAILED: {}", app.info.reason.clone().unwrap());
             push_event(app, msg);
             self.stop_all(app_id);
@@ -561,7 +581,13 @@ mod tests {
         }))
         .unwrap();
         let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
-        let app = App { info, pending: vec![], undelivered: vec![], stopping: vec!["app-0001-c2".into()] };
+        let app = App {
+            info,
+            pending: vec![],
+            undelivered: vec![],
+            stopping: vec!["app-0001-c2".into()],
+            coordinator_failures: vec![],
+        };
         let mut inner = Inner {
             p: Persisted {
                 next_app: 2,
@@ -572,6 +598,7 @@ mod tests {
             owner,
             dirty: false,
             max_attempts: 2,
+            attempt_window_ms: 600_000,
         };
         let report = |id: &str| NodeContainer {
             id: id.into(),
@@ -605,7 +632,7 @@ mod tests {
         }))
         .unwrap();
         let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
-        let app = App { info, pending: vec![], undelivered, stopping: vec![] };
+        let app = App { info, pending: vec![], undelivered, stopping: vec![], coordinator_failures: vec![] };
         let mut inner = Inner {
             p: Persisted {
                 next_app: 2,
@@ -616,6 +643,7 @@ mod tests {
             owner,
             dirty: false,
             max_attempts: 2,
+            attempt_window_ms: 600_000,
         };
         inner.prune_ended("app-0001");
         let ids: Vec<&str> = inner.p.apps["app-0001"].info.containers.iter().map(|c| c.id.as_str()).collect();
@@ -637,7 +665,16 @@ mod tests {
             "coordinator_state": null, "submitted_ms": 0, "package_sha256": "00"
         }))
         .unwrap();
-        (id, App { info, pending: vec![], undelivered: vec![], stopping: vec![] })
+        (
+            id,
+            App {
+                info,
+                pending: vec![],
+                undelivered: vec![],
+                stopping: vec![],
+                coordinator_failures: vec![],
+            },
+        )
     }
 
     #[test]
@@ -656,6 +693,7 @@ mod tests {
             owner,
             dirty: false,
             max_attempts: 2,
+            attempt_window_ms: 600_000,
         };
         let forgotten = inner.prune_apps(DAY + 200, 100, 7 * DAY as u64);
         assert_eq!(
@@ -671,5 +709,44 @@ mod tests {
         assert_eq!(forgotten.len(), 100);
         assert_eq!(inner.p.apps.keys().collect::<Vec<_>>(), ["app-0900", "app-0901"]);
         assert_eq!(inner.owner.len(), 2);
+    }
+
+    #[test]
+    fn coordinator_failures_fail_the_application_only_within_the_window_and_node_losses_do_not_count() {
+        let (id, a) = app(1, "RUNNING", 0, ContainerState::Running);
+        let mut inner = Inner {
+            p: Persisted { next_app: 2, next_container: 100, apps: BTreeMap::from([(id.clone(), a)]) },
+            nodes: BTreeMap::new(),
+            owner: BTreeMap::new(),
+            dirty: false,
+            max_attempts: 2,
+            attempt_window_ms: 600_000,
+        };
+        let coordinator = |attempt: u32, state: ContainerState| ContainerInfo {
+            role: Role::Coordinator,
+            attempt,
+            exit_code: (state == ContainerState::Exited).then_some(137),
+            ..container(50 + attempt as usize, state)
+        };
+        // A failure long ago (outside the window) and a lost node: neither counts.
+        inner.p.apps.get_mut(&id).unwrap().coordinator_failures.push(now_ms() - 700_000);
+        inner.container_ended(&id, coordinator(1, ContainerState::Lost));
+        assert_eq!(inner.p.apps[&id].info.attempt, 2);
+        inner.container_ended(&id, coordinator(2, ContainerState::Exited));
+        let info = &inner.p.apps[&id].info;
+        assert_eq!(
+            (info.attempt, info.state),
+            (3, AppState::Accepted),
+            "one failure in the window: {:?}",
+            info.reason
+        );
+        // A second failure within the window fails it.
+        inner.container_ended(&id, coordinator(3, ContainerState::Exited));
+        let info = &inner.p.apps[&id].info;
+        assert_eq!(info.state, AppState::Failed);
+        assert_eq!(
+            info.reason.as_deref(),
+            Some("the coordinator failed 2 times within 10 min 0 s; last: exit code 137")
+        );
     }
 }

@@ -47,3 +47,7 @@ pub fn on_cluster() -> bool {
 /// Makes a container die at a named step of its commit (tests; see
 /// `samza_task_api::crash`).
 pub const CRASH_AT: &str = samza_task_api::crash::ENV;
+
+/// `samza-rm --max-attempts` when the flag is not given (the long fault
+/// tests kill coordinators more often than the default allows).
+pub const RM_MAX_ATTEMPTS: &str = "SAMZA_RM_MAX_ATTEMPTS";

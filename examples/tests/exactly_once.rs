@@ -350,6 +350,11 @@ fn kill_9_of_a_container_a_node_manager_and_the_coordinator_on_a_cluster_leaves_
         })
     };
 
+    if rounds() > 3 {
+        // A coordinator killed every round: more than the default budget of
+        // 4 failures in 10 minutes (no other test of this binary starts a cluster).
+        std::env::set_var(samza_container::env::RM_MAX_ATTEMPTS, (rounds() + 2).to_string());
+    }
     let mut c = Cluster {
         cluster: LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, NODE_TIMEOUT_MS).unwrap(),
         app: String::new(),

@@ -26,7 +26,7 @@ struct Cli {
     node_timeout_ms: u64,
     /// Coordinator failures within --attempt-failures-window-ms that fail an
     /// application (a lost node is not counted).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = samza_container::env::RM_MAX_ATTEMPTS, default_value_t = 4)]
     max_attempts: u32,
     /// The window in which coordinator failures count (default 10 min).
     #[arg(long, default_value_t = 600_000)]

@@ -18,7 +18,7 @@
 //! of changed users, since it is committed with the counts. Without
 //! `emits` that set lives in memory only.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 use samza::prelude::*;
 use samza::{I64Serde, KeyValueStore};
@@ -29,8 +29,10 @@ struct Counter {
     /// `p:<user>` -> 1 while the user's new count waits for a window;
     /// `s:<user>` -> the sequence number of the user's last update sent.
     emits: Option<KeyValueStore<String, i64>>,
-    /// Users whose count changed since the last window.
-    changed: HashSet<String>,
+    /// Users whose count changed since the last window (kept only when
+    /// the job has a window: without one nothing is emitted).
+    changed: FxHashSet<String>,
+    windowed: bool,
     /// The current user id, in a buffer reused across messages.
     key: String,
     output: Option<SystemStream>,
@@ -43,7 +45,8 @@ struct Counter {
 impl StreamTask for Counter {
     fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         self.counts = Some(ctx.store("counts", StringSerde, I64Serde)?);
-        if ctx.config().get("stores.emits.engine").is_some() {
+        self.windowed = ctx.config().get_parsed::<u64>("task.window-ms")?.unwrap_or(0) > 0;
+        if self.windowed && ctx.config().get("stores.emits.engine").is_some() {
             let emits = ctx.store("emits", StringSerde, I64Serde)?;
             // Users changed before the last commit and not yet emitted.
             for (k, _) in emits.prefix(b"p:")? {
@@ -70,7 +73,7 @@ impl StreamTask for Counter {
         self.key.clear();
         self.key.push_str(user);
         counts.update(&self.key, |n| Some(n.unwrap_or(0) + 1))?;
-        if !self.changed.contains(user) {
+        if self.windowed && !self.changed.contains(user) {
             self.changed.insert(user.to_string());
             if let Some(emits) = &self.emits {
                 emits.put(&format!("p:{user}"), &1)?;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod coordinator;
 pub mod dashboard;
 pub mod durable;
+pub mod grant;
 pub mod layout;
 pub mod netns;
 pub mod nm;

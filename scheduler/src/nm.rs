@@ -68,6 +68,8 @@ pub struct Nm {
     /// Its host part: containers and coordinators bind their servers there.
     host: String,
     token: Arc<str>,
+    /// Checks the RM's grant of every launch.
+    grants: crate::grant::GrantKey,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     /// Held while a package is checked or fetched (one at a time); the
@@ -139,6 +141,7 @@ impl Nm {
             url,
             host,
             token: token.into(),
+            grants: crate::grant::GrantKey::from_secret(token),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -437,6 +440,16 @@ impl Nm {
         }
         if let Some(f) = l.files.keys().find(|f| !safe_name(f)) {
             return Err(bad(format!("invalid file name {f:?}: no directories, no leading '.'")));
+        }
+        if let Err(e) = self.grants.check(
+            l.grant.as_ref(),
+            &l.container,
+            &l.app,
+            &self.cfg.node,
+            &l.resources,
+            crate::grant::now_ms(),
+        ) {
+            return Err((StatusCode::FORBIDDEN, e.to_string()));
         }
         if self.lock().contains_key(&l.container) {
             return Err((StatusCode::CONFLICT, format!("container {} exists already", l.container)));

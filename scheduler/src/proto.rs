@@ -210,6 +210,23 @@ pub struct Launch {
     pub resources: Resources,
     /// SIGTERM, then SIGKILL after this long.
     pub stop_grace_ms: u64,
+    /// The RM's proof that it allocated this container here, this big
+    /// (`crate::grant`); a node manager launches nothing without one.
+    #[serde(default)]
+    pub grant: Option<Grant>,
+}
+
+/// What the RM signs when it allocates a container (see `crate::grant`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub container: String,
+    pub app: String,
+    pub node: String,
+    pub resources: Resources,
+    /// Milliseconds since the epoch.
+    pub expires_ms: i64,
+    /// HMAC-SHA256 of the fields above, lowercase hex.
+    pub signature: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -316,6 +333,8 @@ pub struct Allocation {
     pub node: String,
     pub node_url: String,
     pub resources: Resources,
+    /// Passed on in the launch.
+    pub grant: Grant,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use samza_scheduler::grant::{now_ms, GrantKey};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -144,16 +145,39 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
     let sha = samza_scheduler::auth::sha256_hex(&script);
     std::fs::write(s.cluster.dir.join("rm/packages").join(&sha), b"#!/bin/sh\ntouch pwned\n").unwrap();
     let nm = Client::new(&nm_url, &s.cluster.token);
-    let launch = Launch {
+    let size = Resources { memory_mb: 64, vcores: 1 };
+    let mut launch = Launch {
         container: "x-c1".into(),
         app: "x".into(),
         package_sha256: sha,
         args: vec![],
         env: Default::default(),
         files: Default::default(),
-        resources: Resources { memory_mb: 64, vcores: 1 },
+        resources: size,
         stop_grace_ms: 1000,
+        grant: None,
     };
+    // A node launches only what the RM allocated, at the size it accounted for.
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("403")
+            && format!("{e:#}")
+                .contains("the launch of x-c1 carries no allocation grant from the resource manager"),
+        "{e:#}"
+    );
+    let forged = GrantKey::from_secret("not the cluster's").sign("x-c1", "x", "node-1", size, now_ms());
+    launch.grant = Some(forged);
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+    assert!(format!("{e:#}").contains("is not signed by this cluster's resource manager"), "{e:#}");
+    // Signed as the RM signs (the test holds the cluster's secret).
+    let key = GrantKey::from_secret(&s.cluster.token);
+    launch.grant = Some(key.sign("x-c1", "x", "node-1", size, now_ms()));
+    let unlimited = Launch { resources: Resources { memory_mb: 0, vcores: 1 }, ..launch.clone() };
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &unlimited).unwrap_err();
+    assert!(format!("{e:#}").contains("allows 64 MB and 1 vcores; the launch asks for 0 MB"), "{e:#}");
+    let elsewhere = Launch { grant: Some(key.sign("x-c1", "x", "node-2", size, now_ms())), ..launch.clone() };
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &elsewhere).unwrap_err();
+    assert!(format!("{e:#}").contains("the grant is for node \"node-2\""), "{e:#}");
     let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
     assert!(format!("{e:#}").contains("package hash mismatch"), "{e:#}");
     assert!(!s.cluster.dir.join("node-1/containers/x-c1/pwned").exists());
@@ -431,6 +455,8 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     let sha = samza_scheduler::auth::sha256_hex(&script);
     s.rm().put_bytes(&format!("/v1/packages/{sha}"), script).unwrap();
     let nm = Client::new(&nm_url, &s.cluster.token);
+    let key = GrantKey::from_secret(&s.cluster.token);
+    let size = Resources { memory_mb: 64, vcores: 1 };
     let launch = |id: &str| Launch {
         container: id.into(),
         app: "x".into(),
@@ -438,8 +464,9 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
         args: vec![],
         env: Default::default(),
         files: Default::default(),
-        resources: Resources { memory_mb: 64, vcores: 1 },
+        resources: size,
         stop_grace_ms: 1000,
+        grant: Some(key.sign(id, "x", "node-1", size, now_ms())),
     };
     let ran = |id: &str| s.cluster.dir.join(format!("node-1/containers/{id}/ran"));
     let _: NodeContainer = nm.post("/v1/containers", &launch("x-c1")).unwrap();

@@ -684,6 +684,7 @@ impl Coordinator {
             files: BTreeMap::from([("job.toml".to_string(), app.config.clone())]),
             resources: a.resources,
             stop_grace_ms: self.cfg.shutdown_timeout_ms,
+            grant: Some(a.grant.clone()),
         };
         let nm = self.rm.at(&a.node_url);
         let _: NodeContainer = nm.post("/v1/containers", &launch)?;

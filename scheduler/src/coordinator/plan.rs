@@ -404,6 +404,13 @@ mod tests {
             node: node.into(),
             node_url: format!("http://{node}"),
             resources: Resources { memory_mb: 100, vcores: 1 },
+            grant: crate::grant::GrantKey::from_secret("t").sign(
+                id,
+                "app-0001",
+                node,
+                Resources { memory_mb: 100, vcores: 1 },
+                0,
+            ),
         }
     }
 

@@ -119,12 +119,21 @@ impl Rm {
         if !p.apps.is_empty() {
             tracing::info!(apps = p.apps.len(), "recovered state");
         }
+        let grants = crate::grant::GrantKey::from_secret(&token);
         let (max_attempts, attempt_window_ms) = (cfg.max_attempts, cfg.attempt_window.as_millis() as u64);
         let persister = Persister::start(path)?;
         Ok(Arc::new(Rm {
             cfg,
             token: token.into(),
-            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts, attempt_window_ms }),
+            inner: Mutex::new(Inner {
+                p,
+                nodes,
+                owner,
+                dirty: false,
+                max_attempts,
+                attempt_window_ms,
+                grants,
+            }),
             persister,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             metrics: {

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     /// Coordinator failures within `attempt_window_ms` that fail the application.
     pub(crate) max_attempts: u32,
     pub(crate) attempt_window_ms: u64,
+    /// Signs the grants of allocations.
+    pub(crate) grants: crate::grant::GrantKey,
 }
 
 /// Ended containers an application keeps in its record (see `Inner::prune_ended`).
@@ -409,6 +411,7 @@ impl Inner {
                 files: BTreeMap::new(),
                 resources,
                 stop_grace_ms: 10_000,
+                grant: Some(self.grants.sign(&c.id, &app_id, &node, resources, now_ms())),
             };
             out.push((self.nodes[&node].url.clone(), launch));
         }
@@ -471,6 +474,7 @@ impl Inner {
                         node: node.clone(),
                         node_url: self.nodes[&node].url.clone(),
                         resources: c.resources,
+                        grant: self.grants.sign(&c.id, &app, &node, c.resources, now),
                     });
                     let a = self.p.apps.get_mut(&app).unwrap();
                     let how = match &p.ask.preferred_node {
@@ -599,6 +603,7 @@ mod tests {
             dirty: false,
             max_attempts: 2,
             attempt_window_ms: 600_000,
+            grants: crate::grant::GrantKey::from_secret("t"),
         };
         let report = |id: &str| NodeContainer {
             id: id.into(),
@@ -644,6 +649,7 @@ mod tests {
             dirty: false,
             max_attempts: 2,
             attempt_window_ms: 600_000,
+            grants: crate::grant::GrantKey::from_secret("t"),
         };
         inner.prune_ended("app-0001");
         let ids: Vec<&str> = inner.p.apps["app-0001"].info.containers.iter().map(|c| c.id.as_str()).collect();
@@ -694,6 +700,7 @@ mod tests {
             dirty: false,
             max_attempts: 2,
             attempt_window_ms: 600_000,
+            grants: crate::grant::GrantKey::from_secret("t"),
         };
         let forgotten = inner.prune_apps(DAY + 200, 100, 7 * DAY as u64);
         assert_eq!(
@@ -721,6 +728,7 @@ mod tests {
             dirty: false,
             max_attempts: 2,
             attempt_window_ms: 600_000,
+            grants: crate::grant::GrantKey::from_secret("t"),
         };
         let coordinator = |attempt: u32, state: ContainerState| ContainerInfo {
             role: Role::Coordinator,

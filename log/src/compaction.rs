@@ -105,7 +105,7 @@ fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Resul
         let path = segment::log_path(&id.dir, base);
         let file = File::open(&path).ctx("cannot open segment", &path)?;
         let (pos, end) = scan_from(&file, &path, 0, |_, b| {
-            if b.is_control() || status(&b) != Some(true) {
+            if b.is_control() || status(b) != Some(true) {
                 return;
             }
             for r in b.records() {
@@ -160,9 +160,9 @@ fn compact_locked(id: &PartitionId, config: &StreamConfig, now_ms: i64) -> Resul
         let mut removed = 0u64;
         let mut err = None;
         let (pos, end) = scan_from(&file, &path, 0, |_, b| {
-            let rebuilt = if b.is_control() || status(&b).is_none() {
+            let rebuilt = if b.is_control() || status(b).is_none() {
                 Ok(Some(b.as_bytes().to_vec()))
-            } else if status(&b) == Some(false) {
+            } else if status(b) == Some(false) {
                 Ok(None)
             } else {
                 rebuild_batch(b, |r| match r.key {

@@ -71,6 +71,38 @@ struct TxnFile {
     unfinished: Vec<Generation>,
 }
 
+/// What a log's transaction file says of one producer identity.
+#[derive(Clone, Debug)]
+pub struct IdentityState {
+    pub identity: String,
+    pub current: Generation,
+    /// Older generations whose markers are not all known to be written.
+    pub unfinished: Vec<Generation>,
+}
+
+/// Every producer identity with a transaction file in the log at `log_root`, by name.
+pub fn identities(log_root: &Path) -> Result<Vec<IdentityState>> {
+    let dir = log_root.join(TRANSACTIONS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).ctx("cannot list transaction directory", &dir),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e.ctx("cannot list transaction directory", &dir)?.path();
+        if path.extension().is_some() {
+            continue; // locks and temporary files
+        }
+        let bytes = fs::read(&path).ctx("cannot read transaction file", &path)?;
+        let f: TxnFile = serde_json::from_slice(&bytes)
+            .map_err(|e| LogError::BadMetadata { path: path.clone(), reason: e.to_string() })?;
+        out.push(IdentityState { identity: f.identity, current: f.current, unfinished: f.unfinished });
+    }
+    out.sort_by(|a, b| a.identity.cmp(&b.identity));
+    Ok(out)
+}
+
 /// A file name for `identity`: characters outside `[A-Za-z0-9._-]` as `%XX`.
 fn file_name(identity: &str) -> String {
     let mut s = String::with_capacity(identity.len());

@@ -101,3 +101,50 @@ fn help_explains_each_command() {
         assert!(out.len() > 100, "{cmd} --help: {out}");
     }
 }
+
+#[test]
+fn transactions_are_listed_consumed_committed_only_and_finished_for_a_producer_gone_for_good() {
+    use samza_task_api::{OutgoingMessageEnvelope, ProducerOwner, SystemProducer, SystemStream};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["create", "out", "--partitions", "2"], None);
+    // A producer commits one record to partition 0, then dies with one open in partition 1.
+    let log = samza_log::Log::open(d).unwrap();
+    let mut p = samza_log::system::LogSystemProducer::new(log);
+    p.init_transactions(&ProducerOwner { id: "job/container-0".into(), epoch: 5 }).unwrap();
+    let send = |p: &mut samza_log::system::LogSystemProducer, partition: u32, v: &str| {
+        let env = OutgoingMessageEnvelope::new(
+            SystemStream::new("log", "out"),
+            None,
+            Some(v.as_bytes().to_vec().into()),
+        )
+        .with_partition(partition);
+        p.send(env).unwrap();
+    };
+    send(&mut p, 0, "committed");
+    p.commit_transaction().unwrap();
+    send(&mut p, 1, "open");
+    p.flush().unwrap();
+    drop(p);
+
+    assert_eq!(ok(d, &["consume", "out"], None), "0\t0\tnull\tcommitted\n");
+    assert_eq!(
+        ok(d, &["consume", "out", "--read-uncommitted"], None),
+        "0\t0\tnull\tcommitted\n1\t0\tnull\topen\n"
+    );
+    assert_eq!(
+        ok(d, &["transactions"], None),
+        "job/container-0\tgeneration 5\tcommitted 1\tpartitions 2\tunfinished []\n"
+    );
+    // Records appended after the open transaction wait behind it ...
+    ok(d, &["produce", "out", "--partition", "1"], Some("later\n"));
+    assert_eq!(ok(d, &["consume", "out", "--partition", "1"], None), "");
+    // ... until it is finished.
+    let out = ok(d, &["finish-transactions", "job/container-0"], None);
+    assert_eq!(out, "finished job/container-0: generation 5 fenced, transaction 1 committed and 2 aborted in 2 partitions\n");
+    assert_eq!(ok(d, &["consume", "out", "--partition", "1"], None), "1\t1\tnull\tlater\n");
+    assert_eq!(ok(d, &["consume", "out", "--partition", "0"], None), "0\t0\tnull\tcommitted\n");
+    let e = run(d, &["finish-transactions", "nobody"], None);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("no producer \"nobody\" writes transactions"));
+}

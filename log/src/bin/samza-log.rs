@@ -20,6 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the producers that write transactions (a job's containers): the
+    /// generation that owns each, its last committed transaction, the
+    /// partitions it wrote, older generations not yet finished.
+    Transactions,
+    /// Finish PRODUCER's transactions as its next start would: its last
+    /// commit becomes visible everywhere, whatever it had open is aborted,
+    /// and its current generation is fenced. For a job stopped for good
+    /// whose open transaction holds its readers back.
+    FinishTransactions { producer: String },
     /// Create a stream with a fixed number of partitions.
     Create {
         stream: String,
@@ -212,6 +221,40 @@ fn run(cli: Cli) -> Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Transactions => {
+            for t in samza_log::txn::identities(log.root())? {
+                let unfinished: Vec<String> = t.unfinished.iter().map(|g| g.generation.to_string()).collect();
+                println!(
+                    "{}\tgeneration {}\tcommitted {}\tpartitions {}\tunfinished [{}]",
+                    t.identity,
+                    t.current.generation,
+                    t.current.committed,
+                    t.current.partitions.len(),
+                    unfinished.join(",")
+                );
+            }
+        }
+        Command::FinishTransactions { producer } => {
+            let Some(t) =
+                samza_log::txn::identities(log.root())?.into_iter().find(|t| t.identity == producer)
+            else {
+                anyhow::bail!("no producer {producer:?} writes transactions in {}", log.root().display());
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            let owner = samza_task_api::ProducerOwner {
+                id: producer.clone(),
+                epoch: (t.current.generation + 1).max(now),
+            };
+            let mut p = samza_log::system::LogSystemProducer::new(log.clone());
+            samza_task_api::SystemProducer::init_transactions(&mut p, &owner)?;
+            let partitions: usize = t.unfinished.iter().chain([&t.current]).map(|g| g.partitions.len()).sum();
+            println!(
+                "finished {producer}: generation {} fenced, transaction {} committed and {} aborted in {partitions} partitions",
+                t.current.generation,
+                t.current.committed,
+                t.current.committed + 1
+            );
         }
         Command::Compact { stream } => {
             let s = log.stream(&stream)?;

@@ -59,6 +59,12 @@ struct JobSection {
     state_dir: Option<PathBuf>,
     #[serde(default = "default_shutdown_ms")]
     shutdown_timeout_ms: u64,
+    /// Dotted keys whose values are credentials, never shown (besides the
+    /// keys every job's are: see [`is_secret_key`]). Declared so the file
+    /// checks; `redact` reads it from the file's text.
+    #[serde(default)]
+    #[allow(dead_code)]
+    secret_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -802,6 +808,64 @@ fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+/// What shown values of secret settings read instead.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether the setting at dotted `key` holds a credential whatever the job
+/// says: its last part names a password, a secret, a token or a JAAS config
+/// (Kafka's `sasl.password`, `ssl.key.password`, `sasl.jaas.config`, ...).
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit_once('.').map_or(key, |(_, l)| l).to_ascii_lowercase();
+    let whole = key.to_ascii_lowercase();
+    ["password", "secret", "token", "credential"].iter().any(|w| last.contains(w))
+        || whole.ends_with("jaas.config")
+        || whole.ends_with("ssl.key.pem")
+}
+
+/// A job file and its `--config` overrides as they may be shown (by the
+/// resource manager's API, `samza-run status`, the dashboard): the values of
+/// secret settings ([`is_secret_key`], and the file's `job.secret-keys`)
+/// replaced by [`REDACTED`]. A file that does not parse is not shown at all.
+pub fn redact(text: &str, overrides: &[String]) -> (String, Vec<String>) {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return (
+            format!("# {REDACTED}: the file does not parse"),
+            overrides.iter().map(|_| REDACTED.into()).collect(),
+        );
+    };
+    let listed: Vec<String> = table
+        .get("job")
+        .and_then(|j| j.get("secret-keys"))
+        .and_then(|k| k.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let secret =
+        |key: &str| key != "job.secret-keys" && (is_secret_key(key) || listed.iter().any(|l| l == key));
+    fn walk(prefix: &str, v: &mut toml::Value, secret: &dyn Fn(&str) -> bool) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t.iter_mut() {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if !v.is_table() && secret(&key) {
+                    *v = toml::Value::String(REDACTED.into());
+                } else {
+                    walk(&key, v, secret);
+                }
+            }
+        }
+    }
+    let mut root = toml::Value::Table(std::mem::take(&mut table));
+    walk("", &mut root, &secret);
+    let shown = toml::to_string(&root).unwrap_or_default();
+    let overrides = overrides
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, _)) if secret(k.trim()) => format!("{}={REDACTED}", k.trim()),
+            _ => o.clone(),
+        })
+        .collect();
+    (shown, overrides)
+}
+
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
         toml::Value::Table(t) => {
@@ -981,5 +1045,44 @@ threshold = 3
         assert!(e.contains("metrics.snapshot-stream: \"metrics\" is not \"system.stream\""), "{e}");
         let c = parse(&format!("{GOOD}\n[metrics]\nsnapshot-stream = \"log.m\"\n"), &[]).unwrap();
         assert_eq!(c.metrics.unwrap().snapshot_interval_ms, 60_000);
+    }
+
+    #[test]
+    fn secret_settings_are_redacted_wherever_the_config_is_shown() {
+        let text = r#"[job]
+name = "j"
+secret-keys = ["params.note"]
+[task]
+class = "c"
+inputs = ["kafka.in"]
+[systems.kafka]
+type = "kafka"
+bootstrap-servers = "b:9092"
+[systems.kafka.consumer-settings]
+"sasl.password" = "hunter2"
+"sasl.jaas.config" = "org.apache.kafka... password=\"hunter2\";"
+"ssl.key.password" = "hunter2"
+"session.timeout.ms" = "6000"
+[params]
+note = "hunter2"
+api-token = "hunter2"
+page = "/home"
+"#;
+        let (shown, overrides) =
+            redact(text, &["params.db-password=hunter2".into(), "params.page=/about".into()]);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(shown.matches(REDACTED).count(), 5, "{shown}");
+        assert!(
+            shown.contains("session.timeout.ms") && shown.contains("6000") && shown.contains("/home"),
+            "{shown}"
+        );
+        assert_eq!(overrides, ["params.db-password=<redacted>", "params.page=/about"]);
+        // Still the same settings: the file parses, with the secrets' keys in place.
+        let t: toml::Table = toml::from_str(&shown).unwrap();
+        assert_eq!(t["systems"]["kafka"]["consumer-settings"]["sasl.password"].as_str(), Some(REDACTED));
+        assert!(
+            JobConfig::parse(text, Path::new("/j/job.toml"), &[]).is_ok(),
+            "job.secret-keys is a key of the file"
+        );
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! Resource manager: `POST /v1/nodes` (register), `POST /v1/nodes/{node}/heartbeat`,
 //! `GET /v1/nodes`, `PUT /v1/packages/{sha256}` (upload), `GET /v1/packages/{sha256}`,
-//! `POST /v1/apps` (submit), `GET /v1/apps`, `GET /v1/apps/{app}`, `POST /v1/apps/{app}/kill`,
-//! and for coordinators `POST /v1/apps/{app}/allocate`, `PUT /v1/apps/{app}/coordinator-state`,
-//! `POST /v1/apps/{app}/finish`. Node manager: `POST /v1/containers` (launch),
+//! `POST /v1/apps` (submit), `GET /v1/apps`, `GET /v1/apps/{app}` (the job file with the values of
+//! secret settings redacted), `POST /v1/apps/{app}/kill`, and for coordinators
+//! `GET /v1/apps/{app}/config` (the job file whole), `POST /v1/apps/{app}/allocate`,
+//! `PUT /v1/apps/{app}/coordinator-state`, `POST /v1/apps/{app}/finish`. Node manager:
+//! `POST /v1/containers` (launch, with the RM's grant),
 //! `GET /v1/containers`, `POST /v1/containers/{id}/stop`, `GET /v1/containers/{id}/logs/{stdout|stderr}`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -214,6 +216,14 @@ pub struct Launch {
     /// (`crate::grant`); a node manager launches nothing without one.
     #[serde(default)]
     pub grant: Option<Grant>,
+}
+
+/// `GET /v1/apps/{app}/config`: the job file and overrides as submitted
+/// (elsewhere the values of secret settings are redacted).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobFile {
+    pub config: String,
+    pub overrides: Vec<String>,
 }
 
 /// What the RM signs when it allocates a container (see `crate::grant`).

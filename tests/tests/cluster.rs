@@ -526,3 +526,44 @@ fn the_daemons_state_packages_logs_and_stores_are_their_owners_only() {
     let stores = s.cluster.dir.join("node-1/state/copy-job/stores/seen");
     assert!(std::fs::read_dir(&stores).unwrap().count() > 0, "a store was written in {}", stores.display());
 }
+
+#[test]
+fn secrets_of_a_job_file_are_never_shown_and_the_job_still_gets_them() {
+    let s = Setup::new(1);
+    s.input(2_000);
+    let job = s
+        .job_toml("copy")
+        .set("systems.log.streams.in.bounded", true)
+        .set("job.secret-keys", vec!["params.note".to_string()])
+        .set("params.db-password", "hunter2")
+        .set("params.note", "hunter3")
+        .set("params.page", "/home")
+        .write(s.dir.path());
+    let app = s.submit(&job);
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(60), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+    // Shown: redacted, everything else as written.
+    let listed = serde_json::to_string(&s.rm().get::<serde_json::Value>("/v1/apps").unwrap()).unwrap();
+    let one =
+        serde_json::to_string(&s.rm().get::<serde_json::Value>(&format!("/v1/apps/{app}")).unwrap()).unwrap();
+    let status = s.samza_run(&["status", &app, "--json"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    for (what, text) in
+        [("/v1/apps", &listed), ("/v1/apps/{app}", &one), ("samza-run status --json", &status)]
+    {
+        assert!(!text.contains("hunter2") && !text.contains("hunter3"), "{what} shows a secret: {text}");
+    }
+    assert!(one.contains("<redacted>") && one.contains("/home"), "{one}");
+    // The coordinator read the file whole, and the containers got it.
+    let file: JobFile = s.rm().get(&format!("/v1/apps/{app}/config")).unwrap();
+    assert!(file.config.contains("hunter2") && file.config.contains("hunter3"));
+    let c = done.containers.iter().find(|c| c.role == Role::Container(0)).unwrap();
+    let given = std::fs::read_to_string(s.cluster.dir.join("node-1/containers").join(&c.id).join("job.toml"))
+        .unwrap();
+    assert!(given.contains("hunter2"), "{given}");
+    // Nor do the daemons' logs show them.
+    for log in ["rm.log", "node-1.log"] {
+        let text = std::fs::read_to_string(s.cluster.dir.join(log)).unwrap_or_default();
+        assert!(!text.contains("hunter2"), "{log} shows a secret");
+    }
+}

@@ -197,7 +197,10 @@ fn run(systems: SystemRegistry) -> anyhow::Result<()> {
     let rm = Client::new(&env(envs::RM_URL)?, &token);
     let app_id = env(envs::APP_ID)?;
     let attempt: u32 = env(envs::ATTEMPT)?.parse()?;
-    let app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
+    let mut app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
+    // The job file with its secrets (`/v1/apps/{app}` shows them redacted).
+    let file: JobFile = rm.get(&format!("/v1/apps/{app_id}/config"))?;
+    (app.config, app.overrides) = (file.config, file.overrides);
     let cfg = JobConfig::parse(&app.config, &Path::new(&app.base_dir).join("job.toml"), &app.overrides)?;
     let model = compute_model(&cfg, &systems.resolve(&cfg)?)?;
     // Every line this coordinator logs names its job, application and attempt.

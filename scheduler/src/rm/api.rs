@@ -227,9 +227,27 @@ pub(super) async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response
     (StatusCode::CREATED, Json(Submitted { app: id })).into_response()
 }
 
+/// An application as it may be shown: the values of secret settings in its
+/// job file and overrides redacted (`samza_container::config::redact`).
+/// Its coordinator reads the whole file from `config`.
+pub(super) fn shown(info: &AppInfo) -> AppInfo {
+    let (config, overrides) = samza_container::config::redact(&info.config, &info.overrides);
+    AppInfo { config, overrides, ..info.clone() }
+}
+
+/// `GET /v1/apps/{app}/config`: the job file and overrides as submitted,
+/// secrets included, for the application's coordinator.
+pub(super) async fn app_config(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
+    with_app(&rm, &app, |inner| {
+        let info = &inner.p.apps[&app].info;
+        Ok(JobFile { config: info.config.clone(), overrides: info.overrides.clone() })
+    })
+    .await
+}
+
 pub(super) async fn list_apps(State(rm): Shared) -> Response {
     let inner = rm.lock();
-    let apps: Vec<AppInfo> = inner.p.apps.values().map(|a| a.info.clone()).collect();
+    let apps: Vec<AppInfo> = inner.p.apps.values().map(|a| shown(&a.info)).collect();
     Json(apps).into_response()
 }
 
@@ -259,7 +277,7 @@ where
 }
 
 pub(super) async fn app_info(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
-    with_app(&rm, &app, |inner| Ok(inner.p.apps[&app].info.clone())).await
+    with_app(&rm, &app, |inner| Ok(shown(&inner.p.apps[&app].info))).await
 }
 
 pub(super) async fn kill(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Response {
@@ -271,7 +289,7 @@ pub(super) async fn kill(State(rm): Shared, UrlPath(app): UrlPath<String>) -> Re
             push_event(a, "application KILLED on request".into());
             inner.stop_all(&app);
         }
-        Ok(inner.p.apps[&app].info.clone())
+        Ok(shown(&inner.p.apps[&app].info))
     })
     .await
 }
@@ -440,7 +458,7 @@ pub(super) async fn finish(
             push_event(a, format!("application {}{why}", state_word(f.state)));
             inner.stop_all(&app);
         }
-        Ok(inner.p.apps[&app].info.clone())
+        Ok(shown(&inner.p.apps[&app].info))
     })
     .await
 }

@@ -185,6 +185,7 @@ impl Rm {
             .route("/v1/nodes/{node}/heartbeat", post(api::heartbeat))
             .route("/v1/apps", post(api::submit).get(api::list_apps))
             .route("/v1/apps/{app}", get(api::app_info))
+            .route("/v1/apps/{app}/config", get(api::app_config))
             .route("/v1/apps/{app}/kill", post(api::kill))
             .route("/v1/apps/{app}/allocate", post(api::allocate))
             .route("/v1/apps/{app}/coordinator-state", put(api::coordinator_state))

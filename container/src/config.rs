@@ -130,9 +130,50 @@ impl Default for ClusterConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct PackageSection {
-    binary: PathBuf,
+    #[serde(default)]
+    binary: Option<PathBuf>,
+    #[serde(default)]
+    cargo_bin: Option<String>,
+    #[serde(default)]
+    manifest: Option<PathBuf>,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+/// A job binary built by Cargo, found where Cargo put it (`package.cargo-bin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CargoBin {
+    /// The binary target's name.
+    pub name: String,
+    /// The crate's `Cargo.toml` (default: Cargo's search from the job file's directory).
+    pub manifest: Option<PathBuf>,
+    /// `release` (default) or `debug`, or a custom profile's name.
+    pub profile: String,
+}
+
+impl CargoBin {
+    /// `<target directory>/<profile>/<name>`, the target directory as Cargo
+    /// reports it (`CARGO_TARGET_DIR` and `.cargo/config.toml` honoured).
+    pub fn locate(&self, base_dir: &Path) -> Result<PathBuf, String> {
+        let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["metadata", "--format-version", "1", "--no-deps"]).current_dir(base_dir);
+        if let Some(m) = &self.manifest {
+            cmd.arg("--manifest-path").arg(m);
+        }
+        let out =
+            cmd.output().map_err(|e| format!("package.cargo-bin needs cargo to find the binary: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
+        let target = meta["target_directory"].as_str().ok_or("cargo metadata names no target directory")?;
+        // Cargo calls the dev profile's directory `debug`.
+        let dir = if self.profile == "dev" { "debug" } else { &self.profile };
+        Ok(Path::new(target).join(dir).join(&self.name))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +379,8 @@ pub struct JobConfig {
     pub state_dir: PathBuf,
     pub shutdown_timeout_ms: u64,
     pub binary: Option<PathBuf>,
+    /// `package.cargo-bin`: the binary is found through Cargo instead.
+    pub cargo_bin: Option<CargoBin>,
     pub task_class: String,
     pub inputs: Vec<SystemStream>,
     pub window_ms: u64,
@@ -410,6 +453,33 @@ impl JobConfig {
             .unwrap_or_else(|| stream_config(stream, None, &StreamSection::default()))
     }
 
+    /// The job binary: `package.binary`, or where Cargo put `package.cargo-bin`;
+    /// an error naming the file and the key when it is unset or not built.
+    pub fn job_binary(&self) -> Result<PathBuf, String> {
+        let job = self.path.display();
+        let (path, key) = match (&self.binary, &self.cargo_bin) {
+            (Some(b), _) => (b.clone(), "package.binary"),
+            (None, Some(c)) => (c.locate(&self.base_dir).map_err(|e| format!("{job}: {e}"))?, "package.cargo-bin"),
+            (None, None) => {
+                return Err(format!(
+                    "{job}: package.binary is not set; it names the job binary to run (or package.cargo-bin, a Cargo binary)"
+                ))
+            }
+        };
+        if !path.is_file() {
+            let hint = match &self.cargo_bin {
+                Some(c) if self.binary.is_none() => match c.profile.as_str() {
+                    "release" => format!("cargo build --release --bin {}", c.name),
+                    "debug" | "dev" => format!("cargo build --bin {}", c.name),
+                    other => format!("cargo build --profile {other} --bin {}", c.name),
+                },
+                _ => "build the job first".into(),
+            };
+            return Err(format!("{job}: {key} {} does not exist ({hint})", path.display()));
+        }
+        Ok(path)
+    }
+
     /// Name of the stream holding this job's checkpoints.
     pub fn checkpoint_stream(&self) -> SystemStream {
         SystemStream::new(self.checkpoint_system.clone(), format!("__samza_checkpoint_{}", self.name))
@@ -449,6 +519,7 @@ fn resolve(
     check_job(&f, path)?;
     let metrics = resolve_metrics(&f, path)?;
     check_task(&f, path)?;
+    check_package(&f, path)?;
     let (systems, mut streams) = resolve_systems(&f, path, sections)?;
     let inputs = resolve_inputs(&f, path, &mut streams)?;
     let checkpoint_system = resolve_checkpoint_system(&f, path)?;
@@ -469,7 +540,14 @@ fn resolve(
         container_count: f.job.container_count,
         state_dir,
         shutdown_timeout_ms: f.job.shutdown_timeout_ms,
-        binary: f.package.map(|p| base.join(p.binary)),
+        binary: f.package.as_ref().and_then(|p| p.binary.as_ref()).map(|b| base.join(b)),
+        cargo_bin: f.package.as_ref().and_then(|p| {
+            p.cargo_bin.as_ref().map(|name| CargoBin {
+                name: name.clone(),
+                manifest: p.manifest.as_ref().map(|m| base.join(m)),
+                profile: p.profile.clone().unwrap_or_else(|| "release".into()),
+            })
+        }),
         task_class: f.task.class,
         inputs,
         window_ms: f.task.window_ms,
@@ -545,6 +623,20 @@ fn resolve_metrics(f: &File, path: &Path) -> Result<Option<MetricsConfig>, Confi
 }
 
 /// `[task]`'s own keys.
+fn check_package(f: &File, path: &Path) -> Result<(), ConfigError> {
+    let Some(p) = &f.package else { return Ok(()) };
+    match (&p.binary, &p.cargo_bin) {
+        (Some(_), Some(_)) => Err(invalid(path, "package", "set binary or cargo-bin, not both")),
+        (None, None) => {
+            Err(invalid(path, "package", "set binary (a path) or cargo-bin (a Cargo binary's name)"))
+        }
+        (Some(_), None) if p.manifest.is_some() || p.profile.is_some() => {
+            Err(invalid(path, "package", "manifest and profile go with cargo-bin, not binary"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_task(f: &File, path: &Path) -> Result<(), ConfigError> {
     if f.task.class.is_empty() {
         return Err(invalid(path, "task.class", "must name a registered task"));
@@ -1084,5 +1176,38 @@ page = "/home"
             JobConfig::parse(text, Path::new("/j/job.toml"), &[]).is_ok(),
             "job.secret-keys is a key of the file"
         );
+    }
+
+    #[test]
+    fn the_package_is_a_path_or_a_cargo_binary() {
+        let c = parse(
+            &GOOD.replace("binary = \"bin/job\"", "cargo-bin = \"job\"\nmanifest = \"crate/Cargo.toml\""),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cargo_bin,
+            Some(CargoBin {
+                name: "job".into(),
+                manifest: Some("/jobs/crate/Cargo.toml".into()),
+                profile: "release".into()
+            })
+        );
+        assert_eq!(c.binary, None);
+        let both = GOOD.replace("binary = \"bin/job\"", "binary = \"bin/job\"\ncargo-bin = \"job\"");
+        assert!(parse(&both, &[])
+            .unwrap_err()
+            .to_string()
+            .ends_with("package: set binary or cargo-bin, not both"));
+        let none = GOOD.replace("binary = \"bin/job\"", "");
+        assert!(parse(&none, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("package: set binary (a path) or cargo-bin"));
+        let stray = GOOD.replace("binary = \"bin/job\"", "binary = \"bin/job\"\nprofile = \"debug\"");
+        assert!(parse(&stray, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("manifest and profile go with cargo-bin"));
     }
 }

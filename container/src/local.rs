@@ -94,15 +94,12 @@ fn check_with_binary(binary: &Path, job: &Path, overrides: &[String]) -> anyhow:
 
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
-    let binary = binary.or_else(|| cfg.binary.clone()).ok_or_else(|| {
-        anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
-    })?;
+    let binary = match binary {
+        Some(b) => b,
+        None => cfg.job_binary().map_err(anyhow::Error::msg)?,
+    };
     if !binary.is_file() {
-        anyhow::bail!(
-            "{}: package.binary {} does not exist (build the job first)",
-            job.display(),
-            binary.display()
-        );
+        anyhow::bail!("{}: the job binary {} does not exist", job.display(), binary.display());
     }
     check_with_binary(&binary, job, overrides)?;
     let job_dir = layout::job_dir(&cfg.state_dir, &cfg.name);

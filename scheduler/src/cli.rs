@@ -71,11 +71,9 @@ pub fn submit(
     if cfg.inputs.iter().all(|i| known.contains(&i.system)) {
         tools::compute_model(&cfg, &known)?;
     }
-    let binary = cfg.binary.clone().ok_or_else(|| {
-        anyhow::anyhow!("{}: package.binary is not set; it names the job binary to run", job.display())
-    })?;
+    let binary = cfg.job_binary().map_err(anyhow::Error::msg)?;
     let bytes = std::fs::read(&binary).map_err(|e| {
-        anyhow::anyhow!("{}: cannot read package.binary {}: {e}", job.display(), binary.display())
+        anyhow::anyhow!("{}: cannot read the job binary {}: {e}", job.display(), binary.display())
     })?;
     let sha = auth::sha256_hex(&bytes);
     let package = format!("/v1/packages/{sha}");

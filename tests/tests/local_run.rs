@@ -323,3 +323,38 @@ fn a_newer_generation_of_a_container_fences_the_running_one_which_exits_without_
     // The successor read its partition to the end.
     assert_eq!(job.checkpoints().get(&("in".into(), 0)), Some(&N));
 }
+
+/// `package.cargo-bin` names the job's Cargo binary; samza-run asks Cargo
+/// where it built it (so `CARGO_TARGET_DIR` and the crate's place do not
+/// matter), and says how to build it when it is not there.
+#[test]
+fn a_job_binary_named_by_cargo_is_found_where_cargo_built_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log")).unwrap();
+    write_stream(&log, "in", 2, 50, |p, i| (format!("k{i}"), format!("p{p}-{i}")));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let job = |bin: &str| {
+        JobToml::new("copy-job", Path::new(JOB), "copy", &["log.in"])
+            .unset("package.binary")
+            .set("package.cargo-bin", bin)
+            .set("package.manifest", manifest.to_str().unwrap())
+            .set("package.profile", "debug")
+            .set("job.state-dir", "state")
+            .set("systems.log.streams.in.bounded", true)
+            .set("systems.log.streams.out.partitions", 2)
+            .write(dir.path())
+    };
+    let path = job("test-job");
+    let (out, err) = finish(Command::new(samza_run()).arg(&path).stderr(Stdio::piped()).spawn().unwrap());
+    assert!(out.status.success(), "{err}");
+    assert_eq!(values(&log, "out").len(), 100);
+
+    let path = job("no-such-job");
+    let (out, err) = finish(Command::new(samza_run()).arg(&path).stderr(Stdio::piped()).spawn().unwrap());
+    assert!(!out.status.success());
+    assert!(
+        err.contains("package.cargo-bin")
+            && err.contains("/debug/no-such-job does not exist (cargo build --bin no-such-job)"),
+        "{err}"
+    );
+}

@@ -95,12 +95,12 @@ fn check_with_binary(binary: &Path, job: &Path, overrides: &[String]) -> anyhow:
 fn run(job: &Path, overrides: &[String], binary: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = JobConfig::load(job, overrides)?;
     let binary = match binary {
+        Some(b) if !b.is_file() => {
+            anyhow::bail!("{}: the job binary {} does not exist", job.display(), b.display())
+        }
         Some(b) => b,
         None => cfg.job_binary().map_err(anyhow::Error::msg)?,
     };
-    if !binary.is_file() {
-        anyhow::bail!("{}: the job binary {} does not exist", job.display(), binary.display());
-    }
     check_with_binary(&binary, job, overrides)?;
     let job_dir = layout::job_dir(&cfg.state_dir, &cfg.name);
     std::fs::create_dir_all(&job_dir)?;

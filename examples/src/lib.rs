@@ -19,3 +19,35 @@ pub fn arg(name: &str) -> Option<String> {
 pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// Page-view event `i` of `users` users, as the benchmarks feed it: the key
+/// (`user-<u>`) and the JSON value, written into reused buffers; returns the user.
+pub fn page_view(i: u64, users: u64, key: &mut String, value: &mut String) -> u64 {
+    use std::fmt::Write as _;
+    let u = user_of(i, users);
+    key.clear();
+    value.clear();
+    let _ = write!(key, "user-{u}");
+    let _ = write!(value, r#"{{"user":"user-{u}","page":"/page-{}","time":{i}}}"#, i % 50);
+    u
+}
+
+/// `records` keyless 100-byte records spread evenly over `stream`'s
+/// partitions, appended 1000 to a batch (the pass-through benchmarks' input).
+pub fn fill_records(stream: &samza_log::Stream, records: u64) -> samza_log::Result<()> {
+    let partitions = u64::from(stream.partitions());
+    let value = [b'x'; 100];
+    for p in 0..stream.partitions() {
+        let mut w = stream.writer(p)?;
+        let mut b = samza_log::BatchBuilder::with_capacity(128 * 1024);
+        let n = records / partitions + u64::from(u64::from(p) < records % partitions);
+        for i in 0..n {
+            b.push(None, Some(&value), 0, &[]);
+            if b.len() == 1000 || i + 1 == n {
+                w.append(&mut b)?;
+                b.clear();
+            }
+        }
+    }
+    Ok(())
+}

@@ -38,14 +38,7 @@ fn node_killed_mid_stream_its_containers_restart_elsewhere_and_no_count_is_lost(
     // Dropped before `tmp`: stops its containers and daemons first.
     let c = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, 10_000).unwrap();
     let rm = Client::new(&c.rm_url, &c.token);
-    let out = Command::new(bin_dir().join("samza-run"))
-        .arg(dir.join("job.toml"))
-        .args(["--rm", &c.rm_url, "--detach"])
-        .env(samza_container::env::TOKEN, &c.token)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let app = common::submit(&c, dir);
     let get = || rm.get::<AppInfo>(&format!("/v1/apps/{app}")).unwrap();
 
     // Wait until both containers count, then kill the node of container 0

@@ -21,11 +21,10 @@ mod common;
 mod ownership;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{bin_dir, counter_job, produce, status};
-use ownership::{alive, changelog_counts, check_checkpoints};
+use ownership::{changelog_counts, check_checkpoints, check_none_left};
 use samza_log::{Log, StartAt, StreamConfig};
 use samza_scheduler::cli::LocalCluster;
 use samza_scheduler::client::Client;
@@ -111,11 +110,7 @@ fn check_exact(log: &Log, truth: &HashMap<String, i64>) {
 /// `samza-run dir/job.toml`, its containers dying at `crash_at` (see
 /// `samza_task_api::crash`) when given.
 fn run_crashing(dir: &std::path::Path, crash_at: Option<&str>, overrides: &[&str]) -> std::process::Child {
-    let mut cmd = Command::new(common::samza_run());
-    cmd.arg(dir.join("job.toml")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    for o in overrides {
-        cmd.args(["--config", o]);
-    }
+    let mut cmd = common::command(dir, overrides);
     if let Some(at) = crash_at {
         cmd.env(samza_container::env::CRASH_AT, at);
     }
@@ -359,14 +354,7 @@ fn kill_9_of_a_container_a_node_manager_and_the_coordinator_on_a_cluster_leaves_
         cluster: LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, NODE_TIMEOUT_MS).unwrap(),
         app: String::new(),
     };
-    let out = Command::new(bin_dir().join("samza-run"))
-        .arg(dir.join("job.toml"))
-        .args(["--rm", &c.cluster.rm_url, "--detach"])
-        .env(samza_container::env::TOKEN, &c.cluster.token)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    c.app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    c.app = common::submit(&c.cluster, dir);
     let mut pids: Vec<u32> = Vec::new();
     let mut report = Vec::new();
     for round in 0..rounds() {
@@ -435,12 +423,5 @@ fn kill_9_of_a_container_a_node_manager_and_the_coordinator_on_a_cluster_leaves_
     // Nothing of the cluster is left once it stops.
     let Cluster { mut cluster, .. } = c;
     cluster.stop();
-    let start = Instant::now();
-    while let Some(p) = pids.iter().find(|p| alive(**p)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "process {p} of the cluster is left after it stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    check_none_left(&pids);
 }

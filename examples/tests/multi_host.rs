@@ -199,14 +199,7 @@ impl Hosts {
         pids.extend(self.cluster.nodes.iter().map(|(_, c)| c.id()));
         pids.push(self.cluster.rm.id());
         self.cluster.stop();
-        let start = Instant::now();
-        while let Some(p) = pids.iter().find(|p| alive(**p)) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "process {p} of the cluster is left after it stopped"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        ownership::check_none_left(&pids);
         let prefix = self.net.prefix().to_string();
         drop(self);
         let left = std::fs::read_dir("/var/run/netns")

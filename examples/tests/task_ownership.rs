@@ -20,7 +20,6 @@ mod ownership;
 
 use std::collections::{BTreeSet, HashMap};
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{bin_dir, counter_job, produce};
@@ -60,14 +59,7 @@ impl Run {
             .set("params.throttle-us", 700000)
             .write(dir);
         let cluster = LocalCluster::start(&bin_dir(), &dir.join("cluster"), 3, NODE_TIMEOUT_MS).unwrap();
-        let out = Command::new(bin_dir().join("samza-run"))
-            .arg(dir.join("job.toml"))
-            .args(["--rm", &cluster.rm_url, "--detach"])
-            .env(samza_container::env::TOKEN, &cluster.token)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let app = common::submit(&cluster, dir);
         Run { cluster, log, truth, app, tmp }
     }
 
@@ -174,14 +166,7 @@ impl Run {
         pids.push(zombie.pid.unwrap());
         let Run { mut cluster, tmp, .. } = self;
         cluster.stop();
-        let start = Instant::now();
-        while let Some(p) = pids.iter().find(|p| alive(**p)) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "process {p} of the cluster is left after it stopped"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        check_none_left(&pids);
         drop(tmp);
     }
 }

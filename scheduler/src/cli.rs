@@ -18,6 +18,7 @@ use samza_container::tools;
 use crate::auth;
 use crate::client::{encode, Client, HttpError};
 use crate::layout;
+use crate::now_ms;
 use crate::proto::*;
 use crate::rm::state_word;
 
@@ -771,10 +772,6 @@ fn job_metrics(rm: &Client, a: &AppInfo) -> Option<JobMetrics> {
         return None;
     }
     rm.get(&format!("/v1/apps/{}/metrics", a.app)).ok()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// 1500 -> "1.5 s", 200000 -> "3 min 20 s", 7_500_000 -> "2 h 5 min".

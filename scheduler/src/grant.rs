@@ -15,11 +15,6 @@ use crate::proto::{Grant, Resources};
 /// once; the margin covers clocks that differ between hosts).
 pub const GRANT_TTL_MS: i64 = 10 * 60 * 1000;
 
-/// Milliseconds since the epoch, the clock grants expire by.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The signing key, derived from the cluster's secret.
 #[derive(Clone)]
 pub struct GrantKey([u8; 32]);

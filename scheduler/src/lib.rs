@@ -29,3 +29,9 @@ pub fn owner_only_files() {
         libc::umask(0o077);
     }
 }
+
+/// Milliseconds since the Unix epoch: the clock of events, leases' wall
+/// time and grants' expiry.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -447,7 +447,7 @@ impl Nm {
             &l.app,
             &self.cfg.node,
             &l.resources,
-            crate::grant::now_ms(),
+            crate::now_ms(),
         ) {
             return Err((StatusCode::FORBIDDEN, e.to_string()));
         }

@@ -5,7 +5,8 @@
 
 mod common;
 
-use samza_scheduler::grant::{now_ms, GrantKey};
+use samza_scheduler::grant::GrantKey;
+use samza_scheduler::now_ms;
 use std::time::{Duration, Instant};
 
 use common::*;

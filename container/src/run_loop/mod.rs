@@ -806,41 +806,43 @@ impl Loop {
     /// (or, under exactly-once, the transaction's); whether any was sent.
     fn send_checkpoints(
         &mut self,
-        mut producer: Option<&mut dyn SystemProducer>,
+        producer: Option<&mut dyn SystemProducer>,
     ) -> Result<bool, ContainerError> {
-        let mut wrote = false;
         let generation = self.producers.owner.as_ref().map(|o| o.epoch);
-        for t in 0..self.tasks.len() {
-            if !self.tasks[t].dirty {
-                continue;
-            }
-            let task = &self.tasks[t];
-            let cp = Checkpoint {
-                offsets: task
+        let due: Vec<(usize, Checkpoint)> = (0..self.tasks.len())
+            .filter(|t| self.tasks[*t].dirty)
+            .map(|t| {
+                let offsets = self.tasks[t]
                     .ssps
                     .iter()
                     .map(|g| CheckpointEntry {
                         ssp: (*self.ssps[*g].ssp).clone(),
                         offset: self.ssps[*g].next_offset,
                     })
-                    .collect(),
-                generation,
-            };
-            let name = task.name.clone();
-            let p: &mut dyn SystemProducer = match producer.as_deref_mut() {
-                Some(p) => p,
-                None => {
-                    let i = self.producers.open(&self.cfg, &self.systems, &self.cfg.checkpoint_system)?;
-                    self.producers.open[i].1.as_mut()
-                }
-            };
-            sys(checkpoint::write(p, &self.cp_stream, &name, &cp), || {
+                    .collect();
+                (t, Checkpoint { offsets, generation })
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let p: &mut dyn SystemProducer = match producer {
+            Some(p) => p,
+            None => {
+                let i = self.producers.open(&self.cfg, &self.systems, &self.cfg.checkpoint_system)?;
+                self.producers.open[i].1.as_mut()
+            }
+        };
+        for (t, cp) in &due {
+            let name = &self.tasks[*t].name;
+            sys(checkpoint::write(p, &self.cp_stream, name, cp), || {
                 format!("cannot write checkpoint of task {name}")
             })?;
-            self.tasks[t].dirty = false;
-            wrote = true;
         }
-        Ok(wrote)
+        for (t, _) in due {
+            self.tasks[t].dirty = false;
+        }
+        Ok(true)
     }
 
     /// Fails once the container's lease has run out or was revoked.

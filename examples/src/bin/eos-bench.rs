@@ -17,12 +17,12 @@
 //! is synced to disk, so neither mode pays more often for the writeback of
 //! what was written before it; the ratios compare the means.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use samza_container::status::{CommitStats, ContainerStatus};
-use samza_examples::{arg, arg_or, user_of};
+use samza_examples::{arg, arg_or, page_view};
 use samza_log::{FsyncPolicy, Log, StreamConfig};
 
 fn main() {
@@ -54,83 +54,47 @@ fn run() -> Result<(), String> {
     let never = StreamConfig { fsync: FsyncPolicy::Never, ..StreamConfig::with_partitions(2) };
     println!("# exactly-once benchmark: keyed count of {events} events over {users} users; pass-through of {records} records; 2 containers");
 
+    let bench = Bench { dir: dir.clone(), bin, log: log.clone(), streams: never.clone(), repeat };
     let mut results: Vec<(String, u64, &str, f64)> = Vec::new();
     if only.as_deref() != Some("pass") {
-        load_page_views(&log, &never, events, users)?;
-        // SAFETY: sync(2) has no preconditions.
-        unsafe { libc::sync() };
-        for (commit_ms, g) in order(repeat) {
-            {
-                let name = format!("count-{}-{commit_ms}", &g[..1]);
-                let job = format!(
-                    r#"[job]
-name = "{name}"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{}"
-[task]
-class = "count"
-inputs = ["log.page-views-by-user"]
-commit-ms = {commit_ms}
-processing-guarantee = "{g}"
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.page-views-by-user]
-bounded = true
-[stores.counts]
-engine = "rocksdb"
-changelog = "log.{name}-changelog"
-cache-entries = 1000000
-write-batch-entries = 500000
-"#,
-                    bin.join("page-view-counter").display()
-                );
-                let rate = run_job(&dir, &bin, &name, &job, events, "keyed count", g, commit_ms)?;
-                results.push(("keyed count".into(), commit_ms, g, rate));
-                let _ = log.delete_stream(&format!("{name}-changelog"));
-                let _ = log.delete_stream(&format!("__samza_checkpoint_{name}"));
-            }
+        let input = log.create_stream("page-views-by-user", &never).map_err(|e| e.to_string())?;
+        let mut p = input.producer();
+        let (mut key, mut value) = (String::new(), String::new());
+        for i in 0..events {
+            page_view(i, users, &mut key, &mut value);
+            p.send(None, Some(key.as_bytes()), Some(value.as_bytes()), i as i64, &[])
+                .map_err(|e| e.to_string())?;
         }
+        p.flush().map_err(|e| e.to_string())?;
+        let job = Job {
+            label: "keyed count",
+            short: "count",
+            binary: "page-view-counter",
+            class: "count",
+            input: "page-views-by-user",
+            scratch: "changelog",
+            extra: |name| {
+                format!(
+                    "[stores.counts]\nengine = \"rocksdb\"\nchangelog = \"log.{name}-changelog\"\ncache-entries = 1000000\nwrite-batch-entries = 500000\n"
+                )
+            },
+        };
+        bench.pairs(&job, events, &mut results)?;
         let _ = log.delete_stream("page-views-by-user");
     }
     if only.as_deref() != Some("count") {
-        load_records(&log, &never, records)?;
-        // SAFETY: sync(2) has no preconditions.
-        unsafe { libc::sync() };
-        for (commit_ms, g) in order(repeat) {
-            {
-                let name = format!("pass-{}-{commit_ms}", &g[..1]);
-                log.create_stream(&format!("{name}-out"), &never).map_err(|e| e.to_string())?;
-                let job = format!(
-                    r#"[job]
-name = "{name}"
-container-count = 2
-state-dir = "state"
-[package]
-binary = "{}"
-[task]
-class = "pass-through"
-inputs = ["log.in"]
-commit-ms = {commit_ms}
-processing-guarantee = "{g}"
-[systems.log]
-type = "embedded-log"
-dir = "log"
-[systems.log.streams.in]
-bounded = true
-[params]
-output = "log.{name}-out"
-"#,
-                    bin.join("pass-through").display()
-                );
-                let rate = run_job(&dir, &bin, &name, &job, records, "pass-through", g, commit_ms)?;
-                results.push(("pass-through".into(), commit_ms, g, rate));
-                let _ = log.delete_stream(&format!("{name}-out"));
-                let _ = log.delete_stream(&format!("__samza_checkpoint_{name}"));
-            }
-        }
+        let input = log.create_stream("in", &never).map_err(|e| e.to_string())?;
+        samza_examples::fill_records(&input, records).map_err(|e| e.to_string())?;
+        let job = Job {
+            label: "pass-through",
+            short: "pass",
+            binary: "pass-through",
+            class: "pass-through",
+            input: "in",
+            scratch: "out",
+            extra: |name| format!("[params]\noutput = \"log.{name}-out\"\n"),
+        };
+        bench.pairs(&job, records, &mut results)?;
     }
     println!("# exactly-once / at-least-once, means of {repeat} runs each");
     for job in ["keyed count", "pass-through"] {
@@ -171,78 +135,103 @@ fn order(repeat: u32) -> Vec<(u64, &'static str)> {
     runs
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_job(
-    dir: &Path,
-    bin: &Path,
-    name: &str,
-    toml: &str,
-    messages: u64,
-    label: &str,
-    guarantee: &str,
-    commit_ms: u64,
-) -> Result<f64, String> {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, toml).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    let out = Command::new(bin.join("samza-run")).arg(&path).output().map_err(|e| e.to_string())?;
-    let secs = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(format!("samza-run {name} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let mut commits: Vec<CommitStats> = Vec::new();
-    for c in 0..2 {
-        let status = samza_container::layout::status_file(&dir.join("state"), name, c);
-        if let Some(s) = ContainerStatus::read(&status) {
-            commits.push(s.commits);
+/// One of the benchmark's jobs: which binary and task over which input,
+/// and what its job file adds (given the job's name) beside the common part.
+struct Job {
+    label: &'static str,
+    short: &'static str,
+    binary: &'static str,
+    class: &'static str,
+    input: &'static str,
+    /// The stream each run writes besides checkpoints, `<job name>-<scratch>`:
+    /// created before the run when it is an output, deleted after it.
+    scratch: &'static str,
+    extra: fn(&str) -> String,
+}
+
+/// Where the runs happen.
+struct Bench {
+    dir: PathBuf,
+    bin: PathBuf,
+    log: Log,
+    /// How the benchmark's streams are created (no fsync: the disk is not measured).
+    streams: StreamConfig,
+    repeat: u32,
+}
+
+impl Bench {
+    /// Runs `job` over its `messages` in every mode (see [`order`]), after
+    /// syncing the input to disk, adding (job, commit ms, guarantee, msg/s).
+    fn pairs(
+        &self,
+        job: &Job,
+        messages: u64,
+        results: &mut Vec<(String, u64, &str, f64)>,
+    ) -> Result<(), String> {
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        for (commit_ms, g) in order(self.repeat) {
+            let name = format!("{}-{}-{commit_ms}", job.short, &g[..1]);
+            let scratch = format!("{name}-{}", job.scratch);
+            if job.scratch == "out" {
+                self.log.create_stream(&scratch, &self.streams).map_err(|e| e.to_string())?;
+            }
+            let toml = format!(
+                "[job]\nname = \"{name}\"\ncontainer-count = 2\nstate-dir = \"state\"\n[package]\nbinary = \"{}\"\n\
+                 [task]\nclass = \"{}\"\ninputs = [\"log.{}\"]\ncommit-ms = {commit_ms}\nprocessing-guarantee = \"{g}\"\n\
+                 [systems.log]\ntype = \"embedded-log\"\ndir = \"log\"\n[systems.log.streams.{}]\nbounded = true\n{}",
+                self.bin.join(job.binary).display(),
+                job.class,
+                job.input,
+                job.input,
+                (job.extra)(&name)
+            );
+            let rate = self.run(&name, &toml, messages, job.label, g, commit_ms)?;
+            results.push((job.label.into(), commit_ms, g, rate));
+            let _ = self.log.delete_stream(&scratch);
+            let _ = self.log.delete_stream(&format!("__samza_checkpoint_{name}"));
         }
+        Ok(())
     }
-    let ms = |f: fn(&CommitStats) -> u64| commits.iter().map(f).max().unwrap_or(0) as f64 / 1000.0;
-    let rate = messages as f64 / secs;
-    println!(
-        "{label:<12} {guarantee:<13} commit {commit_ms:>4} ms: {:>5.2} M msg/s ({secs:>5.2} s); commit latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} commits)",
-        rate / 1e6,
-        ms(|c| c.p50_us),
-        ms(|c| c.p99_us),
-        ms(|c| c.max_us),
-        commits.iter().map(|c| c.count).sum::<u64>()
-    );
-    let _ = std::fs::remove_dir_all(dir.join("state").join(name));
-    Ok(rate)
-}
 
-fn load_page_views(log: &Log, cfg: &StreamConfig, events: u64, users: u64) -> Result<(), String> {
-    let input = log.create_stream("page-views-by-user", cfg).map_err(|e| e.to_string())?;
-    let mut p = input.producer();
-    let mut value = String::new();
-    let mut key = String::new();
-    for i in 0..events {
-        use std::fmt::Write as _;
-        let u = user_of(i, users);
-        value.clear();
-        key.clear();
-        let _ = write!(value, r#"{{"user":"user-{u}","page":"/page-{}","time":{i}}}"#, i % 50);
-        let _ = write!(key, "user-{u}");
-        p.send(None, Some(key.as_bytes()), Some(value.as_bytes()), i as i64, &[])
-            .map_err(|e| e.to_string())?;
-    }
-    p.flush().map_err(|e| e.to_string())
-}
-
-fn load_records(log: &Log, cfg: &StreamConfig, records: u64) -> Result<(), String> {
-    let input = log.create_stream("in", cfg).map_err(|e| e.to_string())?;
-    let value = [b'x'; 100];
-    for p in 0..2u32 {
-        let mut w = input.writer(p).map_err(|e| e.to_string())?;
-        let mut b = samza_log::BatchBuilder::with_capacity(128 * 1024);
-        let n = records / 2 + u64::from(u64::from(p) < records % 2);
-        for i in 0..n {
-            b.push(None, Some(&value), 0, &[]);
-            if b.len() == 1000 || i + 1 == n {
-                w.append(&mut b).map_err(|e| e.to_string())?;
-                b.clear();
+    /// One run of `toml` through samza-run: its rate, printed with the
+    /// containers' commit latency.
+    fn run(
+        &self,
+        name: &str,
+        toml: &str,
+        messages: u64,
+        label: &str,
+        guarantee: &str,
+        commit_ms: u64,
+    ) -> Result<f64, String> {
+        let dir = &self.dir;
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let out = Command::new(self.bin.join("samza-run")).arg(&path).output().map_err(|e| e.to_string())?;
+        let secs = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(format!("samza-run {name} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let mut commits: Vec<CommitStats> = Vec::new();
+        for c in 0..2 {
+            let status = samza_container::layout::status_file(&dir.join("state"), name, c);
+            if let Some(s) = ContainerStatus::read(&status) {
+                commits.push(s.commits);
             }
         }
+        let ms = |f: fn(&CommitStats) -> u64| commits.iter().map(f).max().unwrap_or(0) as f64 / 1000.0;
+        let rate = messages as f64 / secs;
+        println!(
+            "{label:<12} {guarantee:<13} commit {commit_ms:>4} ms: {:>5.2} M msg/s ({secs:>5.2} s); commit latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} commits)",
+            rate / 1e6,
+            ms(|c| c.p50_us),
+            ms(|c| c.p99_us),
+            ms(|c| c.max_us),
+            commits.iter().map(|c| c.count).sum::<u64>()
+        );
+        let _ = std::fs::remove_dir_all(dir.join("state").join(name));
+        Ok(rate)
     }
-    Ok(())
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use samza_examples::{arg, arg_or, user_of};
+use samza_examples::{arg, arg_or, page_view};
 use samza_log::{Log, StreamConfig};
 use samza_state::restore::{self, ChangelogSource, EngineKind, Marker};
 use samza_task_api::{SystemAdmin, SystemStreamPartition};
@@ -52,14 +52,10 @@ fn run() -> Result<(), String> {
     let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| e.to_string())?);
     let t = Instant::now();
     let mut p = input.producer();
-    let mut value = String::new();
+    let (mut key, mut value) = (String::new(), String::new());
     for i in 0..events {
-        use std::fmt::Write as _;
         use std::io::Write as _;
-        let u = user_of(i, users);
-        value.clear();
-        let _ = write!(value, r#"{{"user":"user-{u}","page":"/page-{}","time":{i}}}"#, i % 50);
-        let key = format!("user-{u}");
+        let u = page_view(i, users, &mut key, &mut value);
         p.send(None, Some(key.as_bytes()), Some(value.as_bytes()), i as i64, &[])
             .map_err(|e| e.to_string())?;
         let _ = writeln!(csv, "{u},/page-{},{i}", i % 50);

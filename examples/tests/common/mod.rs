@@ -58,12 +58,29 @@ pub fn status(dir: &Path, c: u32) -> Option<ContainerStatus> {
 
 /// `samza-run dir/job.toml --config O...`, its stderr piped.
 pub fn run(dir: &Path, overrides: &[&str]) -> Child {
+    command(dir, overrides).spawn().unwrap()
+}
+
+/// The command [`run`] starts, to add to.
+pub fn command(dir: &Path, overrides: &[&str]) -> Command {
     let mut cmd = Command::new(samza_run());
     cmd.arg(dir.join("job.toml")).stdout(Stdio::null()).stderr(Stdio::piped());
     for o in overrides {
         cmd.args(["--config", o]);
     }
-    cmd.spawn().unwrap()
+    cmd
+}
+
+/// Submits `dir/job.toml` to `cluster` (`samza-run --rm URL --detach`); its application id.
+pub fn submit(cluster: &samza_scheduler::cli::LocalCluster, dir: &Path) -> String {
+    let out = Command::new(bin_dir().join("samza-run"))
+        .arg(dir.join("job.toml"))
+        .args(["--rm", &cluster.rm_url, "--detach"])
+        .env(samza_container::env::TOKEN, &cluster.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Latest value per key of a stream (its keys are UTF-8).

@@ -117,3 +117,15 @@ pub fn check_not_below_truth(counts: &HashMap<String, i64>, truth: &HashMap<Stri
 }
 
 pub use samza_scheduler::nm::process_running as alive;
+
+/// Waits (10 s at most) until none of `pids` runs: nothing of a stopped cluster is left.
+pub fn check_none_left(pids: &[u32]) {
+    let start = std::time::Instant::now();
+    while let Some(p) = pids.iter().find(|p| alive(**p)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "process {p} of the cluster is left after it stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

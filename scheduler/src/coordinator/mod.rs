@@ -46,6 +46,7 @@ use samza_container::systems::SystemRegistry;
 use samza_task_api::metrics::Snapshot;
 
 use crate::client::Client;
+use crate::now_ms;
 use crate::proto::*;
 
 mod plan;
@@ -169,10 +170,6 @@ impl Leases {
             self.lease = self.lease.min(self.node_timeout / 2);
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn env(name: &str) -> anyhow::Result<String> {

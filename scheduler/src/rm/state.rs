@@ -64,9 +64,7 @@ pub(crate) struct Inner {
 /// Ended containers an application keeps in its record (see `Inner::prune_ended`).
 pub(crate) const KEEP_ENDED: usize = 100;
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use crate::now_ms;
 
 pub(crate) fn push_event(app: &mut App, message: String) {
     tracing::info!(app = %app.info.app, "{message}");
@@ -572,6 +570,19 @@ mod tests {
         }
     }
 
+    /// The RM's state over `p`, no node, a coordinator budget of 2 in 10 min.
+    fn inner(p: Persisted, owner: BTreeMap<String, String>) -> Inner {
+        Inner {
+            p,
+            nodes: BTreeMap::new(),
+            owner,
+            dirty: false,
+            max_attempts: 2,
+            attempt_window_ms: 600_000,
+            grants: crate::grant::GrantKey::from_secret("t"),
+        }
+    }
+
     #[test]
     fn a_node_that_comes_back_kills_what_was_lost_with_it_and_stops_what_was_released() {
         let lost = container(1, ContainerState::Lost);
@@ -592,19 +603,10 @@ mod tests {
             stopping: vec!["app-0001-c2".into()],
             coordinator_failures: vec![],
         };
-        let mut inner = Inner {
-            p: Persisted {
-                next_app: 2,
-                next_container: 10,
-                apps: BTreeMap::from([("app-0001".into(), app)]),
-            },
-            nodes: BTreeMap::new(),
+        let mut inner = inner(
+            Persisted { next_app: 2, next_container: 10, apps: BTreeMap::from([("app-0001".into(), app)]) },
             owner,
-            dirty: false,
-            max_attempts: 2,
-            attempt_window_ms: 600_000,
-            grants: crate::grant::GrantKey::from_secret("t"),
-        };
+        );
         let report = |id: &str| NodeContainer {
             id: id.into(),
             app: "app-0001".into(),
@@ -638,19 +640,10 @@ mod tests {
         .unwrap();
         let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
         let app = App { info, pending: vec![], undelivered, stopping: vec![], coordinator_failures: vec![] };
-        let mut inner = Inner {
-            p: Persisted {
-                next_app: 2,
-                next_container: 2000,
-                apps: BTreeMap::from([("app-0001".into(), app)]),
-            },
-            nodes: BTreeMap::new(),
+        let mut inner = inner(
+            Persisted { next_app: 2, next_container: 2000, apps: BTreeMap::from([("app-0001".into(), app)]) },
             owner,
-            dirty: false,
-            max_attempts: 2,
-            attempt_window_ms: 600_000,
-            grants: crate::grant::GrantKey::from_secret("t"),
-        };
+        );
         inner.prune_ended("app-0001");
         let ids: Vec<&str> = inner.p.apps["app-0001"].info.containers.iter().map(|c| c.id.as_str()).collect();
         // Five forgotten: c0, c2, c3, c4, c5 (c1 is not yet delivered to the coordinator).
@@ -693,15 +686,7 @@ mod tests {
         apps.extend([app(901, "KILLED", 0, ContainerState::Running)]);
         let owner =
             apps.values().flat_map(|a| &a.info.containers).map(|c| (c.id.clone(), String::new())).collect();
-        let mut inner = Inner {
-            p: Persisted { next_app: 902, next_container: 2, apps },
-            nodes: BTreeMap::new(),
-            owner,
-            dirty: false,
-            max_attempts: 2,
-            attempt_window_ms: 600_000,
-            grants: crate::grant::GrantKey::from_secret("t"),
-        };
+        let mut inner = inner(Persisted { next_app: 902, next_container: 2, apps }, owner);
         let forgotten = inner.prune_apps(DAY + 200, 100, 7 * DAY as u64);
         assert_eq!(
             forgotten,
@@ -721,15 +706,10 @@ mod tests {
     #[test]
     fn coordinator_failures_fail_the_application_only_within_the_window_and_node_losses_do_not_count() {
         let (id, a) = app(1, "RUNNING", 0, ContainerState::Running);
-        let mut inner = Inner {
-            p: Persisted { next_app: 2, next_container: 100, apps: BTreeMap::from([(id.clone(), a)]) },
-            nodes: BTreeMap::new(),
-            owner: BTreeMap::new(),
-            dirty: false,
-            max_attempts: 2,
-            attempt_window_ms: 600_000,
-            grants: crate::grant::GrantKey::from_secret("t"),
-        };
+        let mut inner = inner(
+            Persisted { next_app: 2, next_container: 100, apps: BTreeMap::from([(id.clone(), a)]) },
+            BTreeMap::new(),
+        );
         let coordinator = |attempt: u32, state: ContainerState| ContainerInfo {
             role: Role::Coordinator,
             attempt,

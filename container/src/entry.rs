@@ -263,8 +263,13 @@ fn run_container(
             let router = crate::http::metrics_routes(metrics.clone(), labels)
                 .merge(crate::http::store_routes(cfg.clone(), queries_tx));
             let bind = std::env::var(env::BIND).unwrap_or_else(|_| "127.0.0.1".into());
-            let url = crate::http::serve(&format!("{bind}:0"), &token, router, "container-http")
-                .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
+            let url = crate::http::serve(
+                &format!("{bind}:0"),
+                crate::http::Accepted::with_env(&token),
+                router,
+                "container-http",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot serve the container's metrics on {bind}: {e}"))?;
             tracing::info!(%url, "serving metrics and store queries");
             Some(url)
         }

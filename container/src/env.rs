@@ -3,11 +3,15 @@
 //! the resource manager), and what operators' tools read. One module of
 //! names, used by the side that sets a variable and the side that reads it.
 
-/// The bearer token: a container serves its endpoints behind it; clients
-/// (`samza-run`, coordinators) present it.
+/// The bearer token. On a cluster: the operator's for `samza-run`, a node's
+/// credential for a node manager, and the application's token for its
+/// coordinator and containers, which serve their endpoints behind it.
 pub const TOKEN: &str = "SAMZA_TOKEN";
-/// A file holding the cluster token (clients, when `SAMZA_TOKEN` is unset).
+/// A file holding the token (when `SAMZA_TOKEN` is unset).
 pub const TOKEN_FILE: &str = "SAMZA_TOKEN_FILE";
+/// The SHA-256 (lowercase hex) of the cluster operator's token: a job's
+/// processes also accept the operator's token, knowing only its hash.
+pub const OPERATOR_SHA256: &str = "SAMZA_OPERATOR_SHA256";
 /// A local cluster's directory (default `samza-data/cluster`).
 pub const CLUSTER_DIR: &str = "SAMZA_CLUSTER_DIR";
 /// The resource manager's URL.

@@ -24,7 +24,7 @@ use crate::config::JobConfig;
 use crate::query::{QueryError, StoreQuery};
 
 /// Constant-time comparison of a presented token with the expected one.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -75,29 +75,61 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Axum middleware: 401 unless the request carries the token.
-pub async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
-    if !ok {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong cluster token (Authorization: Bearer ...)");
+/// The bearer token of a request, if it carries one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(v.strip_prefix("Bearer ")?.trim())
+}
+
+/// The credentials a job's process (container or coordinator) accepts: its
+/// application's token, and the cluster operator's, which it knows only by
+/// its SHA-256 (so an operator can scrape it, and the process cannot act as
+/// the operator).
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub token: String,
+    /// Lowercase hex SHA-256 of the operator's token.
+    pub operator_sha256: Option<String>,
+}
+
+impl Accepted {
+    /// `token` and the operator's hash in `SAMZA_OPERATOR_SHA256`, if set.
+    pub fn with_env(token: &str) -> Accepted {
+        let operator_sha256 = std::env::var(crate::env::OPERATOR_SHA256).ok().filter(|s| !s.is_empty());
+        Accepted { token: token.to_string(), operator_sha256 }
+    }
+
+    pub fn accepts(&self, presented: &str) -> bool {
+        same(presented.as_bytes(), self.token.as_bytes())
+            || self
+                .operator_sha256
+                .as_deref()
+                .is_some_and(|h| same(sha256_hex(presented).as_bytes(), h.as_bytes()))
+    }
+}
+
+/// A lowercase hex SHA-256 of `s`.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Axum middleware: 401 unless the request carries an accepted token.
+pub async fn require_token(State(accepted): State<Arc<Accepted>>, req: Request, next: Next) -> Response {
+    if !bearer(req.headers()).is_some_and(|t| accepted.accepts(t)) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token (Authorization: Bearer ...)");
     }
     next.run(req).await
 }
 
 /// Serves `router` behind the token on `bind` (e.g. `127.0.0.1:0`) from a
 /// thread with its own single-threaded runtime; returns the base URL.
-pub fn serve(bind: &str, token: &str, router: Router, name: &str) -> std::io::Result<String> {
+pub fn serve(bind: &str, accepted: Accepted, router: Router, name: &str) -> std::io::Result<String> {
     let listener = TcpListener::bind(bind)?;
     listener.set_nonblocking(true)?;
     let url = format!("http://{}", listener.local_addr()?);
-    let token: Arc<str> = token.into();
     let router = limit_bodies(router, JSON_BODY_LIMIT)
-        .layer(axum::middleware::from_fn_with_state(token, require_token));
+        .layer(axum::middleware::from_fn_with_state(Arc::new(accepted), require_token));
     let what = name.to_string();
     let span = tracing::Span::current();
     std::thread::Builder::new().name(name.into()).spawn(move || {
@@ -216,7 +248,8 @@ mod tests {
                 let _ = q.reply.send(answer);
             }
         });
-        let url = serve("127.0.0.1:0", "t0k", store_routes(Arc::new(cfg), tx), "test-http").unwrap();
+        let accepted = Accepted { token: "t0k".into(), operator_sha256: Some(sha256_hex("operator")) };
+        let url = serve("127.0.0.1:0", accepted, store_routes(Arc::new(cfg), tx), "test-http").unwrap();
         let http = reqwest::blocking::Client::new();
         let get = |path: &str| {
             let r = http.get(format!("{url}{path}")).bearer_auth("t0k").send().unwrap();
@@ -238,6 +271,12 @@ mod tests {
         assert_eq!((status, body.as_str()), (404, r#"{"error":"job j has no store \"nope\""}"#));
         let r = http.get(format!("{url}/v1/stores/counts/here")).send().unwrap();
         assert_eq!(r.status().as_u16(), 401, "no token");
+        // The operator's token, known by its hash; nothing else.
+        let r = http.get(format!("{url}/v1/stores/counts/here")).bearer_auth("operator").send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let hash = sha256_hex("operator");
+        let r = http.get(format!("{url}/v1/stores/counts/here")).bearer_auth(&hash).send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "the hash is not the token");
     }
 
     #[test]

@@ -1,10 +1,21 @@
-//! The cluster's bearer token, and checks on names that reach the disk.
+//! The cluster's credentials, and checks on names that reach the disk.
 //!
-//! The resource manager generates the token at its first start and keeps it
-//! in `<rm-dir>/token` (mode 0600). Every endpoint of the resource manager and
-//! the node managers requires `Authorization: Bearer <token>`; clients find
-//! the token in `SAMZA_TOKEN`, in the file named by `SAMZA_TOKEN_FILE`, or in
-//! `<cluster-dir>/rm/token` (see [`find_token`]).
+//! Three kinds of bearer tokens (YARN's client, AMRM/container and node
+//! credentials), each with its own scope, checked on every route:
+//! - the operator's token: the resource manager generates it at its first
+//!   start and keeps it in `<rm-dir>/token` (mode 0600); it may do
+//!   everything, and no container or coordinator is given it;
+//! - an application's token, `samza-app.<app>.<random>`, issued by the
+//!   resource manager at submit and kept in its state: the application's
+//!   coordinator and containers use it for their own application only, and
+//!   it stops working when the application ends;
+//! - a node's credential, `samza-node.<node>.<HMAC>`, issued to an operator
+//!   who adds a node (`samza-run node-credential NODE`): its node manager
+//!   registers and heartbeats as that node, and fetches packages with it; the
+//!   grants of launches on the node are signed under a key derived from it.
+//!
+//! Clients find their token in `SAMZA_TOKEN`, in the file named by
+//! `SAMZA_TOKEN_FILE`, or in `<cluster-dir>/rm/token` (see [`find_token`]).
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
@@ -43,10 +54,10 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
 /// Reads a token file that must exist.
 pub fn read(path: &Path) -> anyhow::Result<String> {
     let t = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the cluster token in {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read the token in {}: {e}", path.display()))?;
     let t = t.trim();
     if t.is_empty() {
-        anyhow::bail!("the cluster token file {} is empty", path.display());
+        anyhow::bail!("the token file {} is empty", path.display());
     }
     Ok(t.to_string())
 }
@@ -69,7 +80,110 @@ pub fn find_token() -> anyhow::Result<String> {
     read(&path).map_err(|e| anyhow::anyhow!("{e} (set SAMZA_TOKEN or SAMZA_TOKEN_FILE)"))
 }
 
-pub use samza_container::http::{error, require_token};
+pub use samza_container::http::{bearer, error, same};
+
+/// Who a request comes from, by the credential it presents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    App(String),
+    Node(String),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Operator => f.write_str("the operator's token"),
+            Caller::App(a) => write!(f, "the token of application {a}"),
+            Caller::Node(n) => write!(f, "the credential of node {n}"),
+        }
+    }
+}
+
+const APP_PREFIX: &str = "samza-app.";
+const NODE_PREFIX: &str = "samza-node.";
+
+/// `<prefix><name>.<secret>`: the name, when `t` has that shape.
+fn named(t: &str, prefix: &str) -> Option<(String, String)> {
+    let (name, secret) = t.strip_prefix(prefix)?.rsplit_once('.')?;
+    (safe_name(name) && !secret.is_empty()).then(|| (name.to_string(), secret.to_string()))
+}
+
+/// A new token for application `app`.
+pub fn new_app_token(app: &str) -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("{APP_PREFIX}{app}.{}", hex(&b))
+}
+
+/// The application a token names, when it has an application token's shape
+/// (whether it is valid is the resource manager's to say).
+pub fn app_of_token(t: &str) -> Option<String> {
+    named(t, APP_PREFIX).map(|(app, _)| app)
+}
+
+/// The node a credential names, when it has a node credential's shape.
+pub fn node_of_credential(t: &str) -> Option<String> {
+    named(t, NODE_PREFIX).map(|(node, _)| node)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The resource manager's secrets: the operator's token and the keys
+/// derived from it (node credentials, and from each of those the key that
+/// signs the grants of launches on that node).
+#[derive(Clone)]
+pub struct Keys {
+    operator: std::sync::Arc<str>,
+    node_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    pub fn new(operator: &str) -> Keys {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"samza node credentials\0");
+        h.update(operator.as_bytes());
+        Keys { operator: operator.into(), node_key: h.finalize().into() }
+    }
+
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    pub fn is_operator(&self, t: &str) -> bool {
+        same(t.as_bytes(), self.operator.as_bytes())
+    }
+
+    /// The credential of node `node`.
+    pub fn node_credential(&self, node: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.node_key).expect("any key length");
+        mac.update(node.as_bytes());
+        format!("{NODE_PREFIX}{node}.{}", hex(&mac.finalize().into_bytes()))
+    }
+
+    /// The node whose valid credential `t` is.
+    pub fn node_of(&self, t: &str) -> Option<String> {
+        let (node, _) = named(t, NODE_PREFIX)?;
+        same(t.as_bytes(), self.node_credential(&node).as_bytes()).then_some(node)
+    }
+
+    /// The key that signs grants of launches on `node`, which its node
+    /// manager derives from its credential.
+    pub fn grant_key(&self, node: &str) -> crate::grant::GrantKey {
+        crate::grant::GrantKey::from_secret(&self.node_credential(node))
+    }
+}
 
 /// A name that may become one path component: letters, digits, `-`, `_`,
 /// `.`, not starting with `.`, at most 128 bytes.
@@ -87,7 +201,7 @@ pub fn is_sha256(s: &str) -> bool {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|x| format!("{x:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]
@@ -105,6 +219,25 @@ mod tests {
         assert!(is_sha256(&sha256_hex(b"abc")));
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(!is_sha256("../../etc/passwd"));
+    }
+
+    #[test]
+    fn credentials_name_their_holder_and_cannot_be_forged() {
+        let keys = Keys::new("operator-secret");
+        let c = keys.node_credential("node-1");
+        assert_eq!(keys.node_of(&c).as_deref(), Some("node-1"));
+        assert_eq!(node_of_credential(&c).as_deref(), Some("node-1"));
+        assert_ne!(c, keys.node_credential("node-2"));
+        assert_ne!(c, Keys::new("another cluster").node_credential("node-1"));
+        let renamed = c.replacen("node-1", "node-2", 1);
+        assert_eq!(keys.node_of(&renamed), None, "a credential renamed to another node");
+        assert_eq!(keys.node_of("samza-node.node-1.00"), None);
+        assert!(keys.is_operator("operator-secret") && !keys.is_operator(&c));
+        let t = new_app_token("app-0001");
+        assert_eq!(app_of_token(&t).as_deref(), Some("app-0001"));
+        assert_ne!(t, new_app_token("app-0001"));
+        assert_eq!(app_of_token("samza-app.../x.y"), None, "names stay safe");
+        assert_eq!(app_of_token(&c), None);
     }
 
     #[test]

@@ -452,10 +452,18 @@ impl LocalCluster {
         self.places.get(n.checked_sub(1)?)
     }
 
-    /// Starts (or restarts) the node manager `name`.
+    /// Starts (or restarts) the node manager `name`, with the credential
+    /// the resource manager issues for it in `<dir>/<name>/credential`.
     pub fn start_node(&mut self, name: &str) -> anyhow::Result<()> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
+        let credential = layout::node_credential(&dir);
+        if !credential.is_file() {
+            let rm = Client::new(&self.rm_url, &self.token);
+            let c: NodeCredential =
+                rm.post(&format!("/v1/nodes/{name}/credential"), &serde_json::json!({}))?;
+            crate::durable::write_atomic_mode(&credential, c.credential.as_bytes(), Some(0o600))?;
+        }
         let _ = std::fs::remove_file(layout::nm_url(&dir));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -474,7 +482,8 @@ impl LocalCluster {
             .arg(bind)
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
-            .env(env::TOKEN_FILE, layout::token(&layout::rm_dir(&self.dir)))
+            .env(env::TOKEN_FILE, &credential)
+            .env_remove(env::TOKEN)
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()
@@ -610,6 +619,26 @@ pub fn cluster(dir: &Path, nodes: u32) -> anyhow::Result<ExitCode> {
         }
     }
     c.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `samza-run node-credential NODE [--out FILE]`: issues node `NODE`'s
+/// credential (the operator's token is needed) and prints it, or writes it
+/// to `FILE` (mode 0600) for the node manager's `SAMZA_TOKEN_FILE`.
+pub fn node_credential(rm: Option<&str>, node: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let c: NodeCredential =
+        client(rm)?.post(&format!("/v1/nodes/{}/credential", encode(node)), &serde_json::json!({}))?;
+    match out {
+        Some(path) => {
+            crate::durable::write_atomic_mode(path, c.credential.as_bytes(), Some(0o600))?;
+            eprintln!(
+                "samza-run: node {node}'s credential is in {}; start its node manager with SAMZA_TOKEN_FILE={}",
+                path.display(),
+                path.display()
+            );
+        }
+        None => println!("{}", c.credential),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,21 +1,24 @@
 //! Grants: the resource manager's proof that it allocated a container, which
 //! a node manager checks before it launches anything (YARN's container
-//! tokens). A grant names the container, its application, its node and the
-//! resources the RM accounted for, and when it expires; it is signed with
-//! HMAC-SHA256 under a key the RM and the node managers derive from the
-//! cluster's secret. So a launch the RM did not allocate, one bigger than it
-//! accounted for, or one meant for another node is refused, whoever sends it.
+//! tokens). A grant names the container, its application, its node, the
+//! resources the RM accounted for, the SHA-256 of the application's token
+//! (the launch must come with that token, which the container gets) and when
+//! it expires; it is signed with HMAC-SHA256 under a key derived from the
+//! node's credential, which the RM and that node's manager alone hold
+//! (`crate::auth::Keys::grant_key`). So a launch the RM did not allocate, one
+//! bigger than it accounted for, one meant for another node, or one sent
+//! with another application's token is refused, whoever sends it.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::proto::{Grant, Resources};
+use crate::proto::{Grant, Launch, Resources};
 
 /// How long a grant may wait for its launch (the coordinator launches at
 /// once; the margin covers clocks that differ between hosts).
 pub const GRANT_TTL_MS: i64 = 10 * 60 * 1000;
 
-/// The signing key, derived from the cluster's secret.
+/// The signing key of one node's grants, derived from its credential.
 #[derive(Clone)]
 pub struct GrantKey([u8; 32]);
 
@@ -34,19 +37,25 @@ pub enum GrantError {
     BadSignature(String),
     #[error("the grant is for {what} {granted:?}, the launch for {asked:?}")]
     Mismatch { what: &'static str, granted: String, asked: String },
+    #[error("the launch of {0} does not come with the token of the application the grant is for")]
+    Token(String),
     #[error("the grant for {container} allows {granted_mb} MB and {granted_vcores} vcores; the launch asks for {asked_mb} MB and {asked_vcores} vcores")]
     Resources { container: String, granted_mb: u64, granted_vcores: u32, asked_mb: u64, asked_vcores: u32 },
     #[error("the grant for {0} has expired")]
     Expired(String),
 }
 
-fn message(container: &str, app: &str, node: &str, r: &Resources, expires_ms: i64) -> Vec<u8> {
-    format!("samza-grant/1\n{container}\n{app}\n{node}\n{}\n{}\n{expires_ms}", r.memory_mb, r.vcores)
-        .into_bytes()
+fn message(g: &Grant) -> Vec<u8> {
+    let r = &g.resources;
+    format!(
+        "samza-grant/2\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        g.container, g.app, g.node, r.memory_mb, r.vcores, g.token_sha256, g.expires_ms
+    )
+    .into_bytes()
 }
 
 impl GrantKey {
-    /// The key of a cluster whose secret is `token`.
+    /// The key whose secret is `token` (a node's credential).
     pub fn from_secret(token: &str) -> GrantKey {
         let mut h = Sha256::new();
         h.update(b"samza grant key\0");
@@ -58,37 +67,41 @@ impl GrantKey {
         Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
     }
 
-    /// A grant for `container` of `app` on `node`, of `resources`, valid
-    /// until `now_ms + GRANT_TTL_MS`.
-    pub fn sign(&self, container: &str, app: &str, node: &str, resources: Resources, now_ms: i64) -> Grant {
-        let expires_ms = now_ms + GRANT_TTL_MS;
-        let mut mac = self.mac();
-        mac.update(&message(container, app, node, &resources, expires_ms));
-        let signature = hex(&mac.finalize().into_bytes());
-        Grant {
+    /// A grant for `container` of `app` on `node`, of `resources`, launched
+    /// with the token whose SHA-256 is `token_sha256`, valid until
+    /// `now_ms + GRANT_TTL_MS`.
+    pub fn sign(
+        &self,
+        container: &str,
+        app: &str,
+        node: &str,
+        resources: Resources,
+        token_sha256: &str,
+        now_ms: i64,
+    ) -> Grant {
+        let mut g = Grant {
             container: container.to_string(),
             app: app.to_string(),
             node: node.to_string(),
             resources,
-            expires_ms,
-            signature,
-        }
+            token_sha256: token_sha256.to_string(),
+            expires_ms: now_ms + GRANT_TTL_MS,
+            signature: String::new(),
+        };
+        let mut mac = self.mac();
+        mac.update(&message(&g));
+        g.signature = hex(&mac.finalize().into_bytes());
+        g
     }
 
-    /// Checks that `grant` is this cluster's, for exactly this launch of
-    /// `container` of `app` with `resources` on `node`, and not expired.
-    pub fn check(
-        &self,
-        grant: Option<&Grant>,
-        container: &str,
-        app: &str,
-        node: &str,
-        resources: &Resources,
-        now_ms: i64,
-    ) -> Result<(), GrantError> {
-        let g = grant.ok_or_else(|| GrantError::Missing(container.to_string()))?;
+    /// Checks that launch `l`, sent with a token whose SHA-256 is
+    /// `token_sha256`, carries a grant signed for this node (`node`) for
+    /// exactly this launch, not expired.
+    pub fn check(&self, l: &Launch, node: &str, token_sha256: &str, now_ms: i64) -> Result<(), GrantError> {
+        let (container, app, resources) = (&l.container, &l.app, &l.resources);
+        let g = l.grant.as_ref().ok_or_else(|| GrantError::Missing(container.to_string()))?;
         let mut mac = self.mac();
-        mac.update(&message(&g.container, &g.app, &g.node, &g.resources, g.expires_ms));
+        mac.update(&message(g));
         let sig = unhex(&g.signature).ok_or_else(|| GrantError::BadSignature(container.to_string()))?;
         mac.verify_slice(&sig).map_err(|_| GrantError::BadSignature(container.to_string()))?;
         let mismatch = |what, granted: &str, asked: &str| {
@@ -103,6 +116,9 @@ impl GrantKey {
             .or_else(|| mismatch("node", &g.node, node))
         {
             return Err(e);
+        }
+        if !crate::auth::same(g.token_sha256.as_bytes(), token_sha256.as_bytes()) {
+            return Err(GrantError::Token(container.to_string()));
         }
         if g.resources != *resources {
             return Err(GrantError::Resources {
@@ -139,24 +155,43 @@ mod tests {
 
     #[test]
     fn only_a_grant_of_this_cluster_for_exactly_this_launch_passes() {
-        let key = GrantKey::from_secret("cluster-secret");
-        let g = key.sign("app-0001-c2", "app-0001", "node-1", R, 1_000);
+        let key = GrantKey::from_secret("node-1's credential");
+        let token = "ab".repeat(32);
+        let g = key.sign("app-0001-c2", "app-0001", "node-1", R, &token, 1_000);
+        let launch = |g: Option<&Grant>, c: &str, a: &str, r: &Resources| Launch {
+            container: c.into(),
+            app: a.into(),
+            package_sha256: String::new(),
+            args: vec![],
+            env: Default::default(),
+            files: Default::default(),
+            resources: *r,
+            stop_grace_ms: 0,
+            grant: g.cloned(),
+        };
         let check = |g: Option<&Grant>, c: &str, a: &str, n: &str, r: &Resources, now: i64| {
-            key.check(g, c, a, n, r, now).map_err(|e| e.to_string())
+            key.check(&launch(g, c, a, r), n, &token, now).map_err(|e| e.to_string())
         };
         assert_eq!(check(Some(&g), "app-0001-c2", "app-0001", "node-1", &R, 2_000), Ok(()));
         assert_eq!(
             check(None, "app-0001-c2", "app-0001", "node-1", &R, 2_000).unwrap_err(),
             "the launch of app-0001-c2 carries no allocation grant from the resource manager"
         );
-        // Another cluster's key, or any field changed after signing.
-        let other =
-            GrantKey::from_secret("another-secret").sign("app-0001-c2", "app-0001", "node-1", R, 1_000);
+        // Another node's key, or any field changed after signing.
+        let other = GrantKey::from_secret("node-2's credential").sign(
+            "app-0001-c2",
+            "app-0001",
+            "node-1",
+            R,
+            &token,
+            1_000,
+        );
         let forged = [
             other,
             Grant { resources: Resources { memory_mb: 0, vcores: 1 }, ..g.clone() },
             Grant { node: "node-2".into(), ..g.clone() },
             Grant { expires_ms: i64::MAX, ..g.clone() },
+            Grant { token_sha256: "cd".repeat(32), ..g.clone() },
             Grant { signature: "00".repeat(32), ..g.clone() },
             Grant { signature: "not hex".into(), ..g.clone() },
         ];
@@ -175,6 +210,12 @@ mod tests {
         assert_eq!(
             check(Some(&g), "app-0001-c2", "app-0001", "node-2", &R, 2_000).unwrap_err(),
             "the grant is for node \"node-1\", the launch for \"node-2\""
+        );
+        assert_eq!(
+            key.check(&launch(Some(&g), "app-0001-c2", "app-0001", &R), "node-1", &"cd".repeat(32), 2_000)
+                .unwrap_err()
+                .to_string(),
+            "the launch of app-0001-c2 does not come with the token of the application the grant is for"
         );
         let big = Resources { memory_mb: 0, vcores: 1 };
         assert_eq!(

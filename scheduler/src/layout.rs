@@ -5,12 +5,13 @@
 //! ```text
 //! <cluster-dir>/                 (samza-run cluster; SAMZA_CLUSTER_DIR)
 //!     rm/                        a resource manager's --dir
-//!         token                  the cluster token (0600)
-//!         state.json             applications and their coordinators' state
+//!         token                  the operator's token (0600)
+//!         state.json             applications (with their tokens) and their coordinators' state
 //!         packages/<sha256>      uploaded job binaries
 //!         rm.url                 its address, once it serves
 //!     rm.log
 //!     <node>/                    a node manager's --dir
+//!         credential             the node's credential (0600; a local cluster's)
 //!         nm.url                 its address, once it serves
 //!         containers.json        its container table
 //!         containers/<id>/       a container's working directory:
@@ -46,6 +47,11 @@ pub fn packages(dir: &Path) -> PathBuf {
 
 pub fn package(dir: &Path, sha256: &str) -> PathBuf {
     packages(dir).join(sha256)
+}
+
+/// The node credential a local cluster gives its node manager.
+pub fn node_credential(nm_dir: &Path) -> PathBuf {
+    nm_dir.join("credential")
 }
 
 pub fn nm_url(nm_dir: &Path) -> PathBuf {

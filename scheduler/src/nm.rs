@@ -59,6 +59,9 @@ struct Ctr {
     stop_grace_ms: u64,
     #[serde(skip)]
     ended_at: Option<Instant>,
+    /// SHA-256 of its application's token: that token may read its logs.
+    #[serde(default)]
+    token_sha256: String,
 }
 
 pub struct Nm {
@@ -67,9 +70,14 @@ pub struct Nm {
     url: String,
     /// Its host part: containers and coordinators bind their servers there.
     host: String,
+    /// This node's credential (`crate::auth`).
     token: Arc<str>,
-    /// Checks the RM's grant of every launch.
+    /// Checks the RM's grant of every launch (a key derived from the credential).
     grants: crate::grant::GrantKey,
+    /// SHA-256 of the operator's token, from the resource manager's answer
+    /// to a registration or heartbeat: requests with that token are the
+    /// operator's (none are before the first answer).
+    operator_sha256: std::sync::RwLock<Option<String>>,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     /// Held while a package is checked or fetched (one at a time); the
@@ -142,6 +150,7 @@ impl Nm {
             host,
             token: token.into(),
             grants: crate::grant::GrantKey::from_secret(token),
+            operator_sha256: std::sync::RwLock::new(None),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -261,7 +270,7 @@ impl Nm {
             .route("/metrics", get(prometheus))
             .with_state(self.clone());
         samza_container::http::limit_bodies(api, samza_container::http::JSON_BODY_LIMIT)
-            .layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), authorize))
             .layer(axum::middleware::from_fn_with_state(tracing::Span::current(), in_span))
     }
 
@@ -331,6 +340,9 @@ impl Nm {
             };
             match r {
                 Ok(reply) => {
+                    if let Some(h) = reply.operator_sha256.filter(|h| is_sha256(h)) {
+                        *self.operator_sha256.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+                    }
                     if !registered && reply.known {
                         tracing::info!(node = %self.cfg.node, rm = %self.cfg.rm_url, "registered");
                     }
@@ -430,7 +442,12 @@ impl Nm {
         Ok(path)
     }
 
-    async fn start(self: &Arc<Self>, l: Launch) -> Result<NodeContainer, (StatusCode, String)> {
+    fn operator_sha256(&self) -> Option<String> {
+        self.operator_sha256.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Launches `l`, sent with application token `token`, which the process is given.
+    async fn start(self: &Arc<Self>, l: Launch, token: &str) -> Result<NodeContainer, (StatusCode, String)> {
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
         if !safe_name(&l.container) || !safe_name(&l.app) {
             return Err(bad(format!("invalid container or application id {:?} / {:?}", l.container, l.app)));
@@ -441,14 +458,8 @@ impl Nm {
         if let Some(f) = l.files.keys().find(|f| !safe_name(f)) {
             return Err(bad(format!("invalid file name {f:?}: no directories, no leading '.'")));
         }
-        if let Err(e) = self.grants.check(
-            l.grant.as_ref(),
-            &l.container,
-            &l.app,
-            &self.cfg.node,
-            &l.resources,
-            crate::now_ms(),
-        ) {
+        let token_sha256 = auth::sha256_hex(token.as_bytes());
+        if let Err(e) = self.grants.check(&l, &self.cfg.node, &token_sha256, crate::now_ms()) {
             return Err((StatusCode::FORBIDDEN, e.to_string()));
         }
         if self.lock().contains_key(&l.container) {
@@ -472,7 +483,9 @@ impl Nm {
             .env(env::CONTAINER_ID, &l.container)
             .env(env::APP_ID, &l.app)
             .env(env::RM_URL, &self.cfg.rm_url)
-            .env(env::TOKEN, &*self.token)
+            .env(env::TOKEN, token)
+            .env_remove(env::TOKEN_FILE)
+            .env_remove(env::OPERATOR_SHA256)
             .env(env::NODE, &self.cfg.node)
             .env(env::NODE_STATE_DIR, layout::node_state(&self.cfg.dir))
             .env(env::BIND, &self.host)
@@ -481,6 +494,9 @@ impl Nm {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(h) = self.operator_sha256() {
+            cmd.env(env::OPERATOR_SHA256, h);
+        }
         let mut child = cmd.spawn().map_err(|e| {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start {}: {e}", binary.display()))
         })?;
@@ -502,6 +518,7 @@ impl Nm {
                 stop_requested: false,
                 stop_grace_ms: l.stop_grace_ms,
                 ended_at: None,
+                token_sha256,
             };
             // The container's own record, should the table be lost.
             let record = serde_json::to_vec(&c).map_err(std::io::Error::other);
@@ -677,8 +694,64 @@ where
     tokio::spawn(tracing::Instrument::in_current_span(f))
 }
 
-async fn launch(State(nm): Shared, Json(l): Json<Launch>) -> Response {
-    match nm.start(l).await {
+/// Who calls a node manager: the operator (by the hash of its token), or an
+/// application's process with its token, which a launch's grant or a
+/// container's record must name.
+#[derive(Clone)]
+enum NmCaller {
+    Operator,
+    App { token: String },
+}
+
+/// Launches take an application's token (checked against the grant); a
+/// container's logs also its own application's token; everything else is
+/// the operator's.
+async fn authorize(
+    State(nm): Shared,
+    route: axum::extract::MatchedPath,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = auth::bearer(req.headers()).map(str::to_string) else {
+        return error(StatusCode::UNAUTHORIZED, "no token (Authorization: Bearer ...)");
+    };
+    let operator = nm.operator_sha256();
+    let caller = if operator
+        .is_some_and(|h| auth::same(auth::sha256_hex(token.as_bytes()).as_bytes(), h.as_bytes()))
+    {
+        NmCaller::Operator
+    } else if auth::app_of_token(&token).is_some() {
+        NmCaller::App { token }
+    } else {
+        return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
+    };
+    let launch = route.as_str() == "/v1/containers" && req.method() == axum::http::Method::POST;
+    let allowed = match &caller {
+        NmCaller::Operator => !launch,
+        NmCaller::App { .. } => launch || route.as_str() == "/v1/containers/{id}/logs/{stream}",
+    };
+    if !allowed {
+        let what = format!("{} {}", req.method(), req.uri().path());
+        let why = if launch {
+            "a launch comes with the application's token and the resource manager's grant"
+        } else {
+            "only the operator's token may"
+        };
+        return error(StatusCode::FORBIDDEN, format!("{what}: {why}"));
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+async fn launch(
+    State(nm): Shared,
+    axum::extract::Extension(caller): axum::extract::Extension<NmCaller>,
+    Json(l): Json<Launch>,
+) -> Response {
+    let NmCaller::App { token } = caller else {
+        return error(StatusCode::FORBIDDEN, "a launch comes with the application's token");
+    };
+    match nm.start(l, &token).await {
         Ok(info) => {
             nm.metrics.counter("nm.launches").inc();
             (StatusCode::CREATED, Json(info)).into_response()
@@ -729,11 +802,22 @@ struct LogQuery {
 
 async fn logs(
     State(nm): Shared,
+    axum::extract::Extension(caller): axum::extract::Extension<NmCaller>,
     UrlPath((id, stream)): UrlPath<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
     if !safe_name(&id) || !matches!(stream.as_str(), "stdout" | "stderr") {
         return error(StatusCode::BAD_REQUEST, "logs are /v1/containers/<id>/logs/stdout or .../stderr");
+    }
+    if let NmCaller::App { token } = &caller {
+        let sha = auth::sha256_hex(token.as_bytes());
+        let own = nm.lock().get(&id).is_some_and(|c| auth::same(c.token_sha256.as_bytes(), sha.as_bytes()));
+        if !own {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("the token is not that of container {id}'s application"),
+            );
+        }
     }
     let path = layout::container(&nm.cfg.dir, &id).join(&stream);
     let tail = q.tail.unwrap_or(1 << 20);
@@ -855,7 +939,14 @@ mod tests {
             reason: None,
             resources: Resources::default(),
         };
-        let ctr = Ctr { info, start_ticks: None, stop_requested: false, stop_grace_ms: 0, ended_at: None };
+        let ctr = Ctr {
+            info,
+            start_ticks: None,
+            stop_requested: false,
+            stop_grace_ms: 0,
+            ended_at: None,
+            token_sha256: String::new(),
+        };
         nm.lock().insert("app-1-c3".into(), ctr);
         assert_eq!(nm.sweep(), ["app-1-c1"]);
         assert!(!layout::container(dir.path(), "app-1-c1").exists());

@@ -1,8 +1,9 @@
 //! What the resource manager, node managers, job coordinators and `samza-run`
-//! say to each other: JSON over HTTP, every request with the cluster's bearer
-//! token. Paths are under `/v1`.
+//! say to each other: JSON over HTTP, every request with a bearer token whose
+//! kind decides what it may call (`crate::auth`). Paths are under `/v1`.
 //!
 //! Resource manager: `POST /v1/nodes` (register), `POST /v1/nodes/{node}/heartbeat`,
+//! `POST /v1/nodes/{node}/credential` (issue a node's credential),
 //! `GET /v1/nodes`, `PUT /v1/packages/{sha256}` (upload), `GET /v1/packages/{sha256}`,
 //! `POST /v1/apps` (submit), `GET /v1/apps`, `GET /v1/apps/{app}` (the job file with the values of
 //! secret settings redacted), `POST /v1/apps/{app}/kill`, and for coordinators
@@ -152,6 +153,13 @@ pub struct RegisterNode {
     pub containers: Vec<NodeContainer>,
 }
 
+/// `POST /v1/nodes/{node}/credential`: a node manager's credential.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeCredential {
+    pub node: String,
+    pub credential: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeHeartbeat {
     pub containers: Vec<NodeContainer>,
@@ -172,6 +180,10 @@ pub struct HeartbeatReply {
     /// run elsewhere already.
     #[serde(default)]
     pub kill: Vec<String>,
+    /// SHA-256 (lowercase hex) of the operator's token: the node manager, and
+    /// the containers it starts, accept the operator's requests by it.
+    #[serde(default)]
+    pub operator_sha256: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +245,10 @@ pub struct Grant {
     pub app: String,
     pub node: String,
     pub resources: Resources,
+    /// SHA-256 (lowercase hex) of the application's token: the launch must
+    /// come with it, and the container is given it.
+    #[serde(default)]
+    pub token_sha256: String,
     /// Milliseconds since the epoch.
     pub expires_ms: i64,
     /// HMAC-SHA256 of the fields above, lowercase hex.

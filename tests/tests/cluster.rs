@@ -145,7 +145,10 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
     let script = b"#!/bin/sh\ntouch ran\n".to_vec();
     let sha = samza_scheduler::auth::sha256_hex(&script);
     std::fs::write(s.cluster.dir.join("rm/packages").join(&sha), b"#!/bin/sh\ntouch pwned\n").unwrap();
-    let nm = Client::new(&nm_url, &s.cluster.token);
+    // Launches come with an application's token, which the grant names.
+    let app_token = "samza-app.x.not-issued-by-the-rm";
+    let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
+    let nm = Client::new(&nm_url, app_token);
     let size = Resources { memory_mb: 64, vcores: 1 };
     let mut launch = Launch {
         container: "x-c1".into(),
@@ -166,17 +169,24 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
                 .contains("the launch of x-c1 carries no allocation grant from the resource manager"),
         "{e:#}"
     );
-    let forged = GrantKey::from_secret("not the cluster's").sign("x-c1", "x", "node-1", size, now_ms());
-    launch.grant = Some(forged);
-    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
-    assert!(format!("{e:#}").contains("is not signed by this cluster's resource manager"), "{e:#}");
-    // Signed as the RM signs (the test holds the cluster's secret).
-    let key = GrantKey::from_secret(&s.cluster.token);
-    launch.grant = Some(key.sign("x-c1", "x", "node-1", size, now_ms()));
+    let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
+    for forger in [GrantKey::from_secret("not the cluster's"), keys.grant_key("node-2")] {
+        launch.grant = Some(forger.sign("x-c1", "x", "node-1", size, &token_sha, now_ms()));
+        let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+        assert!(format!("{e:#}").contains("is not signed by this cluster's resource manager"), "{e:#}");
+    }
+    // Signed as the RM signs (the test holds the operator's secret).
+    let key = keys.grant_key("node-1");
+    launch.grant = Some(key.sign("x-c1", "x", "node-1", size, &token_sha, now_ms()));
+    for other in ["samza-app.y.another-apps-token", s.cluster.token.as_str()] {
+        let e = Client::new(&nm_url, other).post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+        assert!(format!("{e:#}").contains("403"), "{e:#}");
+    }
     let unlimited = Launch { resources: Resources { memory_mb: 0, vcores: 1 }, ..launch.clone() };
     let e = nm.post::<_, NodeContainer>("/v1/containers", &unlimited).unwrap_err();
     assert!(format!("{e:#}").contains("allows 64 MB and 1 vcores; the launch asks for 0 MB"), "{e:#}");
-    let elsewhere = Launch { grant: Some(key.sign("x-c1", "x", "node-2", size, now_ms())), ..launch.clone() };
+    let elsewhere =
+        Launch { grant: Some(key.sign("x-c1", "x", "node-2", size, &token_sha, now_ms())), ..launch.clone() };
     let e = nm.post::<_, NodeContainer>("/v1/containers", &elsewhere).unwrap_err();
     assert!(format!("{e:#}").contains("the grant is for node \"node-2\""), "{e:#}");
     let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
@@ -429,13 +439,15 @@ fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
     let s = Setup::new(1);
     let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
     let limit = samza::http::JSON_BODY_LIMIT;
-    for (url, path) in [
-        (&s.cluster.rm_url, "/v1/apps"),
-        (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat"),
-        (&nm_url, "/v1/containers"),
+    // Launches come with an application's token.
+    let app_token = "samza-app.x.not-issued-by-the-rm";
+    for (url, path, token) in [
+        (&s.cluster.rm_url, "/v1/apps", s.cluster.token.as_str()),
+        (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat", s.cluster.token.as_str()),
+        (&nm_url, "/v1/containers", app_token),
     ] {
         // 1 GiB declared, 5 MiB sent: the answer comes without the rest.
-        let (status, body) = post_big(url, &s.cluster.token, path, 1 << 30, limit + (1 << 20));
+        let (status, body) = post_big(url, token, path, 1 << 30, limit + (1 << 20));
         assert!(status.contains(" 413 "), "{path}: {status} {body}");
         assert!(
             body.contains(&format!("the request body of POST {path} is over its limit of {limit} bytes")),
@@ -455,8 +467,10 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     let script = b"#!/bin/sh\ntouch ran\n".to_vec();
     let sha = samza_scheduler::auth::sha256_hex(&script);
     s.rm().put_bytes(&format!("/v1/packages/{sha}"), script).unwrap();
-    let nm = Client::new(&nm_url, &s.cluster.token);
-    let key = GrantKey::from_secret(&s.cluster.token);
+    let app_token = "samza-app.x.not-issued-by-the-rm";
+    let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
+    let nm = Client::new(&nm_url, app_token);
+    let key = samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1");
     let size = Resources { memory_mb: 64, vcores: 1 };
     let launch = |id: &str| Launch {
         container: id.into(),
@@ -467,7 +481,7 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
         files: Default::default(),
         resources: size,
         stop_grace_ms: 1000,
-        grant: Some(key.sign(id, "x", "node-1", size, now_ms())),
+        grant: Some(key.sign(id, "x", "node-1", size, &token_sha, now_ms())),
     };
     let ran = |id: &str| s.cluster.dir.join(format!("node-1/containers/{id}/ran"));
     let _: NodeContainer = nm.post("/v1/containers", &launch("x-c1")).unwrap();

@@ -8,6 +8,7 @@
 //! samza-run kill APP
 //! samza-run logs APP [CONTAINER] [--stdout]     a container's log (default: the coordinator's stderr)
 //! samza-run cluster [--nodes 3] [--dir DIR]     a local cluster: a resource manager and N node managers
+//! samza-run node-credential NODE [--out FILE]   issue a node's credential for its node manager
 //! samza-run query APP STORE KEY [--task T]      a key's value in a running job's store
 //! samza-run checkpoint show job.toml [--json]   tasks' checkpointed offsets and lag
 //! samza-run checkpoint set job.toml --task T log.in[0]=1200...   replay from an offset (job stopped)
@@ -98,6 +99,16 @@ enum Cmd {
         #[command(subcommand)]
         action: StoreCmd,
     },
+    /// Issue the credential of node NODE (the operator's token is needed):
+    /// its node manager registers with it (SAMZA_TOKEN_FILE=FILE samza-nm --node NODE ...).
+    NodeCredential {
+        node: String,
+        /// Write it to FILE (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        rm: Option<String>,
+    },
     /// Start a local cluster (a resource manager and N node managers, each its
     /// own process) and keep it up until Ctrl-C.
     Cluster {
@@ -175,6 +186,9 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Store { action: StoreCmd::Get { job, store, key, task, overrides, json } }) => {
             cli::store_get(&job, &overrides, &systems, &store, &key, task.as_deref(), json)
+        }
+        Some(Cmd::NodeCredential { node, out, rm }) => {
+            cli::node_credential(rm.as_deref(), &node, out.as_deref())
         }
         Some(Cmd::Cluster { nodes, dir }) => {
             cli::cluster(&dir.unwrap_or_else(samza_scheduler::auth::cluster_dir), nodes)

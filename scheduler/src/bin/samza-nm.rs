@@ -43,13 +43,28 @@ fn main() -> ExitCode {
     samza_scheduler::owner_only_files();
     samza_scheduler::init_tracing();
     let cli = Cli::parse();
+    // The node's credential, never the operator's token: the node manager
+    // signs nothing, and what it starts must not act as the operator.
     let token = match samza_scheduler::auth::find_token() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("samza-nm: {e:#}");
+            eprintln!("samza-nm: needs node {}'s credential: {e:#}", cli.node);
             return ExitCode::FAILURE;
         }
     };
+    let named = samza_scheduler::auth::node_of_credential(&token);
+    if named.as_deref() != Some(cli.node.as_str()) {
+        let what = match named {
+            Some(other) => format!("the credential of node {other}"),
+            None => "not a node credential (the operator's token?)".into(),
+        };
+        eprintln!(
+            "samza-nm: needs node {node}'s credential in SAMZA_TOKEN or the file SAMZA_TOKEN_FILE names, \
+             and was given {what}; an operator issues it with: samza-run node-credential {node} --out FILE",
+            node = cli.node
+        );
+        return ExitCode::FAILURE;
+    }
     let cfg = NmConfig {
         node: cli.node,
         dir: cli.dir,

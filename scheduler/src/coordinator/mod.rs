@@ -45,7 +45,7 @@ use samza_container::lease::Lease;
 use samza_container::systems::SystemRegistry;
 use samza_task_api::metrics::Snapshot;
 
-use crate::client::Client;
+use crate::client::{Client, HttpError};
 use crate::now_ms;
 use crate::proto::*;
 
@@ -442,8 +442,8 @@ async fn query(
 }
 
 /// Serves `GET /v1/model`, `POST /v1/containers/{n}/heartbeat`, the job's
-/// metrics (`GET /v1/metrics`, JSON; `GET /metrics`, Prometheus) with the
-/// cluster token; returns the URL.
+/// metrics (`GET /v1/metrics`, JSON; `GET /metrics`, Prometheus) behind the
+/// application's token (and the operator's); returns the URL.
 fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
     use axum::extract::{Path as UrlPath, State};
     use axum::routing::{get, post};
@@ -470,7 +470,8 @@ fn serve(served: Arc<Served>, token: &str) -> anyhow::Result<String> {
         .with_state(served);
     // On its node manager's host address, so containers on other hosts reach it.
     let host = std::env::var(envs::BIND).unwrap_or_else(|_| "127.0.0.1".into());
-    Ok(samza_container::http::serve(&format!("{host}:0"), token, router, "coordinator-http")?)
+    let accepted = samza_container::http::Accepted::with_env(token);
+    Ok(samza_container::http::serve(&format!("{host}:0"), accepted, router, "coordinator-http")?)
 }
 
 /// A container's side (see `samza_container::entry::ClusterRoles::join`): on
@@ -563,6 +564,10 @@ pub fn join(container: u32, endpoint: ContainerEndpoint) -> anyhow::Result<Optio
                         Ok(a) if a.granted => held.renew(sent),
                         Ok(a) if a.gone => held.revoke(a.reason.unwrap_or_default()),
                         Ok(a) => tracing::warn!("lease not renewed: {}", a.reason.unwrap_or_default()),
+                        // The application's token no longer works: it has ended.
+                        Err(e) if e.downcast_ref::<HttpError>().is_some_and(|h| h.status == 401) => {
+                            held.revoke(format!("{e:#}"))
+                        }
                         Err(e) => tracing::warn!("cannot renew the lease: {e:#}"),
                     }
                 }

@@ -409,6 +409,7 @@ mod tests {
                 "app-0001",
                 node,
                 Resources { memory_mb: 100, vcores: 1 },
+                "",
                 0,
             ),
         }

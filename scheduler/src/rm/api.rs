@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,9 +27,16 @@ fn json_err(status: StatusCode, e: impl std::fmt::Display) -> Response {
     ApiError::new(status, e.to_string()).into_response()
 }
 
-pub(super) async fn register(State(rm): Shared, Json(req): Json<RegisterNode>) -> Response {
+pub(super) async fn register(
+    State(rm): Shared,
+    Extension(caller): Extension<auth::Caller>,
+    Json(req): Json<RegisterNode>,
+) -> Response {
     if !safe_name(&req.node) {
         return json_err(StatusCode::BAD_REQUEST, format!("invalid node name {:?}", req.node));
+    }
+    if matches!(&caller, auth::Caller::Node(n) if *n != req.node) {
+        return json_err(StatusCode::FORBIDDEN, format!("{caller} may not register node {}", req.node));
     }
     let (reply, saved) = {
         let mut inner = rm.lock();
@@ -78,13 +85,28 @@ pub(super) async fn heartbeat(
         match inner.nodes.get_mut(&node) {
             Some(n) if n.state == NodeState::Running => n.last_heartbeat = Instant::now(),
             // Lost, recovering after a restart, or never seen: register first.
-            _ => return Json(HeartbeatReply { known: false, stop: vec![], kill: vec![] }).into_response(),
+            _ => {
+                let reply =
+                    HeartbeatReply { known: false, stop: vec![], kill: vec![], operator_sha256: None };
+                return Json(reply).into_response();
+            }
         }
         let reply = node_update(&mut inner, &node, &hb.containers);
         (reply, rm.persist(&mut inner))
     };
     rm.written(saved).await;
     Json(reply).into_response()
+}
+
+/// `POST /v1/nodes/{node}/credential` (the operator's): the credential a
+/// new node's manager registers and heartbeats with.
+pub(super) async fn node_credential(State(rm): Shared, UrlPath(node): UrlPath<String>) -> Response {
+    if !safe_name(&node) {
+        return json_err(StatusCode::BAD_REQUEST, format!("invalid node name {node:?}"));
+    }
+    let credential = rm.keys.node_credential(&node);
+    tracing::info!(%node, "node credential issued");
+    Json(NodeCredential { node, credential }).into_response()
 }
 
 pub(super) async fn list_nodes(State(rm): Shared) -> Response {
@@ -212,6 +234,7 @@ pub(super) async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response
             undelivered: vec![],
             stopping: vec![],
             coordinator_failures: vec![],
+            token: auth::new_app_token(&id),
         };
         push_event(&mut app, format!("submitted job {}", s.name));
         inner.p.apps.insert(id.clone(), app);
@@ -220,9 +243,9 @@ pub(super) async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response
         (id, launches, rm.persist(&mut inner))
     };
     rm.written(saved).await;
-    for (url, launch) in launches {
+    for (url, launch, token) in launches {
         let rm = rm.clone();
-        tokio::spawn(async move { rm.launch_coordinator(url, launch).await });
+        tokio::spawn(async move { rm.launch_coordinator(url, launch, token).await });
     }
     (StatusCode::CREATED, Json(Submitted { app: id })).into_response()
 }
@@ -331,7 +354,7 @@ pub(super) async fn to_coordinator(
     path: String,
     query: Vec<(String, String)>,
 ) -> Response {
-    let url = {
+    let (url, token) = {
         let inner = rm.lock();
         let Some(a) = inner.p.apps.get(app) else {
             return json_err(StatusCode::NOT_FOUND, format!("no application {app}"));
@@ -339,7 +362,7 @@ pub(super) async fn to_coordinator(
         if a.info.state != AppState::Running {
             return json_err(StatusCode::CONFLICT, format!("application {app} is {:?}", a.info.state));
         }
-        a.info.coordinator_state.as_ref().and_then(|s| s.url.clone())
+        (a.info.coordinator_state.as_ref().and_then(|s| s.url.clone()), a.token.clone())
     };
     let Some(url) = url else {
         return json_err(
@@ -351,7 +374,7 @@ pub(super) async fn to_coordinator(
         .http
         .get(format!("{url}{path}"))
         .query(&query)
-        .bearer_auth(&*rm.token)
+        .bearer_auth(token)
         .timeout(Duration::from_secs(15))
         .send()
         .await;

@@ -26,6 +26,8 @@ mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
 use std::time::{Duration, Instant};
 
 use axum::routing::{get, post, put};
@@ -65,7 +67,7 @@ pub struct RmConfig {
 
 pub struct Rm {
     cfg: RmConfig,
-    token: Arc<str>,
+    keys: auth::Keys,
     inner: Mutex<Inner>,
     persister: Arc<Persister>,
     http: reqwest::Client,
@@ -119,21 +121,18 @@ impl Rm {
         if !p.apps.is_empty() {
             tracing::info!(apps = p.apps.len(), "recovered state");
         }
-        let grants = crate::grant::GrantKey::from_secret(&token);
+        let keys = auth::Keys::new(&token);
+        let mut p = p;
+        // Applications from before tokens were issued get theirs now.
+        for a in p.apps.values_mut().filter(|a| a.token.is_empty()) {
+            a.token = auth::new_app_token(&a.info.app);
+        }
         let (max_attempts, attempt_window_ms) = (cfg.max_attempts, cfg.attempt_window.as_millis() as u64);
         let persister = Persister::start(path)?;
         Ok(Arc::new(Rm {
             cfg,
-            token: token.into(),
-            inner: Mutex::new(Inner {
-                p,
-                nodes,
-                owner,
-                dirty: false,
-                max_attempts,
-                attempt_window_ms,
-                grants,
-            }),
+            keys: keys.clone(),
+            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts, attempt_window_ms, keys }),
             persister,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             metrics: {
@@ -148,8 +147,37 @@ impl Rm {
         }))
     }
 
+    /// The operator's token.
     pub fn token(&self) -> &str {
-        &self.token
+        self.keys.operator()
+    }
+
+    /// Who presents `token`: the operator, a node, or a running
+    /// application (an ended application's token no longer works).
+    fn caller(&self, token: &str) -> Result<auth::Caller, String> {
+        if self.keys.is_operator(token) {
+            return Ok(auth::Caller::Operator);
+        }
+        if let Some(node) = self.keys.node_of(token) {
+            return Ok(auth::Caller::Node(node));
+        }
+        if let Some(app) = auth::app_of_token(token) {
+            let inner = self.lock();
+            return match inner.p.apps.get(&app) {
+                Some(a) if !a.token.is_empty() && auth::same(a.token.as_bytes(), token.as_bytes()) => {
+                    if a.info.state.is_final() {
+                        Err(format!(
+                            "application {app} has ended ({}): its token no longer works",
+                            state_word(a.info.state)
+                        ))
+                    } else {
+                        Ok(auth::Caller::App(app))
+                    }
+                }
+                _ => Err("not a token of this cluster".into()),
+            };
+        }
+        Err("not a token of this cluster".into())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -183,6 +211,7 @@ impl Rm {
         let api = Router::new()
             .route("/v1/nodes", post(api::register).get(api::list_nodes))
             .route("/v1/nodes/{node}/heartbeat", post(api::heartbeat))
+            .route("/v1/nodes/{node}/credential", post(api::node_credential))
             .route("/v1/apps", post(api::submit).get(api::list_apps))
             .route("/v1/apps/{app}", get(api::app_info))
             .route("/v1/apps/{app}/config", get(api::app_config))
@@ -203,7 +232,7 @@ impl Rm {
             limit_bodies(api, JSON_BODY_LIMIT).merge(limit_bodies(packages, self.cfg.max_package_bytes));
         // The dashboard's page holds no data: it asks for the token and reads
         // the API above with it, as the CLI does.
-        api.layer(axum::middleware::from_fn_with_state(self.token.clone(), auth::require_token))
+        api.route_layer(axum::middleware::from_fn_with_state(self.clone(), authorize))
             .route("/", get(crate::dashboard::page))
             .route("/dashboard", get(crate::dashboard::page))
     }
@@ -242,21 +271,17 @@ impl Rm {
             if !launches.is_empty() {
                 self.written(saved).await;
             }
-            for (node_url, launch) in launches {
+            for (node_url, launch, token) in launches {
                 let rm = self.clone();
-                tokio::spawn(async move { rm.launch_coordinator(node_url, launch).await });
+                tokio::spawn(async move { rm.launch_coordinator(node_url, launch, token).await });
             }
         }
     }
 
-    async fn launch_coordinator(&self, node_url: String, launch: Launch) {
-        let r = self
-            .http
-            .post(format!("{node_url}/v1/containers"))
-            .bearer_auth(&*self.token)
-            .json(&launch)
-            .send()
-            .await;
+    /// Launches a coordinator with its application's token, which it is given.
+    async fn launch_coordinator(&self, node_url: String, launch: Launch, token: String) {
+        let r =
+            self.http.post(format!("{node_url}/v1/containers")).bearer_auth(token).json(&launch).send().await;
         let failure = match r {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => {
@@ -271,6 +296,44 @@ impl Rm {
         inner.end_container(&launch.container, ContainerState::Exited, failure);
         self.persist(&mut inner);
     }
+}
+
+/// Who may call what (`crate::auth`): the operator everything; an
+/// application's token the routes of its own application, but for `kill`;
+/// a node's credential its own registration and heartbeats, and packages.
+/// Anything else is 401 (no token of this cluster) or 403 (not in scope).
+async fn authorize(
+    State(rm): State<Arc<Rm>>,
+    route: axum::extract::MatchedPath,
+    params: axum::extract::RawPathParams,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use auth::Caller;
+    use axum::http::{Method, StatusCode};
+    let caller = match auth::bearer(req.headers()).map(|t| rm.caller(t)) {
+        Some(Ok(c)) => c,
+        Some(Err(why)) => return auth::error(StatusCode::UNAUTHORIZED, why),
+        None => return auth::error(StatusCode::UNAUTHORIZED, "no token (Authorization: Bearer ...)"),
+    };
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+    let method = req.method();
+    let allowed = match (&caller, route.as_str()) {
+        (Caller::Operator, _) => true,
+        (Caller::App(_), "/v1/apps/{app}/kill") => false,
+        (Caller::App(a), r) if r.starts_with("/v1/apps/{app}") => param("app") == Some(a.as_str()),
+        (Caller::Node(n), "/v1/nodes/{node}/heartbeat") => param("node") == Some(n.as_str()),
+        // The handler checks that the body names the credential's node.
+        (Caller::Node(_), "/v1/nodes") => method == Method::POST,
+        (Caller::Node(_), "/v1/packages/{sha}") => method == Method::GET || method == Method::HEAD,
+        _ => false,
+    };
+    if !allowed {
+        let what = format!("{} {}", method, req.uri().path());
+        return auth::error(StatusCode::FORBIDDEN, format!("{caller} may not {what}"));
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 /// `SUCCEEDED`, `FAILED`, ... as on the wire.

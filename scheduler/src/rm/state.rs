@@ -33,6 +33,10 @@ pub(crate) struct App {
     /// the attempt-failures window; losses of a node are not counted.
     #[serde(default)]
     pub(crate) coordinator_failures: Vec<i64>,
+    /// The application's token (`crate::auth`): its coordinator and
+    /// containers are given it; it works while the application runs.
+    #[serde(default)]
+    pub(crate) token: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -57,8 +61,9 @@ pub(crate) struct Inner {
     /// Coordinator failures within `attempt_window_ms` that fail the application.
     pub(crate) max_attempts: u32,
     pub(crate) attempt_window_ms: u64,
-    /// Signs the grants of allocations.
-    pub(crate) grants: crate::grant::GrantKey,
+    /// The operator's token and the keys derived from it: node credentials,
+    /// and the keys of grants.
+    pub(crate) keys: crate::auth::Keys,
 }
 
 /// Ended containers an application keeps in its record (see `Inner::prune_ended`).
@@ -373,8 +378,10 @@ impl Inner {
         self.dirty = true;
     }
 
-    /// Allocates a container for every accepted application's coordinator.
-    pub(crate) fn place_coordinators(&mut self) -> Vec<(String, Launch)> {
+    /// Allocates a container for every accepted application's coordinator:
+    /// the node manager's URL, the launch, and the application's token to
+    /// send it with.
+    pub(crate) fn place_coordinators(&mut self) -> Vec<(String, Launch, String)> {
         let waiting: Vec<String> = self
             .p
             .apps
@@ -409,9 +416,16 @@ impl Inner {
                 files: BTreeMap::new(),
                 resources,
                 stop_grace_ms: 10_000,
-                grant: Some(self.grants.sign(&c.id, &app_id, &node, resources, now_ms())),
+                grant: Some(self.keys.grant_key(&node).sign(
+                    &c.id,
+                    &app_id,
+                    &node,
+                    resources,
+                    &crate::auth::sha256_hex(app.token.as_bytes()),
+                    now_ms(),
+                )),
             };
-            out.push((self.nodes[&node].url.clone(), launch));
+            out.push((self.nodes[&node].url.clone(), launch, app.token.clone()));
         }
         out
     }
@@ -472,7 +486,14 @@ impl Inner {
                         node: node.clone(),
                         node_url: self.nodes[&node].url.clone(),
                         resources: c.resources,
-                        grant: self.grants.sign(&c.id, &app, &node, c.resources, now),
+                        grant: self.keys.grant_key(&node).sign(
+                            &c.id,
+                            &app,
+                            &node,
+                            c.resources,
+                            &crate::auth::sha256_hex(self.p.apps[&app].token.as_bytes()),
+                            now,
+                        ),
                     });
                     let a = self.p.apps.get_mut(&app).unwrap();
                     let how = match &p.ask.preferred_node {
@@ -537,7 +558,8 @@ pub(crate) fn node_update(inner: &mut Inner, node: &str, containers: &[NodeConta
             stop.push(c.id.clone());
         }
     }
-    HeartbeatReply { known: true, stop, kill }
+    let operator_sha256 = Some(crate::auth::sha256_hex(inner.keys.operator().as_bytes()));
+    HeartbeatReply { known: true, stop, kill, operator_sha256 }
 }
 
 /// Refuses a coordinator attempt that is not the application's current one
@@ -579,7 +601,7 @@ mod tests {
             dirty: false,
             max_attempts: 2,
             attempt_window_ms: 600_000,
-            grants: crate::grant::GrantKey::from_secret("t"),
+            keys: crate::auth::Keys::new("t"),
         }
     }
 
@@ -602,6 +624,7 @@ mod tests {
             undelivered: vec![],
             stopping: vec!["app-0001-c2".into()],
             coordinator_failures: vec![],
+            token: String::new(),
         };
         let mut inner = inner(
             Persisted { next_app: 2, next_container: 10, apps: BTreeMap::from([("app-0001".into(), app)]) },
@@ -639,7 +662,14 @@ mod tests {
         }))
         .unwrap();
         let owner = info.containers.iter().map(|c| (c.id.clone(), "app-0001".to_string())).collect();
-        let app = App { info, pending: vec![], undelivered, stopping: vec![], coordinator_failures: vec![] };
+        let app = App {
+            info,
+            pending: vec![],
+            undelivered,
+            stopping: vec![],
+            coordinator_failures: vec![],
+            token: String::new(),
+        };
         let mut inner = inner(
             Persisted { next_app: 2, next_container: 2000, apps: BTreeMap::from([("app-0001".into(), app)]) },
             owner,
@@ -672,6 +702,7 @@ mod tests {
                 undelivered: vec![],
                 stopping: vec![],
                 coordinator_failures: vec![],
+                token: String::new(),
             },
         )
     }

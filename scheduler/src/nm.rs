@@ -726,6 +726,14 @@ async fn authorize(
         return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
     };
     let launch = route.as_str() == "/v1/containers" && req.method() == axum::http::Method::POST;
+    // Besides launches (judged by their grant), an application's token is
+    // known here by the containers launched with it.
+    if let NmCaller::App { token } = &caller {
+        let sha = auth::sha256_hex(token.as_bytes());
+        if !launch && !nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
+        }
+    }
     let allowed = match &caller {
         NmCaller::Operator => !launch,
         NmCaller::App { .. } => launch || route.as_str() == "/v1/containers/{id}/logs/{stream}",

@@ -40,5 +40,5 @@ fn cluster_commands_without_a_cluster_say_what_is_missing() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read the cluster token") && err.contains("SAMZA_TOKEN"), "{err}");
+    assert!(err.contains("cannot read the token") && err.contains("SAMZA_TOKEN"), "{err}");
 }

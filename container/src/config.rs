@@ -158,7 +158,9 @@ impl CargoBin {
     /// reports it (`CARGO_TARGET_DIR` and `.cargo/config.toml` honoured).
     pub fn locate(&self, base_dir: &Path) -> Result<PathBuf, String> {
         let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["metadata", "--format-version", "1", "--no-deps"]).current_dir(base_dir);
+        // A job file named without a directory (`samza-run job.toml`) has an empty one.
+        let dir = if base_dir.as_os_str().is_empty() { Path::new(".") } else { base_dir };
+        cmd.args(["metadata", "--format-version", "1", "--no-deps"]).current_dir(dir);
         if let Some(m) = &self.manifest {
             cmd.arg("--manifest-path").arg(m);
         }

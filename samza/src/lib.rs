@@ -61,9 +61,10 @@ pub use samza_task_api::*;
 /// Everything a task needs, in one import.
 pub mod prelude {
     pub use samza_task_api::{
-        Config, Counter, Gauge, IncomingMessageEnvelope, JsonSerde, MessageCollector, MetricsRegistry,
-        OutgoingMessageEnvelope, RequestScope, Serde, StreamTask, StringSerde, SystemStream,
-        SystemStreamPartition, TaskContext, TaskCoordinator, TaskError, TaskName, TaskRegistry, Timer,
+        BuildTask, BytesSerde, Config, Counter, Gauge, I64Serde, IncomingMessageEnvelope, JsonSerde,
+        KeyValueStore, MessageCollector, MetricsRegistry, OutgoingMessageEnvelope, RequestScope, Serde,
+        StreamTask, StringSerde, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
+        TaskError, TaskName, TaskRegistry, Timer,
     };
 }
 

@@ -20,8 +20,8 @@ pub use metrics::{Counter, Gauge, MetricsRegistry, Timer};
 pub use serdes::{BytesSerde, I32Serde, I64Serde, JsonSerde, Serde, SerdeName, StringSerde};
 pub use store::{KeyValueStore, RawStore, SharedStore, UpdateFn};
 pub use task::{
-    Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory, TaskName,
-    TaskRegistry,
+    BuildTask, Config, MessageCollector, RequestScope, StreamTask, TaskContext, TaskCoordinator, TaskFactory,
+    TaskName, TaskRegistry,
 };
 
 pub use partitioner::{murmur2, partition_for_key};

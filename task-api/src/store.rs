@@ -180,8 +180,17 @@ impl<K, V> KeyValueStore<K, V> {
         self.decode(entries)
     }
 
-    /// Entries whose encoded key starts with `prefix`.
-    pub fn prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, TaskError> {
+    /// Entries whose key starts with `prefix`, encoded with the key serde
+    /// (so for serdes whose encodings keep prefixes: strings, bytes, and
+    /// big-endian integers for a range of them; see [`Self::prefix_bytes`]
+    /// for an encoded prefix).
+    pub fn prefix(&self, prefix: &K) -> Result<Vec<(K, V)>, TaskError> {
+        let p = self.keys.to_bytes(prefix)?;
+        self.prefix_bytes(&p)
+    }
+
+    /// Entries whose encoded key starts with the bytes `prefix`.
+    pub fn prefix_bytes(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, TaskError> {
         let entries = self.raw().prefix(prefix)?;
         self.decode(entries)
     }

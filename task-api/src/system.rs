@@ -120,6 +120,12 @@ pub struct IncomingMessageEnvelope {
 }
 
 impl IncomingMessageEnvelope {
+    /// Whether the message came from `stream` (an input from
+    /// [`crate::TaskContext::input`]).
+    pub fn is_from(&self, stream: &SystemStream) -> bool {
+        self.ssp.system_stream == *stream
+    }
+
     /// The message as UTF-8 text.
     pub fn message_str(&self) -> Result<&str, crate::TaskError> {
         let m = self.message.as_deref().ok_or_else(|| self.tombstone_error())?;

@@ -125,9 +125,32 @@ impl TaskContext {
         &self.config
     }
 
-    /// Registry for the task's own counters and gauges.
+    /// The container's registry, which every task of the container shares:
+    /// `counter("name")` is one counter per container (tasks adding to it
+    /// add up), served on the container's `/metrics` and in its snapshots.
+    /// For a figure per task, put the task's name in the metric's name or
+    /// label (`counter_with("name", &[("task", ctx.task_name().as_str())])`).
     pub fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
+    }
+
+    /// The input `stream` of this task (`"name"` or `"system.name"`), to
+    /// tell envelopes apart with [`IncomingMessageEnvelope::is_from`]; an
+    /// error names the task's inputs when it has none of that name.
+    pub fn input(&self, stream: &str) -> Result<crate::SystemStream, TaskError> {
+        let found = self.ssps.iter().map(|s| &s.system_stream).find(|ss| {
+            &*ss.stream == stream
+                || stream.split_once('.').is_some_and(|(sys, st)| &*ss.system == sys && &*ss.stream == st)
+        });
+        found.cloned().ok_or_else(|| {
+            let mut inputs: Vec<String> = self.ssps.iter().map(|s| s.system_stream.to_string()).collect();
+            inputs.dedup();
+            TaskError::config(format!(
+                "task {} has no input {stream:?} (its inputs: {})",
+                self.task_name,
+                inputs.join(", ")
+            ))
+        })
     }
 }
 
@@ -250,6 +273,92 @@ pub trait StreamTask: Send {
     }
 }
 
+/// A task built from its context: its stores, config and metrics are at
+/// hand when it is made, so its fields need no `Option` filled in `init`.
+/// Register it with [`TaskRegistry::register_built`].
+///
+/// ```
+/// use samza_task_api::*;
+///
+/// struct Count {
+///     counts: KeyValueStore<String, i64>,
+///     views: SystemStream,
+/// }
+///
+/// impl BuildTask for Count {
+///     fn build(ctx: &mut TaskContext) -> Result<Self, TaskError> {
+///         Ok(Count { counts: ctx.store("counts", StringSerde, I64Serde)?, views: ctx.input("page-views")? })
+///     }
+/// }
+///
+/// impl StreamTask for Count {
+///     fn process(&mut self, env: &IncomingMessageEnvelope, _: &mut MessageCollector,
+///                _: &mut TaskCoordinator) -> Result<(), TaskError> {
+///         if env.is_from(&self.views) {
+///             let user = env.key_str()?.unwrap_or("anonymous").to_string();
+///             self.counts.update(&user, |n| Some(n.unwrap_or(0) + 1))?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let tasks = TaskRegistry::new().register_built::<Count>("count");
+/// # let _ = tasks;
+/// ```
+pub trait BuildTask: StreamTask + Sized + 'static {
+    /// Makes the task instance from its context; `init` runs after it.
+    fn build(ctx: &mut TaskContext) -> Result<Self, TaskError>;
+}
+
+/// A [`BuildTask`] before and after its context came.
+struct Built<T> {
+    task: Option<T>,
+}
+
+impl<T: BuildTask> Built<T> {
+    fn task(&mut self) -> Result<&mut T, TaskError> {
+        self.task.as_mut().ok_or_else(|| TaskError::task("the task was called before it was built (init)"))
+    }
+}
+
+impl<T: BuildTask> StreamTask for Built<T> {
+    fn init(&mut self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let mut task = T::build(ctx)?;
+        task.init(ctx)?;
+        self.task = Some(task);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        envelope: &IncomingMessageEnvelope,
+        collector: &mut MessageCollector,
+        coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        self.task()?.process(envelope, collector, coordinator)
+    }
+
+    fn window(
+        &mut self,
+        collector: &mut MessageCollector,
+        coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        self.task()?.window(collector, coordinator)
+    }
+
+    fn caught_up(
+        &mut self,
+        collector: &mut MessageCollector,
+        coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        self.task()?.caught_up(collector, coordinator)
+    }
+
+    fn close(&mut self, collector: &mut MessageCollector) -> Result<(), TaskError> {
+        self.task()?.close(collector)
+    }
+}
+
 /// Creates task instances; one call per task instance.
 pub type TaskFactory = Arc<dyn Fn(&Config) -> Result<Box<dyn StreamTask>, TaskError> + Send + Sync>;
 
@@ -273,6 +382,12 @@ impl TaskRegistry {
     /// Registers a task type constructed with `Default`.
     pub fn register<T: StreamTask + Default + 'static>(mut self, name: &str) -> Self {
         self.factories.insert(name.to_string(), Arc::new(|_| Ok(Box::new(T::default()))));
+        self
+    }
+
+    /// Registers a task type built from its context (see [`BuildTask`]).
+    pub fn register_built<T: BuildTask>(mut self, name: &str) -> Self {
+        self.factories.insert(name.to_string(), Arc::new(|_| Ok(Box::new(Built::<T> { task: None }))));
         self
     }
 

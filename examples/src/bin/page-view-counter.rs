@@ -49,7 +49,7 @@ impl StreamTask for Counter {
         if self.windowed && ctx.config().get("stores.emits.engine").is_some() {
             let emits = ctx.store("emits", StringSerde, I64Serde)?;
             // Users changed before the last commit and not yet emitted.
-            for (k, _) in emits.prefix(b"p:")? {
+            for (k, _) in emits.prefix(&"p:".to_string())? {
                 self.changed.insert(k[2..].to_string());
             }
             self.emits = Some(emits);

@@ -23,6 +23,7 @@ pub struct StoredMessage {
     pub key: Option<Bytes>,
     pub message: Option<Bytes>,
     pub timestamp: i64,
+    pub headers: Vec<(String, Bytes)>,
 }
 
 #[derive(Default)]
@@ -64,6 +65,19 @@ impl InMemoryStreams {
         message: Option<Bytes>,
         timestamp: i64,
     ) -> Result<(u32, Offset), SystemError> {
+        self.append_with_headers(stream, partition, key, message, timestamp, Vec::new())
+    }
+
+    /// [`Self::append`] with record headers.
+    pub fn append_with_headers(
+        &self,
+        stream: &str,
+        partition: Option<u32>,
+        key: Option<Bytes>,
+        message: Option<Bytes>,
+        timestamp: i64,
+        headers: Vec<(String, Bytes)>,
+    ) -> Result<(u32, Offset), SystemError> {
         let (lock, cv) = &*self.inner;
         let mut st = lock.lock().unwrap();
         st.round_robin = st.round_robin.wrapping_add(1);
@@ -74,7 +88,7 @@ impl InMemoryStreams {
         let part = parts.get_mut(p as usize).ok_or_else(|| {
             SystemError::new(SystemErrorKind::NotFound, format!("stream {stream} has no partition {p}"))
         })?;
-        part.push(StoredMessage { key, message, timestamp });
+        part.push(StoredMessage { key, message, timestamp, headers });
         let offset = part.len() as u64 - 1;
         cv.notify_all();
         Ok((p, offset))
@@ -140,7 +154,8 @@ impl SystemProducer for InMemoryStreams {
             }
             (None, None) => None,
         };
-        self.append(&env.stream.stream, partition, env.key, env.message, env.event_time.unwrap_or(0))?;
+        let time = env.event_time.unwrap_or(0);
+        self.append_with_headers(&env.stream.stream, partition, env.key, env.message, time, env.headers)?;
         Ok(())
     }
 
@@ -195,7 +210,7 @@ impl SystemConsumer for InMemoryConsumer {
                         message: m.message.clone(),
                         event_time: m.timestamp,
                         arrival_time: m.timestamp,
-                        headers: Vec::new(),
+                        headers: m.headers.clone(),
                     });
                     *next += 1;
                 }

@@ -1,4 +1,9 @@
-//! Shared by the example binaries and their tests.
+//! Shared by the example binaries and their tests: the example jobs' tasks
+//! (each binary is `samza::main` of its module's `tasks()`), and what the
+//! generators, benchmarks and tests derive events from.
+
+pub mod page_view_counter;
+pub mod page_views;
 
 /// The user of page-view event `i` out of `users` (splitmix64 of `i`): every
 /// generator and test derives the same events, so true counts can be recomputed.

@@ -2,6 +2,7 @@
 //! (each binary is `samza::main` of its module's `tasks()`), and what the
 //! generators, benchmarks and tests derive events from.
 
+pub mod country_views;
 pub mod page_view_counter;
 pub mod page_views;
 
@@ -12,6 +13,25 @@ pub fn user_of(i: u64, users: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)) % users
+}
+
+/// The country in the profile of user `u` for the join example, or `None`
+/// for the one user in 41 without a profile (whose views count as
+/// `unknown`). `page-view-gen --profiles` writes these profiles.
+pub fn country_of(u: u64) -> Option<&'static str> {
+    const COUNTRIES: [&str; 5] = ["fr", "de", "nl", "se", "pt"];
+    (u % 41 != 40).then(|| COUNTRIES[(u * 7 % 5) as usize])
+}
+
+/// The join example's reference: page views `from..to` over `users`, per
+/// country of their user's profile (`unknown` without one).
+pub fn views_per_country(from: u64, to: u64, users: u64) -> std::collections::BTreeMap<String, i64> {
+    let mut truth = std::collections::BTreeMap::new();
+    for i in from..to {
+        let c = country_of(user_of(i, users)).unwrap_or("unknown");
+        *truth.entry(c.to_string()).or_default() += 1;
+    }
+    truth
 }
 
 /// The value after `name` on the command line (`--records 1000`).

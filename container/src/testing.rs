@@ -99,6 +99,13 @@ impl TestRunner {
             .expect("stream exists");
     }
 
+    /// Appends `msg` (a value of any serde, a key, an event time: [`Msg`]).
+    pub fn send_msg(&mut self, stream: &str, msg: Msg) {
+        self.streams
+            .append_with_headers(stream, msg.partition, msg.key, msg.value, msg.time_ms, msg.headers)
+            .unwrap_or_else(|e| panic!("cannot send to {stream}: {e}"));
+    }
+
     /// Appends a message to an explicit partition.
     pub fn send_to(&mut self, stream: &str, partition: u32, key: Option<&str>, message: &str) {
         self.streams
@@ -218,7 +225,7 @@ impl Msg {
     /// A value in `serde` (any of the task API's serdes, or your own).
     pub fn with<T>(value: &T, serde: impl samza_task_api::Serde<T>) -> Msg {
         let bytes = serde.to_bytes(value).unwrap_or_else(|e| panic!("cannot encode the message: {e}"));
-        Msg { value: Some(bytes.into()), ..Msg::default() }
+        Msg { value: Some(bytes), ..Msg::default() }
     }
 
     /// No value: a deletion marker for compacted streams.
@@ -234,8 +241,7 @@ impl Msg {
 
     /// The key in `serde`.
     pub fn key_with<K>(mut self, key: &K, serde: impl samza_task_api::Serde<K>) -> Msg {
-        let bytes = serde.to_bytes(key).unwrap_or_else(|e| panic!("cannot encode the key: {e}"));
-        self.key = Some(bytes.into());
+        self.key = Some(serde.to_bytes(key).unwrap_or_else(|e| panic!("cannot encode the key: {e}")));
         self
     }
 

@@ -201,6 +201,76 @@ impl OutgoingMessageEnvelope {
     }
 }
 
+/// Builders: keys and values take the same types everywhere (anything
+/// that is bytes: `&str`, `String`, `Vec<u8>`, `Bytes`, ...; JSON; or any
+/// serde), as the test harness's `Msg` does.
+///
+/// ```
+/// use samza_task_api::*;
+/// let out = SystemStream::new("log", "counts");
+/// let user = String::from("ann");
+/// let m = OutgoingMessageEnvelope::to(out.clone()).key(&user).value("3");
+/// let j = OutgoingMessageEnvelope::to(out.clone()).key(&user).value_json(&serde_json::json!({"n": 3}))?;
+/// let t = OutgoingMessageEnvelope::to(out).key_with(&7i64, &I64Serde)?.value_with(&3i64, &I64Serde)?;
+/// assert_eq!(m.key, j.key);
+/// # let _ = t;
+/// # Ok::<(), TaskError>(())
+/// ```
+impl OutgoingMessageEnvelope {
+    /// A message to `stream`, with no key and no value yet.
+    pub fn to(stream: SystemStream) -> Self {
+        Self::new(stream, None, None)
+    }
+
+    /// The key's bytes.
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(Bytes::copy_from_slice(key.as_ref()));
+        self
+    }
+
+    /// The key, encoded by `serde`.
+    pub fn key_with<K>(mut self, key: &K, serde: &impl crate::Serde<K>) -> Result<Self, crate::TaskError> {
+        self.key = Some(serde.to_bytes(key)?);
+        Ok(self)
+    }
+
+    /// The value's bytes.
+    pub fn value(mut self, value: impl AsRef<[u8]>) -> Self {
+        self.message = Some(Bytes::copy_from_slice(value.as_ref()));
+        self
+    }
+
+    /// The value as JSON.
+    pub fn value_json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Result<Self, crate::TaskError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| crate::TaskError::serde(format!("cannot encode json for {}: {e}", self.stream)))?;
+        self.message = Some(bytes.into());
+        Ok(self)
+    }
+
+    /// The value, encoded by `serde`.
+    pub fn value_with<V>(
+        mut self,
+        value: &V,
+        serde: &impl crate::Serde<V>,
+    ) -> Result<Self, crate::TaskError> {
+        self.message = Some(serde.to_bytes(value)?);
+        Ok(self)
+    }
+
+    /// The event time, in milliseconds since the Unix epoch.
+    pub fn at(mut self, time_ms: i64) -> Self {
+        self.event_time = Some(time_ms);
+        self
+    }
+
+    /// A record header.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.to_string(), Bytes::copy_from_slice(value.as_ref())));
+        self
+    }
+}
+
 impl OutgoingMessageEnvelope {
     /// A message whose value is `value` as JSON.
     pub fn json<T: serde::Serialize>(

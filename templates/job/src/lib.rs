@@ -42,11 +42,7 @@ impl StreamTask for CountByKey {
     fn window(&mut self, out: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
         for key in std::mem::take(&mut self.changed) {
             let count = self.counts.get(&key)?.unwrap_or(0);
-            out.send(OutgoingMessageEnvelope::new(
-                self.output.clone(),
-                Some(key.into()),
-                Some(count.to_string().into()),
-            ));
+            out.send(OutgoingMessageEnvelope::to(self.output.clone()).key(&key).value(count.to_string()));
         }
         Ok(())
     }

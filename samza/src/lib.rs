@@ -68,9 +68,45 @@ pub mod prelude {
     };
 }
 
+/// docs/guide.md: its Rust blocks run as this item's doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct JobAuthorsGuide;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every TOML block of docs/guide.md is a job file that parses.
+    #[test]
+    fn the_guides_job_files_parse() {
+        let guide = include_str!("../../docs/guide.md");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in guide.lines() {
+            match (&mut current, line.trim_start()) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(b), "```") => {
+                    blocks.push(std::mem::take(b));
+                    current = None;
+                }
+                (Some(b), l) => {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+                (None, l) if l.starts_with("```") && !l.starts_with("```rust") && l != "```" => {
+                    panic!("docs/guide.md has a block no test checks: {l}")
+                }
+                _ => {}
+            }
+        }
+        assert!(blocks.len() >= 3, "the guide's job files: {}", blocks.len());
+        for (i, text) in blocks.iter().enumerate() {
+            let job = samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
+                .unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}\n{text}", i + 1));
+            builtin_systems().resolve(&job).unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}", i + 1));
+        }
+    }
 
     fn job(section: &str) -> String {
         format!(

@@ -5,6 +5,7 @@
 pub mod country_views;
 pub mod page_view_counter;
 pub mod page_views;
+pub mod verify;
 
 /// The user of page-view event `i` out of `users` (splitmix64 of `i`): every
 /// generator and test derives the same events, so true counts can be recomputed.

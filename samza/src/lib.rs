@@ -102,9 +102,12 @@ mod tests {
         }
         assert!(blocks.len() >= 3, "the guide's job files: {}", blocks.len());
         for (i, text) in blocks.iter().enumerate() {
-            let job = samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
-                .unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}\n{text}", i + 1));
-            builtin_systems().resolve(&job).unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}", i + 1));
+            let job =
+                samza_container::config::JobConfig::parse(text, std::path::Path::new("/j/job.toml"), &[])
+                    .unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}\n{text}", i + 1));
+            builtin_systems()
+                .resolve(&job)
+                .unwrap_or_else(|e| panic!("docs/guide.md, job file {}: {e}", i + 1));
         }
     }
 

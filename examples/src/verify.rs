@@ -48,10 +48,12 @@ pub fn history(log: &Log, stream: &str, uncommitted: bool) -> Result<Vec<Vec<Rec
     Ok(out)
 }
 
-/// Every user's count updates on the counter's output, in log order:
-/// (count, seq header when there is one).
-pub fn updates(log: &Log, stream: &str) -> Result<HashMap<String, Vec<(i64, Option<i64>)>>, String> {
-    let mut out: HashMap<String, Vec<(i64, Option<i64>)>> = HashMap::new();
+/// A user's count updates in log order: (count, seq header when there is one).
+pub type Updates = HashMap<String, Vec<(i64, Option<i64>)>>;
+
+/// Every user's count updates on the counter's output.
+pub fn updates(log: &Log, stream: &str) -> Result<Updates, String> {
+    let mut out = Updates::new();
     for rec in history(log, stream, false)?.into_iter().flatten() {
         let count = std::str::from_utf8(&rec.value)
             .ok()

@@ -470,8 +470,7 @@ impl Progress {
 
     fn poll(&mut self) {
         for (job, r) in &mut self.readers {
-            loop {
-                let Ok(c) = r.read(1 << 20) else { break };
+            while let Ok(c) = r.read(1 << 20) {
                 if c.is_empty() {
                     break;
                 }
@@ -671,8 +670,8 @@ fn run(o: &Opts, dir: &Path) -> anyhow::Result<bool> {
         apps: [String::new(), String::new()],
         pids: Mutex::new(BTreeSet::new()),
     };
-    for job in 0..2 {
-        let jd = dir.join("jobs").join(JOBS[job].0);
+    for (job, (name, ..)) in JOBS.iter().enumerate() {
+        let jd = dir.join("jobs").join(name);
         std::fs::create_dir_all(&jd)?;
         std::fs::write(jd.join("job.toml"), job_file(&dir, &bin, job, &o.guarantee))?;
         c.apps[job] = submit(&c.cluster, &jd.join("job.toml"))?;

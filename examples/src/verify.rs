@@ -192,3 +192,86 @@ pub fn repartitioned(log: &Log, stream: &str, events: u64, once: bool) -> Result
     }
     Ok(bad)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ups(list: &[(&str, &[(i64, Option<i64>)])]) -> Updates {
+        list.iter().map(|(u, v)| (u.to_string(), v.to_vec())).collect()
+    }
+
+    fn truth(list: &[(&str, i64)]) -> HashMap<String, i64> {
+        list.iter().map(|(u, n)| (u.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn the_checks_find_every_kind_of_violation() {
+        let t = truth(&[("ann", 3), ("bob", 1)]);
+        let good = ups(&[("ann", &[(1, Some(1)), (3, Some(2))]), ("bob", &[(1, Some(1))])]);
+        assert_eq!(exactly_once(&good, &t), Vec::<String>::new());
+        assert_eq!(at_least_once(&good, &t), Vec::<String>::new());
+
+        let repeat = ups(&[("ann", &[(1, Some(1)), (2, Some(1)), (3, Some(2))]), ("bob", &[(1, Some(1))])]);
+        assert!(
+            exactly_once(&repeat, &t)[0].contains("a gap or a repeat"),
+            "{:?}",
+            exactly_once(&repeat, &t)
+        );
+        let gap = ups(&[("ann", &[(1, Some(1)), (3, Some(3))]), ("bob", &[(1, Some(1))])]);
+        assert!(exactly_once(&gap, &t)[0].contains("seq Some(3)"));
+        let over = ups(&[("ann", &[(1, Some(1)), (4, Some(2))]), ("bob", &[(1, Some(1))])]);
+        assert_eq!(exactly_once(&over, &t), vec!["ann: last count 4, truth 3".to_string()]);
+        assert_eq!(at_least_once(&over, &t), Vec::<String>::new(), "over the truth is at-least-once");
+        let down = ups(&[("ann", &[(3, None), (2, None), (3, None)]), ("bob", &[(1, None)])]);
+        assert_eq!(at_least_once(&down, &t), vec!["ann: the count went down from 3 to 2".to_string()]);
+        let lost = ups(&[("ann", &[(2, None)])]);
+        let v = at_least_once(&lost, &t);
+        assert!(v.contains(&"ann: last count 2, below the truth 3".to_string()), "{v:?}");
+        assert!(v.contains(&"bob: last count 0, below the truth 1".to_string()), "{v:?}");
+        let stranger = ups(&[
+            ("ann", &[(1, Some(1)), (3, Some(2))]),
+            ("bob", &[(1, Some(1))]),
+            ("eve", &[(1, Some(1))]),
+        ]);
+        assert_eq!(exactly_once(&stranger, &t), vec!["eve: counted, but never viewed a page".to_string()]);
+    }
+
+    #[test]
+    fn checkpoints_and_repartitioned_views_are_checked_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let stream = "__samza_checkpoint_j";
+        log.create_stream(stream, &samza_log::StreamConfig::with_partitions(1)).unwrap();
+        let mut p = log.stream(stream).unwrap().producer();
+        let cp = |generation: u64, offset: u64| {
+            format!(
+                r#"{{"generation":{generation},"offsets":[{{"system":"log","stream":"in","partition":0,"offset":{offset}}}]}}"#
+            )
+        };
+        for (g, o) in [(1, 10), (1, 20), (2, 15), (1, 30)] {
+            p.send(None, Some(b"Partition 0"), Some(cp(g, o).as_bytes()), 0, &[]).unwrap();
+        }
+        p.flush().unwrap();
+        let bad = checkpoints(&log, "j").unwrap();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("went back from 20 to 15"), "{bad:?}");
+        assert!(bad[1].contains("written by generation 1 after generation 2"), "{bad:?}");
+
+        log.create_stream("by-user", &samza_log::StreamConfig::with_partitions(2)).unwrap();
+        let mut p = log.stream("by-user").unwrap().producer();
+        for i in [0u64, 1, 1, 3] {
+            p.send(None, Some(b"u"), Some(format!(r#"{{"i":{i}}}"#).as_bytes()), 0, &[]).unwrap();
+        }
+        p.flush().unwrap();
+        let bad = repartitioned(&log, "by-user", 4, true).unwrap();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("1 page views missing, the first Some(2)"), "{bad:?}");
+        assert!(bad[1].contains("1 page views more than once"), "{bad:?}");
+        assert_eq!(
+            repartitioned(&log, "by-user", 4, false).unwrap().len(),
+            1,
+            "at-least-once allows repeats"
+        );
+    }
+}

@@ -197,7 +197,10 @@ pub fn repartitioned(log: &Log, stream: &str, events: u64, once: bool) -> Result
 mod tests {
     use super::*;
 
-    fn ups(list: &[(&str, &[(i64, Option<i64>)])]) -> Updates {
+    /// A user's updates as the tests write them.
+    type Given<'a> = (&'a str, &'a [(i64, Option<i64>)]);
+
+    fn ups(list: &[Given<'_>]) -> Updates {
         list.iter().map(|(u, v)| (u.to_string(), v.to_vec())).collect()
     }
 

@@ -101,9 +101,7 @@ impl TestRunner {
 
     /// Appends `msg` (a value of any serde, a key, an event time: [`Msg`]).
     pub fn send_msg(&mut self, stream: &str, msg: Msg) {
-        self.streams
-            .append_with_headers(stream, msg.partition, msg.key, msg.value, msg.time_ms, msg.headers)
-            .unwrap_or_else(|e| panic!("cannot send to {stream}: {e}"));
+        msg.append_to(&self.streams, stream);
     }
 
     /// Appends a message to an explicit partition.
@@ -211,6 +209,12 @@ pub struct Msg {
 }
 
 impl Msg {
+    fn append_to(self, streams: &InMemoryStreams, stream: &str) {
+        streams
+            .append_with_headers(stream, self.partition, self.key, self.value, self.time_ms, self.headers)
+            .unwrap_or_else(|e| panic!("cannot send to {stream}: {e}"));
+    }
+
     /// A UTF-8 text value.
     pub fn text(value: impl Into<String>) -> Msg {
         Msg { value: Some(Bytes::from(value.into())), ..Msg::default() }
@@ -431,9 +435,7 @@ impl TestPipeline {
 
     /// Appends `msg` to `stream`.
     pub fn send(&self, stream: &str, msg: Msg) {
-        self.streams
-            .append_with_headers(stream, msg.partition, msg.key, msg.value, msg.time_ms, msg.headers)
-            .unwrap_or_else(|e| panic!("cannot send to {stream}: {e}"));
+        msg.append_to(&self.streams, stream);
     }
 
     /// The job file of `job` as the harness runs it (its state under this pipeline's directory).

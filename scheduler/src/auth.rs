@@ -128,7 +128,8 @@ pub fn node_of_credential(t: &str) -> Option<String> {
     named(t, NODE_PREFIX).map(|(node, _)| node)
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex of `b`.
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -12,6 +12,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::auth::hex;
 use crate::proto::{Grant, Launch, Resources};
 
 /// How long a grant may wait for its launch (the coordinator launches at
@@ -134,10 +135,6 @@ impl GrantKey {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

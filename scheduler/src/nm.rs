@@ -446,8 +446,14 @@ impl Nm {
         self.operator_sha256.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Launches `l`, sent with application token `token`, which the process is given.
-    async fn start(self: &Arc<Self>, l: Launch, token: &str) -> Result<NodeContainer, (StatusCode, String)> {
+    /// Launches `l`, sent with application token `token` (whose SHA-256 is
+    /// `token_sha256`), which the process is given.
+    async fn start(
+        self: &Arc<Self>,
+        l: Launch,
+        token: &str,
+        token_sha256: String,
+    ) -> Result<NodeContainer, (StatusCode, String)> {
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
         if !safe_name(&l.container) || !safe_name(&l.app) {
             return Err(bad(format!("invalid container or application id {:?} / {:?}", l.container, l.app)));
@@ -458,7 +464,6 @@ impl Nm {
         if let Some(f) = l.files.keys().find(|f| !safe_name(f)) {
             return Err(bad(format!("invalid file name {f:?}: no directories, no leading '.'")));
         }
-        let token_sha256 = auth::sha256_hex(token.as_bytes());
         if let Err(e) = self.grants.check(&l, &self.cfg.node, &token_sha256, crate::now_ms()) {
             return Err((StatusCode::FORBIDDEN, e.to_string()));
         }
@@ -700,7 +705,11 @@ where
 #[derive(Clone)]
 enum NmCaller {
     Operator,
-    App { token: String },
+    /// The token, and its SHA-256 (what grants and container records name).
+    App {
+        token: String,
+        sha256: String,
+    },
 }
 
 /// Launches take an application's token (checked against the grant); a
@@ -715,22 +724,19 @@ async fn authorize(
     let Some(token) = auth::bearer(req.headers()).map(str::to_string) else {
         return error(StatusCode::UNAUTHORIZED, "no token (Authorization: Bearer ...)");
     };
-    let operator = nm.operator_sha256();
-    let caller = if operator
-        .is_some_and(|h| auth::same(auth::sha256_hex(token.as_bytes()).as_bytes(), h.as_bytes()))
-    {
+    let sha256 = auth::sha256_hex(token.as_bytes());
+    let caller = if nm.operator_sha256().is_some_and(|h| auth::same(sha256.as_bytes(), h.as_bytes())) {
         NmCaller::Operator
     } else if auth::app_of_token(&token).is_some() {
-        NmCaller::App { token }
+        NmCaller::App { token, sha256 }
     } else {
         return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
     };
     let launch = route.as_str() == "/v1/containers" && req.method() == axum::http::Method::POST;
     // Besides launches (judged by their grant), an application's token is
     // known here by the containers launched with it.
-    if let NmCaller::App { token } = &caller {
-        let sha = auth::sha256_hex(token.as_bytes());
-        if !launch && !nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha.as_bytes())) {
+    if let NmCaller::App { sha256, .. } = &caller {
+        if !launch && !nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
         }
     }
@@ -756,10 +762,10 @@ async fn launch(
     axum::extract::Extension(caller): axum::extract::Extension<NmCaller>,
     Json(l): Json<Launch>,
 ) -> Response {
-    let NmCaller::App { token } = caller else {
+    let NmCaller::App { token, sha256 } = caller else {
         return error(StatusCode::FORBIDDEN, "a launch comes with the application's token");
     };
-    match nm.start(l, &token).await {
+    match nm.start(l, &token, sha256).await {
         Ok(info) => {
             nm.metrics.counter("nm.launches").inc();
             (StatusCode::CREATED, Json(info)).into_response()
@@ -817,9 +823,9 @@ async fn logs(
     if !safe_name(&id) || !matches!(stream.as_str(), "stdout" | "stderr") {
         return error(StatusCode::BAD_REQUEST, "logs are /v1/containers/<id>/logs/stdout or .../stderr");
     }
-    if let NmCaller::App { token } = &caller {
-        let sha = auth::sha256_hex(token.as_bytes());
-        let own = nm.lock().get(&id).is_some_and(|c| auth::same(c.token_sha256.as_bytes(), sha.as_bytes()));
+    if let NmCaller::App { sha256, .. } = &caller {
+        let own =
+            nm.lock().get(&id).is_some_and(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes()));
         if !own {
             return error(
                 StatusCode::FORBIDDEN,

@@ -9,6 +9,10 @@
 pub const TOKEN: &str = "SAMZA_TOKEN";
 /// A file holding the token (when `SAMZA_TOKEN` is unset).
 pub const TOKEN_FILE: &str = "SAMZA_TOKEN_FILE";
+/// A coordinator's own credential (YARN's AMRMToken): it alone may ask the
+/// resource manager for containers, save the coordinator's state and finish
+/// the application; the coordinator's containers never get it.
+pub const COORDINATOR_TOKEN: &str = "SAMZA_COORDINATOR_TOKEN";
 /// The SHA-256 (lowercase hex) of the cluster operator's token: a job's
 /// processes also accept the operator's token, knowing only its hash.
 pub const OPERATOR_SHA256: &str = "SAMZA_OPERATOR_SHA256";

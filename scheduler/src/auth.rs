@@ -9,6 +9,16 @@
 //!   resource manager at submit and kept in its state: the application's
 //!   coordinator and containers use it for their own application only, and
 //!   it stops working when the application ends;
+//! - a coordinator's token, `samza-coordinator.<app>.<random>` (YARN's
+//!   AMRMToken), issued with the application's: besides what the
+//!   application's token may do, it asks for containers, saves the
+//!   coordinator's state and finishes the application. Only the coordinator
+//!   is given it, so a container cannot get containers of its own;
+//! - a launch token, `samza-launch.<app>.<HMAC>` (YARN's NMToken), which
+//!   the resource manager gives a coordinator with each allocation on a
+//!   node: the only credential a node manager's launch route takes (with
+//!   the grant of the container in the launch, `crate::grant`). It is signed
+//!   under the node's grant key, so it works on that node only;
 //! - a node's credential, `samza-node.<node>.<HMAC>`, issued to an operator
 //!   who adds a node (`samza-run node-credential NODE`): its node manager
 //!   registers and heartbeats as that node, and fetches packages with it; the
@@ -87,6 +97,7 @@ pub use samza_container::http::{bearer, error, same};
 pub enum Caller {
     Operator,
     App(String),
+    Coordinator(String),
     Node(String),
 }
 
@@ -95,6 +106,7 @@ impl std::fmt::Display for Caller {
         match self {
             Caller::Operator => f.write_str("the operator's token"),
             Caller::App(a) => write!(f, "the token of application {a}"),
+            Caller::Coordinator(a) => write!(f, "the coordinator token of application {a}"),
             Caller::Node(n) => write!(f, "the credential of node {n}"),
         }
     }
@@ -102,6 +114,8 @@ impl std::fmt::Display for Caller {
 
 const APP_PREFIX: &str = "samza-app.";
 const NODE_PREFIX: &str = "samza-node.";
+const COORDINATOR_PREFIX: &str = "samza-coordinator.";
+pub(crate) const LAUNCH_PREFIX: &str = "samza-launch.";
 
 /// `<prefix><name>.<secret>`: the name, when `t` has that shape.
 fn named(t: &str, prefix: &str) -> Option<(String, String)> {
@@ -109,12 +123,32 @@ fn named(t: &str, prefix: &str) -> Option<(String, String)> {
     (safe_name(name) && !secret.is_empty()).then(|| (name.to_string(), secret.to_string()))
 }
 
-/// A new token for application `app`.
-pub fn new_app_token(app: &str) -> String {
+fn random_hex() -> String {
     use rand::RngCore;
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
-    format!("{APP_PREFIX}{app}.{}", hex(&b))
+    hex(&b)
+}
+
+/// A new token for application `app`.
+pub fn new_app_token(app: &str) -> String {
+    format!("{APP_PREFIX}{app}.{}", random_hex())
+}
+
+/// A new token for the coordinator of application `app`.
+pub fn new_coordinator_token(app: &str) -> String {
+    format!("{COORDINATOR_PREFIX}{app}.{}", random_hex())
+}
+
+/// The application whose coordinator a token names, when it has a
+/// coordinator token's shape.
+pub fn app_of_coordinator_token(t: &str) -> Option<String> {
+    named(t, COORDINATOR_PREFIX).map(|(app, _)| app)
+}
+
+/// The application and signature of a launch token's shape.
+pub(crate) fn launch_token_parts(t: &str) -> Option<(String, String)> {
+    named(t, LAUNCH_PREFIX)
 }
 
 /// The application a token names, when it has an application token's shape
@@ -236,6 +270,10 @@ mod tests {
         assert!(keys.is_operator("operator-secret") && !keys.is_operator(&c));
         let t = new_app_token("app-0001");
         assert_eq!(app_of_token(&t).as_deref(), Some("app-0001"));
+        let ct = new_coordinator_token("app-0001");
+        assert_eq!(app_of_coordinator_token(&ct).as_deref(), Some("app-0001"));
+        assert_eq!(app_of_token(&ct), None, "a coordinator token is not an application token");
+        assert_eq!(app_of_coordinator_token(&t), None);
         assert_ne!(t, new_app_token("app-0001"));
         assert_eq!(app_of_token("samza-app.../x.y"), None, "names stay safe");
         assert_eq!(app_of_token(&c), None);

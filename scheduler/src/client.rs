@@ -71,6 +71,12 @@ impl Client {
         }
     }
 
+    /// The same client with another token.
+    pub fn with_token(mut self, token: &str) -> Client {
+        self.token = token.to_string();
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -2,12 +2,19 @@
 //! a node manager checks before it launches anything (YARN's container
 //! tokens). A grant names the container, its application, its node, the
 //! resources the RM accounted for, the SHA-256 of the application's token
-//! (the launch must come with that token, which the container gets) and when
+//! (the launch must carry that token, which the container gets) and when
 //! it expires; it is signed with HMAC-SHA256 under a key derived from the
 //! node's credential, which the RM and that node's manager alone hold
 //! (`crate::auth::Keys::grant_key`). So a launch the RM did not allocate, one
-//! bigger than it accounted for, one meant for another node, or one sent
-//! with another application's token is refused, whoever sends it.
+//! bigger than it accounted for, one meant for another node, or one that
+//! would hand the process another application's token is refused, whoever
+//! sends it.
+//!
+//! The same key signs the node's launch tokens (YARN's NMTokens): the bearer
+//! credential of the launch route, one per application, which the RM gives
+//! the application's coordinator with its allocations on the node. An
+//! application's token (which its containers hold) is not one, so a
+//! container cannot launch anything, even with a grant in hand.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -68,6 +75,26 @@ impl GrantKey {
         Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
     }
 
+    fn launch_mac(&self, app: &str) -> Hmac<Sha256> {
+        let mut mac = self.mac();
+        mac.update(b"samza-launch-token/1\n");
+        mac.update(app.as_bytes());
+        mac
+    }
+
+    /// The launch token of application `app` on this key's node.
+    pub fn launch_token(&self, app: &str) -> String {
+        let sig = hex(&self.launch_mac(app).finalize().into_bytes());
+        format!("{}{app}.{sig}", crate::auth::LAUNCH_PREFIX)
+    }
+
+    /// The application whose launch token on this key's node `t` is.
+    pub fn launcher_of(&self, t: &str) -> Option<String> {
+        let (app, sig) = crate::auth::launch_token_parts(t)?;
+        let sig = unhex(&sig)?;
+        self.launch_mac(&app).verify_slice(&sig).ok().map(|()| app)
+    }
+
     /// A grant for `container` of `app` on `node`, of `resources`, launched
     /// with the token whose SHA-256 is `token_sha256`, valid until
     /// `now_ms + GRANT_TTL_MS`.
@@ -95,8 +122,8 @@ impl GrantKey {
         g
     }
 
-    /// Checks that launch `l`, sent with a token whose SHA-256 is
-    /// `token_sha256`, carries a grant signed for this node (`node`) for
+    /// Checks that launch `l`, carrying an application token whose SHA-256
+    /// is `token_sha256`, carries a grant signed for this node (`node`) for
     /// exactly this launch, not expired.
     pub fn check(&self, l: &Launch, node: &str, token_sha256: &str, now_ms: i64) -> Result<(), GrantError> {
         let (container, app, resources) = (&l.container, &l.app, &l.resources);
@@ -165,6 +192,7 @@ mod tests {
             resources: *r,
             stop_grace_ms: 0,
             grant: g.cloned(),
+            app_token: String::new(),
         };
         let check = |g: Option<&Grant>, c: &str, a: &str, n: &str, r: &Resources, now: i64| {
             key.check(&launch(g, c, a, r), n, &token, now).map_err(|e| e.to_string())
@@ -214,6 +242,16 @@ mod tests {
                 .to_string(),
             "the launch of app-0001-c2 does not come with the token of the application the grant is for"
         );
+        // Launch tokens: one per application and node, not forgeable.
+        let lt = key.launch_token("app-0001");
+        assert!(lt.starts_with("samza-launch.app-0001."), "{lt}");
+        assert_eq!(key.launcher_of(&lt).as_deref(), Some("app-0001"));
+        assert_eq!(key.launcher_of(&lt.replacen("app-0001", "app-0002", 1)), None, "renamed");
+        assert_eq!(GrantKey::from_secret("node-2's credential").launcher_of(&lt), None, "another node");
+        for not_one in [&token, "samza-app.app-0001.00", "samza-launch.app-0001.zz", "samza-launch.app-0001"]
+        {
+            assert_eq!(key.launcher_of(not_one), None, "{not_one}");
+        }
         let big = Resources { memory_mb: 0, vcores: 1 };
         assert_eq!(
             check(Some(&g), "app-0001-c2", "app-0001", "node-1", &big, 2_000).unwrap_err(),

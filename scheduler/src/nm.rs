@@ -446,18 +446,20 @@ impl Nm {
         self.operator_sha256.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Launches `l`, sent with application token `token` (whose SHA-256 is
-    /// `token_sha256`), which the process is given.
-    async fn start(
-        self: &Arc<Self>,
-        l: Launch,
-        token: &str,
-        token_sha256: String,
-    ) -> Result<NodeContainer, (StatusCode, String)> {
+    /// Launches `l`, whose process is given the application token the
+    /// launch carries (the grant names its SHA-256).
+    async fn start(self: &Arc<Self>, l: Launch) -> Result<NodeContainer, (StatusCode, String)> {
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
         if !safe_name(&l.container) || !safe_name(&l.app) {
             return Err(bad(format!("invalid container or application id {:?} / {:?}", l.container, l.app)));
         }
+        if auth::app_of_token(&l.app_token).as_deref() != Some(l.app.as_str()) {
+            return Err(bad(format!(
+                "the launch of {} carries no token of application {}",
+                l.container, l.app
+            )));
+        }
+        let token_sha256 = auth::sha256_hex(l.app_token.as_bytes());
         if !is_sha256(&l.package_sha256) {
             return Err(bad(format!("{:?} is not a lowercase hex SHA-256", l.package_sha256)));
         }
@@ -488,7 +490,7 @@ impl Nm {
             .env(env::CONTAINER_ID, &l.container)
             .env(env::APP_ID, &l.app)
             .env(env::RM_URL, &self.cfg.rm_url)
-            .env(env::TOKEN, token)
+            .env(env::TOKEN, &l.app_token)
             .env_remove(env::TOKEN_FILE)
             .env_remove(env::OPERATOR_SHA256)
             .env(env::NODE, &self.cfg.node)
@@ -699,57 +701,60 @@ where
     tokio::spawn(tracing::Instrument::in_current_span(f))
 }
 
-/// Who calls a node manager: the operator (by the hash of its token), or an
-/// application's process with its token, which a launch's grant or a
-/// container's record must name.
+/// Who calls a node manager: the operator (by the hash of its token), an
+/// application's coordinator with this node's launch token for the
+/// application (from the RM's allocation), or an application's process
+/// with its token, which a container's record must name.
 #[derive(Clone)]
 enum NmCaller {
     Operator,
-    /// The token, and its SHA-256 (what grants and container records name).
-    App {
-        token: String,
-        sha256: String,
-    },
+    /// A launch token of this node: the application it is for.
+    Launcher(String),
+    /// The SHA-256 of an application's token (what container records name).
+    App(String),
 }
 
-/// Launches take an application's token (checked against the grant); a
-/// container's logs also its own application's token; everything else is
-/// the operator's.
+/// Launches take this node's launch token of an application (and are then
+/// judged by their grant); a container's logs also its own application's
+/// token; everything else is the operator's. An application's token never
+/// reaches the launch route: its containers hold it.
 async fn authorize(
     State(nm): Shared,
     route: axum::extract::MatchedPath,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(token) = auth::bearer(req.headers()).map(str::to_string) else {
+    let Some(token) = auth::bearer(req.headers()) else {
         return error(StatusCode::UNAUTHORIZED, "no token (Authorization: Bearer ...)");
     };
     let sha256 = auth::sha256_hex(token.as_bytes());
     let caller = if nm.operator_sha256().is_some_and(|h| auth::same(sha256.as_bytes(), h.as_bytes())) {
         NmCaller::Operator
-    } else if auth::app_of_token(&token).is_some() {
-        NmCaller::App { token, sha256 }
+    } else if let Some(app) = nm.grants.launcher_of(token) {
+        NmCaller::Launcher(app)
+    } else if auth::app_of_token(token).is_some()
+        && nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes()))
+    {
+        // An application's token is known here by the containers launched with it.
+        NmCaller::App(sha256)
     } else {
         return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
     };
     let launch = route.as_str() == "/v1/containers" && req.method() == axum::http::Method::POST;
-    // Besides launches (judged by their grant), an application's token is
-    // known here by the containers launched with it.
-    if let NmCaller::App { sha256, .. } = &caller {
-        if !launch && !nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
-        }
-    }
     let allowed = match &caller {
         NmCaller::Operator => !launch,
-        NmCaller::App { .. } => launch || route.as_str() == "/v1/containers/{id}/logs/{stream}",
+        NmCaller::Launcher(_) => launch,
+        NmCaller::App(_) => route.as_str() == "/v1/containers/{id}/logs/{stream}",
     };
     if !allowed {
         let what = format!("{} {}", req.method(), req.uri().path());
-        let why = if launch {
-            "a launch comes with the application's token and the resource manager's grant"
-        } else {
-            "only the operator's token may"
+        let why = match caller {
+            _ if launch => {
+                "a launch takes this node's launch token, which the resource manager gives an \
+                 application's coordinator with its allocations here"
+            }
+            NmCaller::Launcher(_) => "a launch token only launches",
+            _ => "only the operator's token may",
         };
         return error(StatusCode::FORBIDDEN, format!("{what}: {why}"));
     }
@@ -762,10 +767,14 @@ async fn launch(
     axum::extract::Extension(caller): axum::extract::Extension<NmCaller>,
     Json(l): Json<Launch>,
 ) -> Response {
-    let NmCaller::App { token, sha256 } = caller else {
-        return error(StatusCode::FORBIDDEN, "a launch comes with the application's token");
+    let NmCaller::Launcher(app) = caller else {
+        return error(StatusCode::FORBIDDEN, "a launch takes this node's launch token");
     };
-    match nm.start(l, &token, sha256).await {
+    if l.app != app {
+        let why = format!("the launch token is application {app}'s; the launch is for {:?}", l.app);
+        return error(StatusCode::FORBIDDEN, why);
+    }
+    match nm.start(l).await {
         Ok(info) => {
             nm.metrics.counter("nm.launches").inc();
             (StatusCode::CREATED, Json(info)).into_response()
@@ -823,7 +832,7 @@ async fn logs(
     if !safe_name(&id) || !matches!(stream.as_str(), "stdout" | "stderr") {
         return error(StatusCode::BAD_REQUEST, "logs are /v1/containers/<id>/logs/stdout or .../stderr");
     }
-    if let NmCaller::App { sha256, .. } = &caller {
+    if let NmCaller::App(sha256) = &caller {
         let own =
             nm.lock().get(&id).is_some_and(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes()));
         if !own {

@@ -9,7 +9,7 @@
 //! secret settings redacted), `POST /v1/apps/{app}/kill`, and for coordinators
 //! `GET /v1/apps/{app}/config` (the job file whole), `POST /v1/apps/{app}/allocate`,
 //! `PUT /v1/apps/{app}/coordinator-state`, `POST /v1/apps/{app}/finish`. Node manager:
-//! `POST /v1/containers` (launch, with the RM's grant),
+//! `POST /v1/containers` (launch: the node's launch token for the application, and the RM's grant),
 //! `GET /v1/containers`, `POST /v1/containers/{id}/stop`, `GET /v1/containers/{id}/logs/{stdout|stderr}`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -228,6 +228,11 @@ pub struct Launch {
     /// (`crate::grant`); a node manager launches nothing without one.
     #[serde(default)]
     pub grant: Option<Grant>,
+    /// The application's token, which the process is given (`SAMZA_TOKEN`);
+    /// the grant names its SHA-256. The launch itself is authorized by the
+    /// node's launch token for the application (`Allocation::launch_token`).
+    #[serde(default)]
+    pub app_token: String,
 }
 
 /// `GET /v1/apps/{app}/config`: the job file and overrides as submitted
@@ -361,6 +366,10 @@ pub struct Allocation {
     pub resources: Resources,
     /// Passed on in the launch.
     pub grant: Grant,
+    /// The bearer credential of the launch at `node_url` (YARN's NMToken):
+    /// the node's launch route takes nothing else.
+    #[serde(default)]
+    pub launch_token: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

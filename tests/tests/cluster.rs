@@ -145,10 +145,14 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
     let script = b"#!/bin/sh\ntouch ran\n".to_vec();
     let sha = samza_scheduler::auth::sha256_hex(&script);
     std::fs::write(s.cluster.dir.join("rm/packages").join(&sha), b"#!/bin/sh\ntouch pwned\n").unwrap();
-    // Launches come with an application's token, which the grant names.
+    // Launches take the node's launch token of the application and carry
+    // the application's token, which the grant names (the test holds the
+    // operator's secret, so it signs as the RM does).
+    let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
+    let key = keys.grant_key("node-1");
     let app_token = "samza-app.x.not-issued-by-the-rm";
     let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
-    let nm = Client::new(&nm_url, app_token);
+    let nm = Client::new(&nm_url, &key.launch_token("x"));
     let size = Resources { memory_mb: 64, vcores: 1 };
     let mut launch = Launch {
         container: "x-c1".into(),
@@ -160,6 +164,7 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
         resources: size,
         stop_grace_ms: 1000,
         grant: None,
+        app_token: app_token.into(),
     };
     // A node launches only what the RM allocated, at the size it accounted for.
     let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
@@ -169,18 +174,33 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
                 .contains("the launch of x-c1 carries no allocation grant from the resource manager"),
         "{e:#}"
     );
-    let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
     for forger in [GrantKey::from_secret("not the cluster's"), keys.grant_key("node-2")] {
         launch.grant = Some(forger.sign("x-c1", "x", "node-1", size, &token_sha, now_ms()));
         let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
         assert!(format!("{e:#}").contains("is not signed by this cluster's resource manager"), "{e:#}");
     }
-    // Signed as the RM signs (the test holds the operator's secret).
-    let key = keys.grant_key("node-1");
+    // A real grant, sent with anything but x's launch token on this node.
     launch.grant = Some(key.sign("x-c1", "x", "node-1", size, &token_sha, now_ms()));
-    for other in ["samza-app.y.another-apps-token", s.cluster.token.as_str()] {
-        let e = Client::new(&nm_url, other).post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
-        assert!(format!("{e:#}").contains("403"), "{e:#}");
+    for (other, status, why) in [
+        // An application's token this node knows no container of (a known
+        // one is 403: tests/credentials.rs).
+        (app_token.to_string(), 401, "not a token this node manager accepts"),
+        (s.cluster.token.clone(), 403, "a launch takes this node's launch token"),
+        (key.launch_token("y"), 403, "the launch token is application y's; the launch is for \"x\""),
+        (keys.grant_key("node-2").launch_token("x"), 401, "not a token this node manager accepts"),
+    ] {
+        let e = Client::new(&nm_url, &other).post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains(&status.to_string()) && e.contains(why), "{other}: {e}");
+    }
+    // The grant names the token the process is to get: no other.
+    for (other, why) in [
+        ("samza-app.x.another-token", "does not come with the token of the application the grant is for"),
+        ("samza-app.y.another-apps-token", "the launch of x-c1 carries no token of application x"),
+    ] {
+        let l = Launch { app_token: other.into(), ..launch.clone() };
+        let e = nm.post::<_, NodeContainer>("/v1/containers", &l).unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{other}: {e:#}");
     }
     let unlimited = Launch { resources: Resources { memory_mb: 0, vcores: 1 }, ..launch.clone() };
     let e = nm.post::<_, NodeContainer>("/v1/containers", &unlimited).unwrap_err();
@@ -439,12 +459,13 @@ fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
     let s = Setup::new(1);
     let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
     let limit = samza::http::JSON_BODY_LIMIT;
-    // Launches come with an application's token.
-    let app_token = "samza-app.x.not-issued-by-the-rm";
+    // Launches take the node's launch token of an application.
+    let launch_token =
+        samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1").launch_token("x");
     for (url, path, token) in [
         (&s.cluster.rm_url, "/v1/apps", s.cluster.token.as_str()),
         (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat", s.cluster.token.as_str()),
-        (&nm_url, "/v1/containers", app_token),
+        (&nm_url, "/v1/containers", launch_token.as_str()),
     ] {
         // 1 GiB declared, 5 MiB sent: the answer comes without the rest.
         let (status, body) = post_big(url, token, path, 1 << 30, limit + (1 << 20));
@@ -469,8 +490,8 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     s.rm().put_bytes(&format!("/v1/packages/{sha}"), script).unwrap();
     let app_token = "samza-app.x.not-issued-by-the-rm";
     let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
-    let nm = Client::new(&nm_url, app_token);
     let key = samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1");
+    let nm = Client::new(&nm_url, &key.launch_token("x"));
     let size = Resources { memory_mb: 64, vcores: 1 };
     let launch = |id: &str| Launch {
         container: id.into(),
@@ -482,6 +503,7 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
         resources: size,
         stop_grace_ms: 1000,
         grant: Some(key.sign(id, "x", "node-1", size, &token_sha, now_ms())),
+        app_token: app_token.into(),
     };
     let ran = |id: &str| s.cluster.dir.join(format!("node-1/containers/{id}/ran"));
     let _: NodeContainer = nm.post("/v1/containers", &launch("x-c1")).unwrap();

@@ -1,9 +1,10 @@
 //! Least privilege on a real local cluster: every route of the resource
 //! manager, a node manager, a job coordinator and a container, tried with
-//! every kind of credential (none, a wrong one, the operator's, the
-//! application's own, another application's, an ended application's, the
-//! node's own credential and another node's), answers only those in its
-//! scope; and no job process holds the operator's token.
+//! every kind of credential (none, forged ones, the operator's, the
+//! application's own, its coordinator's, another application's, the node's
+//! launch token for the application, the node's own credential and another
+//! node's), answers only those in its scope; no job process holds the
+//! operator's token, and only the coordinator holds its own.
 
 mod common;
 
@@ -13,26 +14,37 @@ use std::time::Duration;
 use common::*;
 use samza_scheduler::proto::*;
 
-/// The kinds of credentials tried on every route. A wrong token is 401
-/// everywhere but at a node manager's launch, which judges an
-/// application's token by the grant it comes with (403 without one).
+/// The kinds of credentials tried on every route. No token, or a forged
+/// one, is 401 everywhere; a credential out of its scope 401 or 403.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     NoToken,
+    /// A forged application token naming the right application.
     Wrong,
+    /// A forged coordinator token naming the right application.
+    WrongCoordinator,
     Operator,
+    /// What the application's containers hold.
     OwnApp,
+    /// What only its coordinator holds.
+    OwnCoordinator,
     OtherApp,
+    /// The node's launch token for the application (what the RM gives the
+    /// coordinator with an allocation there).
+    OwnLaunch,
     OwnNode,
     OtherNode,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 10] = [
     Kind::NoToken,
     Kind::Wrong,
+    Kind::WrongCoordinator,
     Kind::Operator,
     Kind::OwnApp,
+    Kind::OwnCoordinator,
     Kind::OtherApp,
+    Kind::OwnLaunch,
     Kind::OwnNode,
     Kind::OtherNode,
 ];
@@ -84,42 +96,66 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
     let info_b = s.wait_running(&b);
 
     // What the issue measured: a job's processes hold their application's
-    // token, never the operator's, nor a file naming a credential.
+    // token, never the operator's, nor a file naming a credential; the
+    // coordinator alone holds its own token.
     let mut tokens = BTreeMap::new();
+    let mut coordinator_tokens = BTreeMap::new();
     for info in [&info_a, &info_b] {
+        let coordinator_pid = coordinator(info).and_then(|c| c.pid).unwrap();
+        let coordinator_token = environ(coordinator_pid).get("SAMZA_COORDINATOR_TOKEN").cloned().unwrap();
+        assert!(coordinator_token.starts_with(&format!("samza-coordinator.{}.", info.app)));
         for pid in running_pids(info) {
             let env = environ(pid);
             let token = env.get("SAMZA_TOKEN").cloned().unwrap_or_default();
             assert!(token.starts_with(&format!("samza-app.{}.", info.app)), "{pid}: {token}");
             assert!(!env.values().any(|v| v.contains(&s.cluster.token)), "{pid} holds the operator's token");
             assert!(!env.contains_key("SAMZA_TOKEN_FILE"), "{pid} names a token file");
+            if pid != coordinator_pid {
+                assert!(
+                    !env.values().any(|v| v.contains(&coordinator_token)),
+                    "container {pid} holds its coordinator's token"
+                );
+            }
             tokens.insert(info.app.clone(), token);
         }
+        coordinator_tokens.insert(info.app.clone(), coordinator_token);
     }
+    assert_eq!(running_job_containers(&info_a).len(), 2, "containers to check: {info_a:?}");
     let credential =
         |node: &str| std::fs::read_to_string(s.cluster.dir.join(node).join("credential")).unwrap();
+    // The node routes are tried on is one that runs a job container of `a`
+    // (its manager knows `a`'s token from it).
+    let c0 = running_job_containers(&info_a)[0].clone();
+    let own_node = c0.node.clone();
+    let other_node = if own_node == "node-1" { "node-2" } else { "node-1" };
+    // Launch tokens are signed under a node's grant key (the test holds the
+    // operator's secret, so it derives them as the resource manager does).
+    let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
     let token_of = |k: Kind| -> Option<String> {
         match k {
             Kind::NoToken => None,
             // A forgery naming the right application.
             Kind::Wrong => Some(format!("samza-app.{a}.{}", "0".repeat(64))),
+            Kind::WrongCoordinator => Some(format!("samza-coordinator.{a}.{}", "0".repeat(64))),
             Kind::Operator => Some(s.cluster.token.clone()),
             Kind::OwnApp => Some(tokens[&a].clone()),
+            Kind::OwnCoordinator => Some(coordinator_tokens[&a].clone()),
             Kind::OtherApp => Some(tokens[&b].clone()),
-            Kind::OwnNode => Some(credential("node-1")),
-            Kind::OtherNode => Some(credential("node-2")),
+            Kind::OwnLaunch => Some(keys.grant_key(&own_node).launch_token(&a)),
+            Kind::OwnNode => Some(credential(&own_node)),
+            Kind::OtherNode => Some(credential(other_node)),
         }
     };
     // Application tokens do not turn into node credentials, nor into each other.
     assert_ne!(credential("node-1"), credential("node-2"));
     assert!(credential("node-1").starts_with("samza-node.node-1."));
 
-    // The routes, with `a`'s ids and node-1's; bodies that are refused for
+    // The routes, with `a`'s ids and its node's; bodies that are refused for
     // what they say (400/422), so that a request let in changes nothing.
     use Kind::*;
     let rm = &s.cluster.rm_url;
-    let nm = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
-    let c0 = running_job_containers(&info_a)[0].id.clone();
+    let nm = std::fs::read_to_string(s.cluster.dir.join(&own_node).join("nm.url")).unwrap();
+    let c0 = c0.id;
     let coordinator_url = info_a.coordinator_state.as_ref().and_then(|st| st.url.clone()).unwrap();
     let metrics: serde_json::Value = s.rm().get(&format!("/v1/apps/{a}/metrics")).unwrap();
     let container_url = metrics["containers"]
@@ -128,10 +164,16 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         .expect("a container reports its address");
     let bad = Some("{not json");
     let sha = "ab".repeat(32);
-    let app_routes: &[Kind] = &[Operator, OwnApp];
+    // The RM's routes of an application; those only its coordinator may
+    // call; and those of its job processes, which serve behind the
+    // application's token (and the operator's).
+    let app_routes: &[Kind] = &[Operator, OwnApp, OwnCoordinator];
+    let coordinator_routes: &[Kind] = &[Operator, OwnCoordinator];
+    let job_routes: &[Kind] = &[Operator, OwnApp];
+    // A launch of `a`'s, carrying its token but no grant.
     let launch = serde_json::to_string(&Launch {
-        container: "x-c1".into(),
-        app: "x".into(),
+        container: format!("{a}-c99"),
+        app: a.clone(),
         package_sha256: sha.clone(),
         args: vec![],
         env: Default::default(),
@@ -139,23 +181,24 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         resources: Resources { memory_mb: 64, vcores: 1 },
         stop_grace_ms: 0,
         grant: None,
+        app_token: tokens[&a].clone(),
     })
     .unwrap();
     let routes = vec![
         // The resource manager.
         route("POST", format!("{rm}/v1/nodes"), bad, &[Operator, OwnNode, OtherNode]),
         route("GET", format!("{rm}/v1/nodes"), None, &[Operator]),
-        route("POST", format!("{rm}/v1/nodes/node-1/heartbeat"), bad, &[Operator, OwnNode]),
-        route("POST", format!("{rm}/v1/nodes/node-1/credential"), None, &[Operator]),
+        route("POST", format!("{rm}/v1/nodes/{own_node}/heartbeat"), bad, &[Operator, OwnNode]),
+        route("POST", format!("{rm}/v1/nodes/{own_node}/credential"), None, &[Operator]),
         route("POST", format!("{rm}/v1/apps"), bad, &[Operator]),
         route("GET", format!("{rm}/v1/apps"), None, &[Operator]),
         route("GET", format!("{rm}/v1/apps/{a}"), None, app_routes),
         route("GET", format!("{rm}/v1/apps/{a}/config"), None, app_routes),
         // The operator's kill is tried last, on the other application.
         route("POST", format!("{rm}/v1/apps/{a}/kill"), None, &[]),
-        route("POST", format!("{rm}/v1/apps/{a}/allocate"), bad, app_routes),
-        route("PUT", format!("{rm}/v1/apps/{a}/coordinator-state?attempt=1"), bad, app_routes),
-        route("POST", format!("{rm}/v1/apps/{a}/finish"), bad, app_routes),
+        route("POST", format!("{rm}/v1/apps/{a}/allocate"), bad, coordinator_routes),
+        route("PUT", format!("{rm}/v1/apps/{a}/coordinator-state?attempt=1"), bad, coordinator_routes),
+        route("POST", format!("{rm}/v1/apps/{a}/finish"), bad, coordinator_routes),
         route("GET", format!("{rm}/v1/apps/{a}/containers/{c0}/lease?lease_ms=1000"), None, app_routes),
         route("GET", format!("{rm}/v1/apps/{a}/metrics"), None, app_routes),
         route("GET", format!("{rm}/v1/apps/{a}/stores/seen/k1"), None, app_routes),
@@ -163,23 +206,23 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         route("PUT", format!("{rm}/v1/packages/{sha}"), Some("not that package"), &[Operator]),
         route("GET", format!("{rm}/v1/packages/{sha}"), None, &[Operator, OwnNode, OtherNode]),
         route("HEAD", format!("{rm}/v1/packages/{sha}"), None, &[Operator, OwnNode, OtherNode]),
-        // Node-1's manager: a launch comes with an application's token and
-        // is then judged by its grant (here: none).
-        route("POST", format!("{nm}/v1/containers"), Some(&launch), &[OwnApp, OtherApp]),
+        // The node's manager: a launch takes the node's launch token for the
+        // application only, and is then judged by its grant (here: none).
+        route("POST", format!("{nm}/v1/containers"), Some(&launch), &[OwnLaunch]),
         route("GET", format!("{nm}/v1/containers"), None, &[Operator]),
         route("POST", format!("{nm}/v1/containers/no-such/stop"), None, &[Operator]),
-        route("GET", format!("{nm}/v1/containers/{c0}/logs/stderr?tail=10"), None, app_routes),
+        route("GET", format!("{nm}/v1/containers/{c0}/logs/stderr?tail=10"), None, job_routes),
         route("GET", format!("{nm}/metrics"), None, &[Operator]),
         // The application's coordinator.
-        route("GET", format!("{coordinator_url}/v1/model"), None, app_routes),
-        route("GET", format!("{coordinator_url}/v1/metrics"), None, app_routes),
-        route("GET", format!("{coordinator_url}/metrics"), None, app_routes),
-        route("GET", format!("{coordinator_url}/v1/stores/seen/k1"), None, app_routes),
-        route("POST", format!("{coordinator_url}/v1/containers/0/heartbeat"), bad, app_routes),
+        route("GET", format!("{coordinator_url}/v1/model"), None, job_routes),
+        route("GET", format!("{coordinator_url}/v1/metrics"), None, job_routes),
+        route("GET", format!("{coordinator_url}/metrics"), None, job_routes),
+        route("GET", format!("{coordinator_url}/v1/stores/seen/k1"), None, job_routes),
+        route("POST", format!("{coordinator_url}/v1/containers/0/heartbeat"), bad, job_routes),
         // One of its containers.
-        route("GET", format!("{container_url}/metrics"), None, app_routes),
-        route("GET", format!("{container_url}/v1/metrics"), None, app_routes),
-        route("GET", format!("{container_url}/v1/stores/seen/k1"), None, app_routes),
+        route("GET", format!("{container_url}/metrics"), None, job_routes),
+        route("GET", format!("{container_url}/v1/metrics"), None, job_routes),
+        route("GET", format!("{container_url}/v1/stores/seen/k1"), None, job_routes),
     ];
     let http = reqwest::blocking::Client::new();
     let mut wrong = Vec::new();
@@ -196,7 +239,7 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
                 status == 403 && body.contains("carries no allocation grant")
             } else if r.passes.contains(&kind) {
                 status != 401 && status != 403
-            } else if kind == NoToken || (kind == Wrong && !launch) {
+            } else if matches!(kind, NoToken | Wrong | WrongCoordinator) {
                 status == 401
             } else {
                 status == 401 || status == 403
@@ -227,6 +270,42 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
     let as_a = samza_scheduler::client::Client::new(rm, &tokens[&a]);
     let e = as_a.post::<_, AppInfo>(&format!("/v1/apps/{b}/kill"), &serde_json::json!({})).unwrap_err();
     assert!(format!("{e:#}").contains("403"), "{e:#}");
+    // What a container holds cannot get it containers, nor launch one: a
+    // real ask is refused before it is read, and so is a launch with the
+    // application's token, however good its grant.
+    let ask = Allocate {
+        attempt: 1,
+        asks: vec![Ask {
+            role: Role::Container(7),
+            resources: Resources { memory_mb: 64, vcores: 1 },
+            preferred_node: None,
+            relax_after_ms: 0,
+        }],
+        release: vec![],
+    };
+    let e = as_a.post::<_, AllocateReply>(&format!("/v1/apps/{a}/allocate"), &ask).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("403")
+            && e.contains(&format!("the token of application {a} may not POST /v1/apps/{a}/allocate")),
+        "{e}"
+    );
+    let signed = Launch {
+        grant: Some(keys.grant_key(&own_node).sign(
+            &format!("{a}-c99"),
+            &a,
+            &own_node,
+            Resources { memory_mb: 64, vcores: 1 },
+            &samza_scheduler::auth::sha256_hex(tokens[&a].as_bytes()),
+            samza_scheduler::now_ms(),
+        )),
+        ..serde_json::from_str(&launch).unwrap()
+    };
+    let e = samza_scheduler::client::Client::new(&nm, &tokens[&a])
+        .post::<_, NodeContainer>("/v1/containers", &signed)
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("403") && e.contains("a launch takes this node's launch token"), "{e}");
 
     // The operator kills `b`: its token stops working everywhere it worked.
     let _: AppInfo = s.rm().post(&format!("/v1/apps/{b}/kill"), &serde_json::json!({})).unwrap();
@@ -239,8 +318,11 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
             "{path}: {e}"
         );
     }
-    let e = as_b.post::<_, serde_json::Value>(&format!("/v1/apps/{b}/allocate"), &serde_json::json!({}));
-    assert!(format!("{:#}", e.unwrap_err()).contains("401"));
+    let as_b_coordinator = samza_scheduler::client::Client::new(rm, &coordinator_tokens[&b]);
+    let e =
+        as_b_coordinator.post::<_, serde_json::Value>(&format!("/v1/apps/{b}/allocate"), &ask).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("401") && e.contains(&format!("application {b} has ended (KILLED)")), "{e}");
     // Its processes stop (their lease is refused with the token).
     s.wait(&b, "b's containers to stop", Duration::from_secs(30), |i| {
         i.containers.iter().all(|c| c.state.is_done())

@@ -190,8 +190,11 @@ pub fn main(systems: SystemRegistry) -> ExitCode {
 pub use samza_container::tools::compute_model;
 
 fn run(systems: SystemRegistry) -> anyhow::Result<()> {
+    // The application's token (for its containers, which serve behind it
+    // and are given it) and the coordinator's own, for what only it may ask
+    // of the resource manager.
     let token = env(envs::TOKEN)?;
-    let rm = Client::new(&env(envs::RM_URL)?, &token);
+    let rm = Client::new(&env(envs::RM_URL)?, &env(envs::COORDINATOR_TOKEN)?);
     let app_id = env(envs::APP_ID)?;
     let attempt: u32 = env(envs::ATTEMPT)?.parse()?;
     let mut app: AppInfo = rm.get(&format!("/v1/apps/{app_id}"))?;
@@ -690,8 +693,9 @@ impl Coordinator {
             resources: a.resources,
             stop_grace_ms: self.cfg.shutdown_timeout_ms,
             grant: Some(a.grant.clone()),
+            app_token: self.served.token.clone(),
         };
-        let nm = self.rm.at(&a.node_url);
+        let nm = self.rm.at(&a.node_url).with_token(&a.launch_token);
         let _: NodeContainer = nm.post("/v1/containers", &launch)?;
         tracing::info!(container = n, id = %a.container, node = %a.node, generation, "started");
         Ok(())
@@ -699,7 +703,7 @@ impl Coordinator {
 
     /// The last line of a container's stderr that says "error", for the reason of a failure.
     fn last_error_line(&self, node_url: &str, container: &str) -> Option<String> {
-        let nm = self.rm.at(node_url);
+        let nm = self.rm.at(node_url).with_token(&self.served.token);
         let log = nm.get_bytes(&format!("/v1/containers/{container}/logs/stderr?tail=8192")).ok()?;
         let text = String::from_utf8_lossy(&log);
         let line = text.lines().rev().find(|l| l.contains("error"))?;

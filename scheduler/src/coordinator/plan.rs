@@ -412,6 +412,7 @@ mod tests {
                 "",
                 0,
             ),
+            launch_token: String::new(),
         }
     }
 

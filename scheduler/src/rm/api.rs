@@ -235,6 +235,7 @@ pub(super) async fn submit(State(rm): Shared, Json(s): Json<Submit>) -> Response
             stopping: vec![],
             coordinator_failures: vec![],
             token: auth::new_app_token(&id),
+            coordinator_token: auth::new_coordinator_token(&id),
         };
         push_event(&mut app, format!("submitted job {}", s.name));
         inner.p.apps.insert(id.clone(), app);

@@ -124,8 +124,13 @@ impl Rm {
         let keys = auth::Keys::new(&token);
         let mut p = p;
         // Applications from before tokens were issued get theirs now.
-        for a in p.apps.values_mut().filter(|a| a.token.is_empty()) {
-            a.token = auth::new_app_token(&a.info.app);
+        for a in p.apps.values_mut() {
+            if a.token.is_empty() {
+                a.token = auth::new_app_token(&a.info.app);
+            }
+            if a.coordinator_token.is_empty() {
+                a.coordinator_token = auth::new_coordinator_token(&a.info.app);
+            }
         }
         let (max_attempts, attempt_window_ms) = (cfg.max_attempts, cfg.attempt_window.as_millis() as u64);
         let persister = Persister::start(path)?;
@@ -153,7 +158,8 @@ impl Rm {
     }
 
     /// Who presents `token`: the operator, a node, or a running
-    /// application (an ended application's token no longer works).
+    /// application's processes or coordinator (an ended application's
+    /// tokens no longer work).
     fn caller(&self, token: &str) -> Result<auth::Caller, String> {
         if self.keys.is_operator(token) {
             return Ok(auth::Caller::Operator);
@@ -161,23 +167,24 @@ impl Rm {
         if let Some(node) = self.keys.node_of(token) {
             return Ok(auth::Caller::Node(node));
         }
-        if let Some(app) = auth::app_of_token(token) {
-            let inner = self.lock();
-            return match inner.p.apps.get(&app) {
-                Some(a) if !a.token.is_empty() && auth::same(a.token.as_bytes(), token.as_bytes()) => {
-                    if a.info.state.is_final() {
-                        Err(format!(
-                            "application {app} has ended ({}): its token no longer works",
-                            state_word(a.info.state)
-                        ))
-                    } else {
-                        Ok(auth::Caller::App(app))
-                    }
-                }
-                _ => Err("not a token of this cluster".into()),
-            };
+        let (app, coordinator) = match (auth::app_of_token(token), auth::app_of_coordinator_token(token)) {
+            (Some(app), _) => (app, false),
+            (_, Some(app)) => (app, true),
+            _ => return Err("not a token of this cluster".into()),
+        };
+        let inner = self.lock();
+        let Some(a) = inner.p.apps.get(&app) else { return Err("not a token of this cluster".into()) };
+        let issued = if coordinator { &a.coordinator_token } else { &a.token };
+        if issued.is_empty() || !auth::same(issued.as_bytes(), token.as_bytes()) {
+            return Err("not a token of this cluster".into());
         }
-        Err("not a token of this cluster".into())
+        if a.info.state.is_final() {
+            return Err(format!(
+                "application {app} has ended ({}): its token no longer works",
+                state_word(a.info.state)
+            ));
+        }
+        Ok(if coordinator { auth::Caller::Coordinator(app) } else { auth::Caller::App(app) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -278,10 +285,16 @@ impl Rm {
         }
     }
 
-    /// Launches a coordinator with its application's token, which it is given.
-    async fn launch_coordinator(&self, node_url: String, launch: Launch, token: String) {
-        let r =
-            self.http.post(format!("{node_url}/v1/containers")).bearer_auth(token).json(&launch).send().await;
+    /// Launches a coordinator, authorized by the node's launch token for its
+    /// application (`launch_token`).
+    async fn launch_coordinator(&self, node_url: String, launch: Launch, launch_token: String) {
+        let r = self
+            .http
+            .post(format!("{node_url}/v1/containers"))
+            .bearer_auth(launch_token)
+            .json(&launch)
+            .send()
+            .await;
         let failure = match r {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => {
@@ -298,10 +311,17 @@ impl Rm {
     }
 }
 
-/// Who may call what (`crate::auth`): the operator everything; an
-/// application's token the routes of its own application, but for `kill`;
-/// a node's credential its own registration and heartbeats, and packages.
-/// Anything else is 401 (no token of this cluster) or 403 (not in scope).
+/// The routes of an application that only its coordinator's token (and the
+/// operator's) may call: its containers' tokens may not.
+const COORDINATOR_ROUTES: [&str; 3] =
+    ["/v1/apps/{app}/allocate", "/v1/apps/{app}/coordinator-state", "/v1/apps/{app}/finish"];
+
+/// Who may call what (`crate::auth`): the operator everything; a
+/// coordinator's token the routes of its own application, but for `kill`;
+/// an application's token those too, but for the coordinator's own
+/// (allocate, coordinator-state, finish); a node's credential its own
+/// registration and heartbeats, and packages. Anything else is 401 (no
+/// token of this cluster) or 403 (not in scope).
 async fn authorize(
     State(rm): State<Arc<Rm>>,
     route: axum::extract::MatchedPath,
@@ -320,8 +340,11 @@ async fn authorize(
     let method = req.method();
     let allowed = match (&caller, route.as_str()) {
         (Caller::Operator, _) => true,
-        (Caller::App(_), "/v1/apps/{app}/kill") => false,
-        (Caller::App(a), r) if r.starts_with("/v1/apps/{app}") => param("app") == Some(a.as_str()),
+        (Caller::App(_) | Caller::Coordinator(_), "/v1/apps/{app}/kill") => false,
+        (Caller::App(_), r) if COORDINATOR_ROUTES.contains(&r) => false,
+        (Caller::App(a) | Caller::Coordinator(a), r) if r.starts_with("/v1/apps/{app}") => {
+            param("app") == Some(a.as_str())
+        }
         (Caller::Node(n), "/v1/nodes/{node}/heartbeat") => param("node") == Some(n.as_str()),
         // The handler checks that the body names the credential's node.
         (Caller::Node(_), "/v1/nodes") => method == Method::POST,

@@ -37,6 +37,10 @@ pub(crate) struct App {
     /// containers are given it; it works while the application runs.
     #[serde(default)]
     pub(crate) token: String,
+    /// The coordinator's own token (`crate::auth`): only its coordinator is
+    /// given it; it works while the application runs.
+    #[serde(default)]
+    pub(crate) coordinator_token: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -379,8 +383,9 @@ impl Inner {
     }
 
     /// Allocates a container for every accepted application's coordinator:
-    /// the node manager's URL, the launch, and the application's token to
-    /// send it with.
+    /// the node manager's URL, the launch (carrying the application's token
+    /// and, in its environment, the coordinator's), and the node's launch
+    /// token for the application to send it with.
     pub(crate) fn place_coordinators(&mut self) -> Vec<(String, Launch, String)> {
         let waiting: Vec<String> = self
             .p
@@ -406,7 +411,9 @@ impl Inner {
             let env = BTreeMap::from([
                 (env::APP_ID.to_string(), app_id.clone()),
                 (env::ATTEMPT.to_string(), attempt.to_string()),
+                (env::COORDINATOR_TOKEN.to_string(), app.coordinator_token.clone()),
             ]);
+            let key = self.keys.grant_key(&node);
             let launch = Launch {
                 container: c.id.clone(),
                 app: app_id.clone(),
@@ -416,7 +423,7 @@ impl Inner {
                 files: BTreeMap::new(),
                 resources,
                 stop_grace_ms: 10_000,
-                grant: Some(self.keys.grant_key(&node).sign(
+                grant: Some(key.sign(
                     &c.id,
                     &app_id,
                     &node,
@@ -424,8 +431,9 @@ impl Inner {
                     &crate::auth::sha256_hex(app.token.as_bytes()),
                     now_ms(),
                 )),
+                app_token: app.token.clone(),
             };
-            out.push((self.nodes[&node].url.clone(), launch, app.token.clone()));
+            out.push((self.nodes[&node].url.clone(), launch, key.launch_token(&app_id)));
         }
         out
     }
@@ -480,13 +488,14 @@ impl Inner {
             match self.place(&p.ask.resources, p.ask.preferred_node.as_deref(), relaxed) {
                 Some(node) => {
                     let c = self.new_container(&app, &node, p.ask.role, p.ask.resources);
+                    let key = self.keys.grant_key(&node);
                     allocated.push(Allocation {
                         container: c.id.clone(),
                         role: c.role,
                         node: node.clone(),
                         node_url: self.nodes[&node].url.clone(),
                         resources: c.resources,
-                        grant: self.keys.grant_key(&node).sign(
+                        grant: key.sign(
                             &c.id,
                             &app,
                             &node,
@@ -494,6 +503,7 @@ impl Inner {
                             &crate::auth::sha256_hex(self.p.apps[&app].token.as_bytes()),
                             now,
                         ),
+                        launch_token: key.launch_token(&app),
                     });
                     let a = self.p.apps.get_mut(&app).unwrap();
                     let how = match &p.ask.preferred_node {
@@ -625,6 +635,7 @@ mod tests {
             stopping: vec!["app-0001-c2".into()],
             coordinator_failures: vec![],
             token: String::new(),
+            coordinator_token: String::new(),
         };
         let mut inner = inner(
             Persisted { next_app: 2, next_container: 10, apps: BTreeMap::from([("app-0001".into(), app)]) },
@@ -669,6 +680,7 @@ mod tests {
             stopping: vec![],
             coordinator_failures: vec![],
             token: String::new(),
+            coordinator_token: String::new(),
         };
         let mut inner = inner(
             Persisted { next_app: 2, next_container: 2000, apps: BTreeMap::from([("app-0001".into(), app)]) },
@@ -703,6 +715,7 @@ mod tests {
                 stopping: vec![],
                 coordinator_failures: vec![],
                 token: String::new(),
+                coordinator_token: String::new(),
             },
         )
     }

@@ -78,6 +78,10 @@ pub struct Nm {
     /// to a registration or heartbeat: requests with that token are the
     /// operator's (none are before the first answer).
     operator_sha256: std::sync::RwLock<Option<String>>,
+    /// Applications the resource manager said have ended, and when it first
+    /// did: their launch tokens no longer work. Forgotten once every grant
+    /// they could hold has expired (`crate::grant::GRANT_TTL_MS`).
+    ended_apps: Mutex<BTreeMap<String, Instant>>,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     /// Held while a package is checked or fetched (one at a time); the
@@ -151,6 +155,7 @@ impl Nm {
             token: token.into(),
             grants: crate::grant::GrantKey::from_secret(token),
             operator_sha256: std::sync::RwLock::new(None),
+            ended_apps: Mutex::new(BTreeMap::new()),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -343,6 +348,7 @@ impl Nm {
                     if let Some(h) = reply.operator_sha256.filter(|h| is_sha256(h)) {
                         *self.operator_sha256.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
                     }
+                    self.applications_ended(reply.ended_apps);
                     if !registered && reply.known {
                         tracing::info!(node = %self.cfg.node, rm = %self.cfg.rm_url, "registered");
                     }
@@ -440,6 +446,21 @@ impl Nm {
             verified.insert(sha.to_string(), id);
         }
         Ok(path)
+    }
+
+    /// Notes the applications the resource manager says have ended.
+    fn applications_ended(&self, apps: Vec<String>) {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(crate::grant::GRANT_TTL_MS as u64);
+        let mut ended = self.ended_apps.lock().unwrap_or_else(|p| p.into_inner());
+        ended.retain(|_, told| now.duration_since(*told) < ttl);
+        for app in apps {
+            ended.entry(app).or_insert(now);
+        }
+    }
+
+    fn has_ended(&self, app: &str) -> bool {
+        self.ended_apps.lock().unwrap_or_else(|p| p.into_inner()).contains_key(app)
     }
 
     fn operator_sha256(&self) -> Option<String> {
@@ -731,6 +752,10 @@ async fn authorize(
     let caller = if nm.operator_sha256().is_some_and(|h| auth::same(sha256.as_bytes(), h.as_bytes())) {
         NmCaller::Operator
     } else if let Some(app) = nm.grants.launcher_of(token) {
+        if nm.has_ended(&app) {
+            let why = format!("application {app} has ended: its launch token no longer works");
+            return error(StatusCode::UNAUTHORIZED, why);
+        }
         NmCaller::Launcher(app)
     } else if auth::app_of_token(token).is_some()
         && nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes()))

@@ -184,6 +184,10 @@ pub struct HeartbeatReply {
     /// the containers it starts, accept the operator's requests by it.
     #[serde(default)]
     pub operator_sha256: Option<String>,
+    /// Applications that have ended (those the resource manager still
+    /// keeps): the node refuses their launch tokens from now on.
+    #[serde(default)]
+    pub ended_apps: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

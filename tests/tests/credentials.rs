@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use samza_scheduler::proto::*;
+use samza_test_support::wait_for;
 
 /// The kinds of credentials tried on every route. No token, or a forged
 /// one, is 401 everywhere; a credential out of its scope 401 or 403.
@@ -323,6 +324,21 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         as_b_coordinator.post::<_, serde_json::Value>(&format!("/v1/apps/{b}/allocate"), &ask).unwrap_err();
     let e = format!("{e:#}");
     assert!(e.contains("401") && e.contains(&format!("application {b} has ended (KILLED)")), "{e}");
+    // The nodes refuse its launch tokens from their next heartbeat on (any
+    // grant it still held would be judged by them).
+    let b_launches = samza_scheduler::client::Client::new(&nm, &keys.grant_key(&own_node).launch_token(&b));
+    let b_launch = Launch {
+        container: format!("{b}-c99"),
+        app: b.clone(),
+        app_token: tokens[&b].clone(),
+        ..serde_json::from_str(&launch).unwrap()
+    };
+    wait_for("the node to refuse b's launch token", Duration::from_secs(10), || {
+        let e = b_launches.post::<_, NodeContainer>("/v1/containers", &b_launch).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("401") || e.contains("carries no allocation grant"), "{e}");
+        e.contains(&format!("application {b} has ended: its launch token no longer works"))
+    });
     // Its processes stop (their lease is refused with the token).
     s.wait(&b, "b's containers to stop", Duration::from_secs(30), |i| {
         i.containers.iter().all(|c| c.state.is_done())

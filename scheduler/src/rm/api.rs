@@ -86,8 +86,13 @@ pub(super) async fn heartbeat(
             Some(n) if n.state == NodeState::Running => n.last_heartbeat = Instant::now(),
             // Lost, recovering after a restart, or never seen: register first.
             _ => {
-                let reply =
-                    HeartbeatReply { known: false, stop: vec![], kill: vec![], operator_sha256: None };
+                let reply = HeartbeatReply {
+                    known: false,
+                    stop: vec![],
+                    kill: vec![],
+                    operator_sha256: None,
+                    ended_apps: vec![],
+                };
                 return Json(reply).into_response();
             }
         }

@@ -569,7 +569,9 @@ pub(crate) fn node_update(inner: &mut Inner, node: &str, containers: &[NodeConta
         }
     }
     let operator_sha256 = Some(crate::auth::sha256_hex(inner.keys.operator().as_bytes()));
-    HeartbeatReply { known: true, stop, kill, operator_sha256 }
+    let ended_apps =
+        inner.p.apps.iter().filter(|(_, a)| a.info.state.is_final()).map(|(id, _)| id.clone()).collect();
+    HeartbeatReply { known: true, stop, kill, operator_sha256, ended_apps }
 }
 
 /// Refuses a coordinator attempt that is not the application's current one

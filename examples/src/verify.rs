@@ -13,6 +13,13 @@ pub struct Rec {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Rec {
+    /// A record without headers.
+    pub fn new(key: String, value: Vec<u8>) -> Rec {
+        Rec { key, value, headers: vec![] }
+    }
+}
+
 /// Every record of `stream`, per partition in log order (read-committed, or
 /// everything written with `uncommitted`).
 pub fn history(log: &Log, stream: &str, uncommitted: bool) -> Result<Vec<Vec<Rec>>, String> {
@@ -53,8 +60,15 @@ pub type Updates = HashMap<String, Vec<(i64, Option<i64>)>>;
 
 /// Every user's count updates on the counter's output.
 pub fn updates(log: &Log, stream: &str) -> Result<Updates, String> {
+    updates_of(stream, history(log, stream, false)?.into_iter().flatten())
+}
+
+/// Every user's count updates in `records` of the counter's output `stream`
+/// (the key a user, the value a count as decimal text, maybe a `seq`
+/// header), in order.
+pub fn updates_of(stream: &str, records: impl IntoIterator<Item = Rec>) -> Result<Updates, String> {
     let mut out = Updates::new();
-    for rec in history(log, stream, false)?.into_iter().flatten() {
+    for rec in records {
         let count = std::str::from_utf8(&rec.value)
             .ok()
             .and_then(|v| v.trim().parse().ok())
@@ -113,9 +127,7 @@ pub fn at_least_once(
     let mut bad = Vec::new();
     for (user, n) in truth {
         let ups = updates.get(user).map(Vec::as_slice).unwrap_or_default();
-        if let Some(w) = ups.windows(2).find(|w| w[1].0 < w[0].0) {
-            bad.push(format!("{user}: the count went down from {} to {}", w[0].0, w[1].0));
-        }
+        bad.extend(went_down(user, ups));
         let last = ups.last().map(|x| x.0).unwrap_or(0);
         if last < *n {
             bad.push(format!("{user}: last count {last}, below the truth {n}"));
@@ -124,16 +136,48 @@ pub fn at_least_once(
     bad
 }
 
+/// Violations of "a count never goes down", for every user updated.
+pub fn counts_go_down(updates: &Updates) -> Vec<String> {
+    let users: BTreeMap<&String, &Vec<(i64, Option<i64>)>> = updates.iter().collect();
+    users.into_iter().filter_map(|(user, ups)| went_down(user, ups)).collect()
+}
+
+fn went_down(user: &str, ups: &[(i64, Option<i64>)]) -> Option<String> {
+    let w = ups.windows(2).find(|w| w[1].0 < w[0].0)?;
+    Some(format!("{user}: the count went down from {} to {}", w[0].0, w[1].0))
+}
+
+/// The last count of every user updated.
+pub fn latest(updates: &Updates) -> HashMap<String, i64> {
+    updates.iter().filter_map(|(u, ups)| Some((u.clone(), ups.last()?.0))).collect()
+}
+
 /// Violations in job `job`'s checkpoint stream: a task's checkpoint written
 /// by an older generation after a newer one did, or an offset going back.
 pub fn checkpoints(log: &Log, job: &str) -> Result<Vec<String>, String> {
     let stream = format!("__samza_checkpoint_{job}");
+    Ok(checkpoints_of(job, history(log, &stream, false)?.into_iter().flatten())?.0)
+}
+
+/// The generations that wrote each task's checkpoints, in order (a
+/// generation once, however many checkpoints it wrote in a row).
+pub type Generations = BTreeMap<String, Vec<u64>>;
+
+/// [`checkpoints`] over the records of `job`'s checkpoint stream (key the
+/// task), in order; also the generations that wrote each task's.
+pub fn checkpoints_of(
+    job: &str,
+    records: impl IntoIterator<Item = Rec>,
+) -> Result<(Vec<String>, Generations), String> {
     let mut last: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
+    let mut generations = Generations::new();
     let mut bad = Vec::new();
-    for (i, rec) in history(log, &stream, false)?.into_iter().flatten().enumerate() {
+    for (i, rec) in records.into_iter().enumerate() {
         let cp: serde_json::Value =
-            serde_json::from_slice(&rec.value).map_err(|e| format!("{stream} #{i}: {e}"))?;
-        let generation = cp["generation"].as_u64().unwrap_or(0);
+            serde_json::from_slice(&rec.value).map_err(|e| format!("{job}: checkpoint #{i}: {e}"))?;
+        let generation = cp["generation"]
+            .as_u64()
+            .ok_or_else(|| format!("{job}: checkpoint #{i} of {} names no generation", rec.key))?;
         let offsets: BTreeMap<String, u64> = cp["offsets"]
             .as_array()
             .into_iter()
@@ -162,9 +206,13 @@ pub fn checkpoints(log: &Log, job: &str) -> Result<Vec<String>, String> {
                 }
             }
         }
+        let gens = generations.entry(rec.key.clone()).or_default();
+        if gens.last() != Some(&generation) {
+            gens.push(generation);
+        }
         last.insert(rec.key, (generation, offsets));
     }
-    Ok(bad)
+    Ok((bad, generations))
 }
 
 /// Violations of the repartition job's output: page views (`"i"` in each
@@ -238,6 +286,9 @@ mod tests {
             ("eve", &[(1, Some(1))]),
         ]);
         assert_eq!(exactly_once(&stranger, &t), vec!["eve: counted, but never viewed a page".to_string()]);
+        assert_eq!(counts_go_down(&down), vec!["ann: the count went down from 3 to 2".to_string()]);
+        assert_eq!(counts_go_down(&stranger), Vec::<String>::new());
+        assert_eq!(latest(&down), truth(&[("ann", 3), ("bob", 1)]));
     }
 
     #[test]
@@ -260,6 +311,9 @@ mod tests {
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].contains("went back from 20 to 15"), "{bad:?}");
         assert!(bad[1].contains("written by generation 1 after generation 2"), "{bad:?}");
+        let records = history(&log, stream, false).unwrap().into_iter().flatten();
+        let (_, generations) = checkpoints_of("j", records).unwrap();
+        assert_eq!(generations, Generations::from([("Partition 0".to_string(), vec![1, 2, 1])]));
 
         log.create_stream("by-user", &samza_log::StreamConfig::with_partitions(2)).unwrap();
         let mut p = log.stream("by-user").unwrap().producer();

@@ -6,29 +6,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use samza_log::{Log, StartAt};
+use samza_examples::verify::{self, Rec};
+use samza_log::Log;
 
 /// Every record of `stream` in log order, per partition: (key, value).
 pub fn history(log: &Log, stream: &str) -> Vec<Vec<(String, Vec<u8>)>> {
-    let s = log.stream(stream).unwrap();
-    let mut out = Vec::new();
-    for p in 0..s.partitions() {
-        let mut r = s.reader(p, StartAt::Oldest).unwrap();
-        let mut part = Vec::new();
-        loop {
-            let c = r.read(1 << 20).unwrap();
-            if c.is_empty() {
-                break;
-            }
-            for rec in c.records() {
-                let rec = rec.unwrap();
-                let k = String::from_utf8(rec.key.unwrap_or_default().to_vec()).unwrap();
-                part.push((k, rec.value.unwrap_or_default().to_vec()));
-            }
-        }
-        out.push(part);
-    }
-    out
+    let parts = verify::history(log, stream, false).unwrap();
+    parts.into_iter().map(|p| p.into_iter().map(|r| (r.key, r.value)).collect()).collect()
+}
+
+fn records(list: Vec<(String, Vec<u8>)>) -> impl Iterator<Item = Rec> {
+    list.into_iter().map(|(k, v)| Rec::new(k, v))
 }
 
 /// Checks the checkpoint stream of `job`: per task, generations never go
@@ -39,39 +27,9 @@ pub fn check_checkpoints(log: &Log, job: &str) -> BTreeMap<String, Vec<u64>> {
 }
 
 /// [`check_checkpoints`] over a checkpoint stream's records, (task, value) in order.
-pub fn check_checkpoint_records(records: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Vec<u64>> {
-    let mut last: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
-    let mut generations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (i, (task, value)) in records.into_iter().enumerate() {
-        let cp: serde_json::Value = serde_json::from_slice(&value).unwrap();
-        let generation = cp["generation"].as_u64().expect("checkpoints carry the writer's generation");
-        let offsets: BTreeMap<String, u64> = cp["offsets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    format!("{}.{}[{}]", e["system"], e["stream"], e["partition"]),
-                    e["offset"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        if let Some((g, before)) = last.get(&task) {
-            assert!(
-                generation >= *g,
-                "checkpoint #{i} of {task} was written by generation {generation} after generation {g} wrote one"
-            );
-            for (ssp, o) in &offsets {
-                let b = before.get(ssp).copied().unwrap_or(0);
-                assert!(*o >= b, "checkpoint #{i} of {task}: {ssp} went back from offset {b} to {o}");
-            }
-        }
-        let gens = generations.entry(task.clone()).or_default();
-        if gens.last() != Some(&generation) {
-            gens.push(generation);
-        }
-        last.insert(task, (generation, offsets));
-    }
+pub fn check_checkpoint_records(list: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Vec<u64>> {
+    let (bad, generations) = verify::checkpoints_of("the job", records(list)).unwrap();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
     generations
 }
 
@@ -82,20 +40,11 @@ pub fn check_counts_never_go_down(log: &Log, stream: &str) -> HashMap<String, i6
 }
 
 /// [`check_counts_never_go_down`] over an output's records, (user, count) in order.
-pub fn check_count_records(records: Vec<(String, Vec<u8>)>, stream: &str) -> HashMap<String, i64> {
-    let mut latest: HashMap<String, i64> = HashMap::new();
-    for (user, v) in records {
-        let n = decode_count(&v);
-        if let Some(before) = latest.get(&user) {
-            assert!(n >= *before, "the count of {user} emitted on {stream} went down from {before} to {n}");
-        }
-        latest.insert(user, n);
-    }
-    latest
-}
-
-fn decode_count(v: &[u8]) -> i64 {
-    std::str::from_utf8(v).unwrap().trim().parse().unwrap()
+pub fn check_count_records(list: Vec<(String, Vec<u8>)>, stream: &str) -> HashMap<String, i64> {
+    let updates = verify::updates_of(stream, records(list)).unwrap();
+    let bad = verify::counts_go_down(&updates);
+    assert!(bad.is_empty(), "on {stream}: {}", bad.join("\n"));
+    verify::latest(&updates)
 }
 
 /// The latest count per user in the counter's changelog (big-endian i64).

@@ -124,6 +124,18 @@ pub fn init_tracing() {
     }
 }
 
+/// On a cluster a job's process holds its application's credentials in its
+/// environment; the daemons and jobs of a node run as one user, so this
+/// keeps that user's other processes (another job's containers) from
+/// reading them in `/proc/<pid>/environ` or attaching to it: the process
+/// is made non-dumpable (no core dumps either).
+pub fn guard_credentials() {
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make this process non-dumpable");
+    }
+}
+
 /// Parses the command line and runs the job binary in the role it names,
 /// with the system types in `systems` (the facade, `samza::main`, adds
 /// the built-in ones) and, when given, the roles of a cluster.
@@ -133,6 +145,9 @@ pub fn main_with_roles(
     cluster: Option<ClusterRoles>,
 ) -> ExitCode {
     init_tracing();
+    if env::on_cluster() {
+        guard_credentials();
+    }
     match Cli::parse().command {
         Command::Run { job, overrides } => {
             let exe = match std::env::current_exe() {

@@ -1,7 +1,7 @@
 //! The cluster's credentials, and checks on names that reach the disk.
 //!
-//! Three kinds of bearer tokens (YARN's client, AMRM/container and node
-//! credentials), each with its own scope, checked on every route:
+//! Five kinds of bearer tokens (YARN's client, application, AMRM, NM and
+//! node credentials), each with its own scope, checked on every route:
 //! - the operator's token: the resource manager generates it at its first
 //!   start and keeps it in `<rm-dir>/token` (mode 0600); it may do
 //!   everything, and no container or coordinator is given it;
@@ -10,9 +10,10 @@
 //!   coordinator and containers use it for their own application only, and
 //!   it stops working when the application ends;
 //! - a coordinator's token, `samza-coordinator.<app>.<random>` (YARN's
-//!   AMRMToken), issued with the application's: besides what the
-//!   application's token may do, it asks for containers, saves the
-//!   coordinator's state and finishes the application. Only the coordinator
+//!   AMRMToken), issued for each coordinator attempt: it may call its own
+//!   application's routes at the resource manager (but `kill`), among them
+//!   those no other application credential may: ask for containers, save
+//!   the coordinator's state, finish the application. Only the coordinator
 //!   is given it, so a container cannot get containers of its own;
 //! - a launch token, `samza-launch.<app>.<HMAC>` (YARN's NMToken), which
 //!   the resource manager gives a coordinator with each allocation on a

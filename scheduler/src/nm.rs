@@ -82,6 +82,10 @@ pub struct Nm {
     /// did: their launch tokens no longer work. Forgotten once every grant
     /// they could hold has expired (`crate::grant::GRANT_TTL_MS`).
     ended_apps: Mutex<BTreeMap<String, Instant>>,
+    /// Whether the resource manager answered since this node manager
+    /// started: until it has, the node knows no ended application and
+    /// launches nothing.
+    heard_rm: std::sync::atomic::AtomicBool,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     /// Held while a package is checked or fetched (one at a time); the
@@ -156,6 +160,7 @@ impl Nm {
             grants: crate::grant::GrantKey::from_secret(token),
             operator_sha256: std::sync::RwLock::new(None),
             ended_apps: Mutex::new(BTreeMap::new()),
+            heard_rm: std::sync::atomic::AtomicBool::new(false),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -348,7 +353,9 @@ impl Nm {
                     if let Some(h) = reply.operator_sha256.filter(|h| is_sha256(h)) {
                         *self.operator_sha256.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
                     }
-                    self.applications_ended(reply.ended_apps);
+                    if reply.known {
+                        self.applications_ended(reply.ended_apps);
+                    }
                     if !registered && reply.known {
                         tracing::info!(node = %self.cfg.node, rm = %self.cfg.rm_url, "registered");
                     }
@@ -457,6 +464,7 @@ impl Nm {
         for app in apps {
             ended.entry(app).or_insert(now);
         }
+        self.heard_rm.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn has_ended(&self, app: &str) -> bool {
@@ -757,10 +765,17 @@ async fn authorize(
             return error(StatusCode::UNAUTHORIZED, why);
         }
         NmCaller::Launcher(app)
-    } else if auth::app_of_token(token).is_some()
-        && nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes()))
+    } else if let Some(app) = auth::app_of_token(token)
+        .filter(|_| nm.lock().values().any(|c| auth::same(c.token_sha256.as_bytes(), sha256.as_bytes())))
     {
-        // An application's token is known here by the containers launched with it.
+        // An application's token is known here by the containers launched
+        // with it, until the application ends.
+        if nm.has_ended(&app) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                format!("application {app} has ended: its token no longer works"),
+            );
+        }
         NmCaller::App(sha256)
     } else {
         return error(StatusCode::UNAUTHORIZED, "not a token this node manager accepts");
@@ -798,6 +813,10 @@ async fn launch(
     if l.app != app {
         let why = format!("the launch token is application {app}'s; the launch is for {:?}", l.app);
         return error(StatusCode::FORBIDDEN, why);
+    }
+    if !nm.heard_rm.load(std::sync::atomic::Ordering::Acquire) {
+        let why = "this node manager has not heard from the resource manager since it started; try again";
+        return error(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     match nm.start(l).await {
         Ok(info) => {

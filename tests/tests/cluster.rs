@@ -24,12 +24,19 @@ fn bounded_job_succeeds_and_a_killed_coordinator_is_replaced_while_containers_ke
         running_job_containers(&info).iter().map(|c| (c.id.clone(), c.pid.unwrap())).collect();
     let am = coordinator(&info).unwrap();
     assert_eq!(info.attempt, 1);
+    let token_of = |pid: u32| environ(pid).get("SAMZA_COORDINATOR_TOKEN").cloned().unwrap();
+    let first_token = token_of(am.pid.unwrap());
     // SAFETY: the coordinator is a process of this test's cluster.
     unsafe { libc::kill(am.pid.unwrap() as i32, libc::SIGKILL) };
 
-    s.wait(&app, "a second coordinator attempt running", Duration::from_secs(30), |i| {
+    let info2 = s.wait(&app, "a second coordinator attempt running", Duration::from_secs(30), |i| {
         i.attempt == 2 && coordinator(i).is_some_and(|c| c.state == ContainerState::Running)
     });
+    // Each attempt has a token of its own: the first one's no longer works.
+    assert_ne!(token_of(coordinator(&info2).unwrap().pid.unwrap()), first_token);
+    let e =
+        Client::new(&s.cluster.rm_url, &first_token).get::<AppInfo>(&format!("/v1/apps/{app}")).unwrap_err();
+    assert!(format!("{e:#}").contains("401"), "{e:#}");
     std::thread::sleep(Duration::from_secs(1));
     let info2 = s.app(&app);
     let after: Vec<(String, u32)> =

@@ -30,6 +30,8 @@ enum Kind {
     /// What only its coordinator holds.
     OwnCoordinator,
     OtherApp,
+    /// Another application's coordinator token.
+    OtherCoordinator,
     /// The node's launch token for the application (what the RM gives the
     /// coordinator with an allocation there).
     OwnLaunch,
@@ -37,7 +39,7 @@ enum Kind {
     OtherNode,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::NoToken,
     Kind::Wrong,
     Kind::WrongCoordinator,
@@ -45,6 +47,7 @@ const KINDS: [Kind; 10] = [
     Kind::OwnApp,
     Kind::OwnCoordinator,
     Kind::OtherApp,
+    Kind::OtherCoordinator,
     Kind::OwnLaunch,
     Kind::OwnNode,
     Kind::OtherNode,
@@ -60,14 +63,6 @@ struct Route {
 
 fn route(method: &'static str, url: String, body: Option<&str>, passes: &'static [Kind]) -> Route {
     Route { method, url, body: body.map(str::to_string), passes }
-}
-
-/// The process's environment, from `/proc`.
-fn environ(pid: u32) -> BTreeMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    raw.split(|b| *b == 0)
-        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.into(), v.into())))
-        .collect()
 }
 
 fn send(http: &reqwest::blocking::Client, r: &Route, token: Option<&str>) -> (u16, String) {
@@ -142,6 +137,7 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
             Kind::OwnApp => Some(tokens[&a].clone()),
             Kind::OwnCoordinator => Some(coordinator_tokens[&a].clone()),
             Kind::OtherApp => Some(tokens[&b].clone()),
+            Kind::OtherCoordinator => Some(coordinator_tokens[&b].clone()),
             Kind::OwnLaunch => Some(keys.grant_key(&own_node).launch_token(&a)),
             Kind::OwnNode => Some(credential(&own_node)),
             Kind::OtherNode => Some(credential(other_node)),
@@ -324,21 +320,35 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         as_b_coordinator.post::<_, serde_json::Value>(&format!("/v1/apps/{b}/allocate"), &ask).unwrap_err();
     let e = format!("{e:#}");
     assert!(e.contains("401") && e.contains(&format!("application {b} has ended (KILLED)")), "{e}");
-    // The nodes refuse its launch tokens from their next heartbeat on (any
-    // grant it still held would be judged by them).
-    let b_launches = samza_scheduler::client::Client::new(&nm, &keys.grant_key(&own_node).launch_token(&b));
+    // Every node refuses its launch tokens from its next heartbeat on (any
+    // grant it still held would be judged by them), and its token at the
+    // logs of its containers, which the node still keeps.
     let b_launch = Launch {
         container: format!("{b}-c99"),
         app: b.clone(),
         app_token: tokens[&b].clone(),
         ..serde_json::from_str(&launch).unwrap()
     };
-    wait_for("the node to refuse b's launch token", Duration::from_secs(10), || {
-        let e = b_launches.post::<_, NodeContainer>("/v1/containers", &b_launch).unwrap_err();
-        let e = format!("{e:#}");
-        assert!(e.contains("401") || e.contains("carries no allocation grant"), "{e}");
-        e.contains(&format!("application {b} has ended: its launch token no longer works"))
-    });
+    for node in ["node-1", "node-2"] {
+        let url = std::fs::read_to_string(s.cluster.dir.join(node).join("nm.url")).unwrap();
+        let b_launches = samza_scheduler::client::Client::new(&url, &keys.grant_key(node).launch_token(&b));
+        wait_for(&format!("{node} to refuse b's launch token"), Duration::from_secs(10), || {
+            let e = b_launches.post::<_, NodeContainer>("/v1/containers", &b_launch).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains("401") || e.contains("carries no allocation grant"), "{e}");
+            e.contains(&format!("application {b} has ended: its launch token no longer works"))
+        });
+    }
+    let b0 = running_job_containers(&info_b)[0];
+    let url = std::fs::read_to_string(s.cluster.dir.join(&b0.node).join("nm.url")).unwrap();
+    let e = samza_scheduler::client::Client::new(&url, &tokens[&b])
+        .get_bytes(&format!("/v1/containers/{}/logs/stderr", b0.id))
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("401") && e.contains(&format!("application {b} has ended: its token no longer works")),
+        "{e}"
+    );
     // Its processes stop (their lease is refused with the token).
     s.wait(&b, "b's containers to stop", Duration::from_secs(30), |i| {
         i.containers.iter().all(|c| c.state.is_done())

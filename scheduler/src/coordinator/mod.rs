@@ -173,7 +173,8 @@ impl Leases {
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set (the node manager sets it)"))
+    std::env::var(name)
+        .map_err(|_| anyhow::anyhow!("{name} is not set (its node manager and the resource manager set it)"))
 }
 
 /// The coordinator role's entry point (see `samza::main`).

@@ -123,13 +123,18 @@ impl Rm {
         }
         let keys = auth::Keys::new(&token);
         let mut p = p;
-        // Applications from before tokens were issued get theirs now.
+        // Applications from before tokens were issued get theirs now (their
+        // job binaries, built before, must be rebuilt and submitted again
+        // to use them).
+        let mut migrated = false;
         for a in p.apps.values_mut() {
             if a.token.is_empty() {
                 a.token = auth::new_app_token(&a.info.app);
+                migrated = true;
             }
             if a.coordinator_token.is_empty() {
                 a.coordinator_token = auth::new_coordinator_token(&a.info.app);
+                migrated = true;
             }
         }
         let (max_attempts, attempt_window_ms) = (cfg.max_attempts, cfg.attempt_window.as_millis() as u64);
@@ -137,7 +142,16 @@ impl Rm {
         Ok(Arc::new(Rm {
             cfg,
             keys: keys.clone(),
-            inner: Mutex::new(Inner { p, nodes, owner, dirty: false, max_attempts, attempt_window_ms, keys }),
+            inner: Mutex::new(Inner {
+                p,
+                nodes,
+                owner,
+                dirty: migrated,
+                max_attempts,
+                attempt_window_ms,
+                keys,
+                forgotten: Default::default(),
+            }),
             persister,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             metrics: {

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     /// The operator's token and the keys derived from it: node credentials,
     /// and the keys of grants.
     pub(crate) keys: crate::auth::Keys,
+    /// Applications forgotten (`prune_apps`) within a grant's lifetime, and
+    /// when: nodes are still told they ended.
+    pub(crate) forgotten: BTreeMap<String, i64>,
 }
 
 /// Ended containers an application keeps in its record (see `Inner::prune_ended`).
@@ -243,11 +246,13 @@ impl Inner {
             .filter(|(i, (ended_ms, _))| *i < excess || now_ms.saturating_sub(*ended_ms) > max_age_ms as i64)
             .map(|(_, (_, id))| id)
             .collect();
+        self.forgotten.retain(|_, at| now_ms.saturating_sub(*at) < crate::grant::GRANT_TTL_MS);
         for id in &forget {
             if let Some(a) = self.p.apps.remove(id) {
                 for c in a.info.containers {
                     self.owner.remove(&c.id);
                 }
+                self.forgotten.insert(id.clone(), now_ms);
             }
         }
         if !forget.is_empty() {
@@ -408,6 +413,9 @@ impl Inner {
             app.info.state = AppState::Running;
             let attempt = app.info.attempt;
             push_event(app, format!("coordinator attempt {attempt} placed: {}", describe(&c)));
+            // Each attempt its own token (YARN's AMRMToken is per attempt): a
+            // replaced attempt that still runs can ask for nothing more.
+            app.coordinator_token = crate::auth::new_coordinator_token(&app_id);
             let env = BTreeMap::from([
                 (env::APP_ID.to_string(), app_id.clone()),
                 (env::ATTEMPT.to_string(), attempt.to_string()),
@@ -569,8 +577,8 @@ pub(crate) fn node_update(inner: &mut Inner, node: &str, containers: &[NodeConta
         }
     }
     let operator_sha256 = Some(crate::auth::sha256_hex(inner.keys.operator().as_bytes()));
-    let ended_apps =
-        inner.p.apps.iter().filter(|(_, a)| a.info.state.is_final()).map(|(id, _)| id.clone()).collect();
+    let ended = inner.p.apps.iter().filter(|(_, a)| a.info.state.is_final()).map(|(id, _)| id);
+    let ended_apps = ended.chain(inner.forgotten.keys()).cloned().collect();
     HeartbeatReply { known: true, stop, kill, operator_sha256, ended_apps }
 }
 
@@ -614,6 +622,7 @@ mod tests {
             max_attempts: 2,
             attempt_window_ms: 600_000,
             keys: crate::auth::Keys::new("t"),
+            forgotten: BTreeMap::new(),
         }
     }
 

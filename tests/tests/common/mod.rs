@@ -157,6 +157,15 @@ pub fn coordinator(info: &AppInfo) -> Option<&ContainerInfo> {
     info.containers.iter().rev().find(|c| c.role == Role::Coordinator && c.attempt == info.attempt)
 }
 
+/// A process's environment, from `/proc` (the tests run as root, so they
+/// read it also where a job's process made itself non-dumpable).
+pub fn environ(pid: u32) -> std::collections::BTreeMap<String, String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .collect()
+}
+
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid as i32, 0) == 0 }

@@ -24,6 +24,8 @@
 //!   who adds a node (`samza-run node-credential NODE`): its node manager
 //!   registers and heartbeats as that node, and fetches packages with it; the
 //!   grants of launches on the node are signed under a key derived from it.
+//!   Rotating it (`samza-run node-credential NODE --rotate`) issues the next
+//!   one, `samza-node-<epoch>.<node>.<HMAC>`, and revokes the one before.
 //!
 //! Clients find their token in `SAMZA_TOKEN`, in the file named by
 //! `SAMZA_TOKEN_FILE`, or in `<cluster-dir>/rm/token` (see [`find_token`]).
@@ -115,6 +117,8 @@ impl std::fmt::Display for Caller {
 
 const APP_PREFIX: &str = "samza-app.";
 const NODE_PREFIX: &str = "samza-node.";
+/// A node's credential after its first rotation: `samza-node-<epoch>.<node>.<HMAC>`.
+const NODE_EPOCH_PREFIX: &str = "samza-node-";
 const COORDINATOR_PREFIX: &str = "samza-coordinator.";
 pub(crate) const LAUNCH_PREFIX: &str = "samza-launch.";
 
@@ -160,7 +164,19 @@ pub fn app_of_token(t: &str) -> Option<String> {
 
 /// The node a credential names, when it has a node credential's shape.
 pub fn node_of_credential(t: &str) -> Option<String> {
-    named(t, NODE_PREFIX).map(|(node, _)| node)
+    node_and_epoch(t).map(|(node, _)| node)
+}
+
+/// The node and epoch a credential names (epoch 0: never rotated).
+fn node_and_epoch(t: &str) -> Option<(String, u64)> {
+    if let Some((node, _)) = named(t, NODE_PREFIX) {
+        return Some((node, 0));
+    }
+    let rest = t.strip_prefix(NODE_EPOCH_PREFIX)?;
+    let (epoch, rest) = rest.split_once('.')?;
+    let epoch: u64 = epoch.parse().ok().filter(|e| *e > 0 && epoch.bytes().all(|b| b.is_ascii_digit()))?;
+    let (node, secret) = rest.rsplit_once('.')?;
+    (safe_name(node) && !secret.is_empty()).then(|| (node.to_string(), epoch))
 }
 
 /// Lowercase hex of `b`.
@@ -200,24 +216,31 @@ impl Keys {
         same(t.as_bytes(), self.operator.as_bytes())
     }
 
-    /// The credential of node `node`.
-    pub fn node_credential(&self, node: &str) -> String {
+    /// The credential of node `node` in its `epoch` (0 until it is first
+    /// rotated; each rotation revokes the epoch before).
+    pub fn node_credential(&self, node: &str, epoch: u64) -> String {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.node_key).expect("any key length");
         mac.update(node.as_bytes());
-        format!("{NODE_PREFIX}{node}.{}", hex(&mac.finalize().into_bytes()))
+        if epoch == 0 {
+            return format!("{NODE_PREFIX}{node}.{}", hex(&mac.finalize().into_bytes()));
+        }
+        mac.update(format!("\0{epoch}").as_bytes());
+        format!("{NODE_EPOCH_PREFIX}{epoch}.{node}.{}", hex(&mac.finalize().into_bytes()))
     }
 
-    /// The node whose valid credential `t` is.
-    pub fn node_of(&self, t: &str) -> Option<String> {
-        let (node, _) = named(t, NODE_PREFIX)?;
-        same(t.as_bytes(), self.node_credential(&node).as_bytes()).then_some(node)
+    /// The node, and the epoch, whose valid credential `t` is (whether the
+    /// epoch is the node's current one is the resource manager's to say).
+    pub fn node_of(&self, t: &str) -> Option<(String, u64)> {
+        let (node, epoch) = node_and_epoch(t)?;
+        same(t.as_bytes(), self.node_credential(&node, epoch).as_bytes()).then_some((node, epoch))
     }
 
-    /// The key that signs grants of launches on `node`, which its node
-    /// manager derives from its credential.
-    pub fn grant_key(&self, node: &str) -> crate::grant::GrantKey {
-        crate::grant::GrantKey::from_secret(&self.node_credential(node))
+    /// The key that signs grants and launch tokens on `node` while its
+    /// credential is in `epoch`; its node manager derives it from that
+    /// credential.
+    pub fn grant_key(&self, node: &str, epoch: u64) -> crate::grant::GrantKey {
+        crate::grant::GrantKey::from_secret(&self.node_credential(node, epoch))
     }
 }
 
@@ -260,14 +283,30 @@ mod tests {
     #[test]
     fn credentials_name_their_holder_and_cannot_be_forged() {
         let keys = Keys::new("operator-secret");
-        let c = keys.node_credential("node-1");
-        assert_eq!(keys.node_of(&c).as_deref(), Some("node-1"));
+        let c = keys.node_credential("node-1", 0);
+        assert_eq!(keys.node_of(&c), Some(("node-1".to_string(), 0)));
         assert_eq!(node_of_credential(&c).as_deref(), Some("node-1"));
-        assert_ne!(c, keys.node_credential("node-2"));
-        assert_ne!(c, Keys::new("another cluster").node_credential("node-1"));
+        assert_ne!(c, keys.node_credential("node-2", 0));
+        assert_ne!(c, Keys::new("another cluster").node_credential("node-1", 0));
         let renamed = c.replacen("node-1", "node-2", 1);
         assert_eq!(keys.node_of(&renamed), None, "a credential renamed to another node");
         assert_eq!(keys.node_of("samza-node.node-1.00"), None);
+        // Rotated: another credential per epoch, naming its node and epoch,
+        // whose epoch cannot be changed (nor its node, dotted or not).
+        let c2 = keys.node_credential("node-1", 2);
+        assert!(c2.starts_with("samza-node-2.node-1."), "{c2}");
+        assert_eq!(keys.node_of(&c2), Some(("node-1".to_string(), 2)));
+        assert_eq!(node_of_credential(&c2).as_deref(), Some("node-1"));
+        assert_ne!(c2, keys.node_credential("node-1", 1));
+        assert_eq!(keys.node_of(&c2.replacen("samza-node-2.", "samza-node-3.", 1)), None);
+        assert_eq!(keys.node_of(&c2.replacen("samza-node-2.", "samza-node-02.", 1)), None);
+        assert_eq!(keys.node_of(&c2.replacen("samza-node-2.", "samza-node-0.", 1)), None);
+        let dotted = keys.node_credential("rack.1.host", 4);
+        assert_eq!(keys.node_of(&dotted), Some(("rack.1.host".to_string(), 4)));
+        assert_eq!(
+            keys.node_of(&keys.node_credential("rack.1.host", 0)),
+            Some(("rack.1.host".to_string(), 0))
+        );
         assert!(keys.is_operator("operator-secret") && !keys.is_operator(&c));
         let t = new_app_token("app-0001");
         assert_eq!(app_of_token(&t).as_deref(), Some("app-0001"));

@@ -622,12 +622,19 @@ pub fn cluster(dir: &Path, nodes: u32) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `samza-run node-credential NODE [--out FILE]`: issues node `NODE`'s
-/// credential (the operator's token is needed) and prints it, or writes it
-/// to `FILE` (mode 0600) for the node manager's `SAMZA_TOKEN_FILE`.
-pub fn node_credential(rm: Option<&str>, node: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let c: NodeCredential =
-        client(rm)?.post(&format!("/v1/nodes/{}/credential", encode(node)), &serde_json::json!({}))?;
+/// `samza-run node-credential NODE [--rotate] [--out FILE]`: issues node
+/// `NODE`'s credential (the operator's token is needed; `--rotate`: a new
+/// one, revoking the one before) and prints it, or writes it to `FILE`
+/// (mode 0600) for the node manager's `SAMZA_TOKEN_FILE`.
+pub fn node_credential(
+    rm: Option<&str>,
+    node: &str,
+    out: Option<&Path>,
+    rotate: bool,
+) -> anyhow::Result<ExitCode> {
+    let rotate = if rotate { "?rotate=true" } else { "" };
+    let path = format!("/v1/nodes/{}/credential{rotate}", encode(node));
+    let c: NodeCredential = client(rm)?.post(&path, &serde_json::json!({}))?;
     match out {
         Some(path) => {
             crate::durable::write_atomic_mode(path, c.credential.as_bytes(), Some(0o600))?;

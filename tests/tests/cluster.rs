@@ -156,7 +156,7 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
     // the application's token, which the grant names (the test holds the
     // operator's secret, so it signs as the RM does).
     let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
-    let key = keys.grant_key("node-1");
+    let key = keys.grant_key("node-1", 0);
     let app_token = "samza-app.x.not-issued-by-the-rm";
     let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
     let nm = Client::new(&nm_url, &key.launch_token("x"));
@@ -181,7 +181,7 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
                 .contains("the launch of x-c1 carries no allocation grant from the resource manager"),
         "{e:#}"
     );
-    for forger in [GrantKey::from_secret("not the cluster's"), keys.grant_key("node-2")] {
+    for forger in [GrantKey::from_secret("not the cluster's"), keys.grant_key("node-2", 0)] {
         launch.grant = Some(forger.sign("x-c1", "x", "node-1", size, &token_sha, now_ms()));
         let e = nm.post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
         assert!(format!("{e:#}").contains("is not signed by this cluster's resource manager"), "{e:#}");
@@ -194,7 +194,7 @@ fn requests_without_the_token_and_packages_with_a_wrong_hash_are_refused() {
         (app_token.to_string(), 401, "not a token this node manager accepts"),
         (s.cluster.token.clone(), 403, "a launch takes this node's launch token"),
         (key.launch_token("y"), 403, "the launch token is application y's; the launch is for \"x\""),
-        (keys.grant_key("node-2").launch_token("x"), 401, "not a token this node manager accepts"),
+        (keys.grant_key("node-2", 0).launch_token("x"), 401, "not a token this node manager accepts"),
     ] {
         let e = Client::new(&nm_url, &other).post::<_, NodeContainer>("/v1/containers", &launch).unwrap_err();
         let e = format!("{e:#}");
@@ -468,7 +468,7 @@ fn a_body_over_its_routes_limit_is_refused_with_413_naming_the_route() {
     let limit = samza::http::JSON_BODY_LIMIT;
     // Launches take the node's launch token of an application.
     let launch_token =
-        samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1").launch_token("x");
+        samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1", 0).launch_token("x");
     for (url, path, token) in [
         (&s.cluster.rm_url, "/v1/apps", s.cluster.token.as_str()),
         (&s.cluster.rm_url, "/v1/nodes/node-1/heartbeat", s.cluster.token.as_str()),
@@ -497,7 +497,7 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     s.rm().put_bytes(&format!("/v1/packages/{sha}"), script).unwrap();
     let app_token = "samza-app.x.not-issued-by-the-rm";
     let token_sha = samza_scheduler::auth::sha256_hex(app_token.as_bytes());
-    let key = samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1");
+    let key = samza_scheduler::auth::Keys::new(&s.cluster.token).grant_key("node-1", 0);
     let nm = Client::new(&nm_url, &key.launch_token("x"));
     let size = Resources { memory_mb: 64, vcores: 1 };
     let launch = |id: &str| Launch {

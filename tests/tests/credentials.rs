@@ -138,7 +138,7 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
             Kind::OwnCoordinator => Some(coordinator_tokens[&a].clone()),
             Kind::OtherApp => Some(tokens[&b].clone()),
             Kind::OtherCoordinator => Some(coordinator_tokens[&b].clone()),
-            Kind::OwnLaunch => Some(keys.grant_key(&own_node).launch_token(&a)),
+            Kind::OwnLaunch => Some(keys.grant_key(&own_node, 0).launch_token(&a)),
             Kind::OwnNode => Some(credential(&own_node)),
             Kind::OtherNode => Some(credential(other_node)),
         }
@@ -288,7 +288,7 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         "{e}"
     );
     let signed = Launch {
-        grant: Some(keys.grant_key(&own_node).sign(
+        grant: Some(keys.grant_key(&own_node, 0).sign(
             &format!("{a}-c99"),
             &a,
             &own_node,
@@ -331,7 +331,8 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
     };
     for node in ["node-1", "node-2"] {
         let url = std::fs::read_to_string(s.cluster.dir.join(node).join("nm.url")).unwrap();
-        let b_launches = samza_scheduler::client::Client::new(&url, &keys.grant_key(node).launch_token(&b));
+        let b_launches =
+            samza_scheduler::client::Client::new(&url, &keys.grant_key(node, 0).launch_token(&b));
         wait_for(&format!("{node} to refuse b's launch token"), Duration::from_secs(10), || {
             let e = b_launches.post::<_, NodeContainer>("/v1/containers", &b_launch).unwrap_err();
             let e = format!("{e:#}");
@@ -354,4 +355,80 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
         i.containers.iter().all(|c| c.state.is_done())
     });
     assert_eq!(s.app(&a).state, AppState::Running);
+}
+
+#[test]
+fn a_rotated_node_credential_stops_working_and_the_node_keeps_its_containers_with_the_next() {
+    let mut s = Setup::new(2);
+    s.input(30_000);
+    let app = s.submit(&s.job("copy", "\n[params]\nsleep-us = 400000\n"));
+    let info = s.wait_running(&app);
+    let file = s.cluster.dir.join("node-2").join("credential");
+    let old = std::fs::read_to_string(&file).unwrap();
+    let running_before = running_pids(&info);
+
+    // An operator rotates node-2's credential (one leaked, say).
+    let out = s.samza_run(&["node-credential", "node-2", "--rotate", "--out", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = std::fs::read_to_string(&file).unwrap();
+    assert!(new.starts_with("samza-node-1.node-2."), "{new}");
+    // The one before is refused at once, with what to do; the new one works.
+    let heartbeat = "/v1/nodes/node-2/heartbeat";
+    let body = NodeHeartbeat { containers: vec![] };
+    let e = samza_scheduler::client::Client::new(&s.cluster.rm_url, &old)
+        .post::<_, HeartbeatReply>(heartbeat, &body)
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("401") && e.contains("this credential of node node-2 was rotated"), "{e}");
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(format!("{}{heartbeat}", s.cluster.rm_url))
+        .bearer_auth(&new)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send();
+    assert_eq!(r.unwrap().status().as_u16(), 400, "the new credential is let in (and its body refused)");
+    // Issuing again gives the new one, not the revoked one.
+    let again: NodeCredential = s.rm().post("/v1/nodes/node-2/credential", &serde_json::json!({})).unwrap();
+    assert_eq!(again.credential, new);
+
+    // Its node manager, restarted with the new credential within the node
+    // timeout, registers again and keeps its containers.
+    let (_, nm) = s.cluster.nodes.iter_mut().find(|(n, _)| n == "node-2").unwrap();
+    nm.kill().unwrap();
+    nm.wait().unwrap();
+    s.cluster.start_node("node-2").unwrap();
+    wait_for("node-2 to register with its new credential", Duration::from_secs(10), || {
+        let nodes: Vec<NodeInfo> = s.rm().get("/v1/nodes").unwrap();
+        nodes.iter().any(|n| n.node == "node-2" && n.state == NodeState::Running && n.heartbeat_age_ms < 1000)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let now = s.app(&app);
+    assert_eq!(running_pids(&now), running_before, "containers kept: {:#?}", now.events);
+    // Launches there take the launch tokens of the new key only.
+    let keys = samza_scheduler::auth::Keys::new(&s.cluster.token);
+    let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-2/nm.url")).unwrap();
+    let launch = Launch {
+        container: format!("{app}-c99"),
+        app: app.clone(),
+        package_sha256: "ab".repeat(32),
+        args: vec![],
+        env: Default::default(),
+        files: Default::default(),
+        resources: Resources { memory_mb: 64, vcores: 1 },
+        stop_grace_ms: 0,
+        grant: None,
+        app_token: format!("samza-app.{app}.x"),
+    };
+    for (epoch, expected) in
+        [(0, "not a token this node manager accepts"), (1, "carries no allocation grant")]
+    {
+        let token = keys.grant_key("node-2", epoch).launch_token(&app);
+        let e = samza_scheduler::client::Client::new(&nm_url, &token)
+            .post::<_, NodeContainer>("/v1/containers", &launch)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains(expected), "epoch {epoch}: {e:#}");
+    }
+    let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+    assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
 }

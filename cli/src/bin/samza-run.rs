@@ -106,6 +106,11 @@ enum Cmd {
         /// Write it to FILE (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Issue a new one and revoke the one that works now (a node's
+        /// credential leaked): restart the node manager with the new one
+        /// within the node timeout to keep its containers.
+        #[arg(long)]
+        rotate: bool,
         #[arg(long)]
         rm: Option<String>,
     },
@@ -187,8 +192,8 @@ fn main() -> ExitCode {
         Some(Cmd::Store { action: StoreCmd::Get { job, store, key, task, overrides, json } }) => {
             cli::store_get(&job, &overrides, &systems, &store, &key, task.as_deref(), json)
         }
-        Some(Cmd::NodeCredential { node, out, rm }) => {
-            cli::node_credential(rm.as_deref(), &node, out.as_deref())
+        Some(Cmd::NodeCredential { node, out, rotate, rm }) => {
+            cli::node_credential(rm.as_deref(), &node, out.as_deref(), rotate)
         }
         Some(Cmd::Cluster { nodes, dir }) => {
             cli::cluster(&dir.unwrap_or_else(samza_scheduler::auth::cluster_dir), nodes)

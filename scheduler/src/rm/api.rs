@@ -103,14 +103,45 @@ pub(super) async fn heartbeat(
     Json(reply).into_response()
 }
 
-/// `POST /v1/nodes/{node}/credential` (the operator's): the credential a
-/// new node's manager registers and heartbeats with.
-pub(super) async fn node_credential(State(rm): Shared, UrlPath(node): UrlPath<String>) -> Response {
+#[derive(Deserialize)]
+pub(super) struct CredentialQuery {
+    /// Issue the next credential and revoke the one that works now.
+    #[serde(default)]
+    rotate: bool,
+}
+
+/// `POST /v1/nodes/{node}/credential[?rotate=true]` (the operator's): the
+/// credential a node's manager registers and heartbeats with; rotated, the
+/// next one, and the one before stops working at once (its node manager's
+/// heartbeats are refused, so it must be restarted with the new one within
+/// the node timeout to keep its containers).
+pub(super) async fn node_credential(
+    State(rm): Shared,
+    UrlPath(node): UrlPath<String>,
+    Query(q): Query<CredentialQuery>,
+) -> Response {
     if !safe_name(&node) {
         return json_err(StatusCode::BAD_REQUEST, format!("invalid node name {node:?}"));
     }
-    let credential = rm.keys.node_credential(&node);
-    tracing::info!(%node, "node credential issued");
+    let (epoch, saved) = {
+        let mut inner = rm.lock();
+        let mut epoch = inner.node_epoch(&node);
+        if q.rotate {
+            epoch += 1;
+            inner.p.node_epochs.insert(node.clone(), epoch);
+            inner.dirty = true;
+        }
+        (epoch, rm.persist(&mut inner))
+    };
+    // A rotation is answered once it is on disk: a restarted resource
+    // manager must not take the revoked credential back.
+    rm.written(saved).await;
+    let credential = rm.keys.node_credential(&node, epoch);
+    if q.rotate {
+        tracing::warn!(%node, epoch, "node credential rotated: the one before no longer works");
+    } else {
+        tracing::info!(%node, epoch, "node credential issued");
+    }
     Json(NodeCredential { node, credential }).into_response()
 }
 

@@ -178,7 +178,14 @@ impl Rm {
         if self.keys.is_operator(token) {
             return Ok(auth::Caller::Operator);
         }
-        if let Some(node) = self.keys.node_of(token) {
+        if let Some((node, epoch)) = self.keys.node_of(token) {
+            let now = self.lock().node_epoch(&node);
+            if epoch != now {
+                return Err(format!(
+                    "this credential of node {node} was rotated (it is epoch {epoch}; epoch {now} works): \
+                     start its node manager with the new one (samza-run node-credential {node})"
+                ));
+            }
             return Ok(auth::Caller::Node(node));
         }
         let (app, coordinator) = match (auth::app_of_token(token), auth::app_of_coordinator_token(token)) {

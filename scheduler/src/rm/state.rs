@@ -19,6 +19,10 @@ pub(crate) struct Persisted {
     pub(crate) next_app: u64,
     pub(crate) next_container: u64,
     pub(crate) apps: BTreeMap<String, App>,
+    /// The epoch of each node's credential that works (0, not listed: the
+    /// first; each rotation revokes the one before).
+    #[serde(default)]
+    pub(crate) node_epochs: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +100,16 @@ pub(crate) fn describe(c: &ContainerInfo) -> String {
 }
 
 impl Inner {
+    /// The epoch of `node`'s credential that works now.
+    pub(crate) fn node_epoch(&self, node: &str) -> u64 {
+        self.p.node_epochs.get(node).copied().unwrap_or(0)
+    }
+
+    /// The key of grants and launch tokens on `node` (see `crate::grant`).
+    pub(crate) fn grant_key(&self, node: &str) -> crate::grant::GrantKey {
+        self.keys.grant_key(node, self.node_epoch(node))
+    }
+
     /// Per node: memory and cores in use and the number of live containers,
     /// in one pass over the containers.
     pub(crate) fn usage(&self) -> BTreeMap<&str, (Resources, usize)> {
@@ -409,6 +423,7 @@ impl Inner {
             let resources = self.p.apps[&app_id].info.coordinator;
             let Some(node) = self.place(&resources, None, true) else { continue };
             let c = self.new_container(&app_id, &node, Role::Coordinator, resources);
+            let key = self.grant_key(&node);
             let app = self.p.apps.get_mut(&app_id).unwrap();
             app.info.state = AppState::Running;
             let attempt = app.info.attempt;
@@ -421,7 +436,6 @@ impl Inner {
                 (env::ATTEMPT.to_string(), attempt.to_string()),
                 (env::COORDINATOR_TOKEN.to_string(), app.coordinator_token.clone()),
             ]);
-            let key = self.keys.grant_key(&node);
             let launch = Launch {
                 container: c.id.clone(),
                 app: app_id.clone(),
@@ -496,7 +510,7 @@ impl Inner {
             match self.place(&p.ask.resources, p.ask.preferred_node.as_deref(), relaxed) {
                 Some(node) => {
                     let c = self.new_container(&app, &node, p.ask.role, p.ask.resources);
-                    let key = self.keys.grant_key(&node);
+                    let key = self.grant_key(&node);
                     allocated.push(Allocation {
                         container: c.id.clone(),
                         role: c.role,
@@ -649,7 +663,12 @@ mod tests {
             coordinator_token: String::new(),
         };
         let mut inner = inner(
-            Persisted { next_app: 2, next_container: 10, apps: BTreeMap::from([("app-0001".into(), app)]) },
+            Persisted {
+                next_app: 2,
+                next_container: 10,
+                apps: BTreeMap::from([("app-0001".into(), app)]),
+                ..Default::default()
+            },
             owner,
         );
         let report = |id: &str| NodeContainer {
@@ -694,7 +713,12 @@ mod tests {
             coordinator_token: String::new(),
         };
         let mut inner = inner(
-            Persisted { next_app: 2, next_container: 2000, apps: BTreeMap::from([("app-0001".into(), app)]) },
+            Persisted {
+                next_app: 2,
+                next_container: 2000,
+                apps: BTreeMap::from([("app-0001".into(), app)]),
+                ..Default::default()
+            },
             owner,
         );
         inner.prune_ended("app-0001");
@@ -741,7 +765,8 @@ mod tests {
         apps.extend([app(901, "KILLED", 0, ContainerState::Running)]);
         let owner =
             apps.values().flat_map(|a| &a.info.containers).map(|c| (c.id.clone(), String::new())).collect();
-        let mut inner = inner(Persisted { next_app: 902, next_container: 2, apps }, owner);
+        let mut inner =
+            inner(Persisted { next_app: 902, next_container: 2, apps, ..Default::default() }, owner);
         let forgotten = inner.prune_apps(DAY + 200, 100, 7 * DAY as u64);
         assert_eq!(
             forgotten,
@@ -762,7 +787,12 @@ mod tests {
     fn coordinator_failures_fail_the_application_only_within_the_window_and_node_losses_do_not_count() {
         let (id, a) = app(1, "RUNNING", 0, ContainerState::Running);
         let mut inner = inner(
-            Persisted { next_app: 2, next_container: 100, apps: BTreeMap::from([(id.clone(), a)]) },
+            Persisted {
+                next_app: 2,
+                next_container: 100,
+                apps: BTreeMap::from([(id.clone(), a)]),
+                ..Default::default()
+            },
             BTreeMap::new(),
         );
         let coordinator = |attempt: u32, state: ContainerState| ContainerInfo {

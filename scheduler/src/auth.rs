@@ -95,6 +95,26 @@ pub fn find_token() -> anyhow::Result<String> {
 
 pub use samza_container::http::{bearer, error, same};
 
+/// A layer's state for [`count_refusals`]: the registry, and the metric.
+pub type RefusalCounter = (samza_task_api::MetricsRegistry, &'static str);
+
+/// Middleware counting the requests refused for their credential (401) or
+/// its scope (403), by status, in the counter `metric` of `registry`: a
+/// client with a wrong or revoked credential shows on the dashboard of
+/// whoever scrapes `/metrics`.
+pub async fn count_refusals(
+    axum::extract::State((registry, metric)): axum::extract::State<RefusalCounter>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    if status == axum::http::StatusCode::UNAUTHORIZED || status == axum::http::StatusCode::FORBIDDEN {
+        registry.counter_with(metric, &[("status", status.as_str())]).inc();
+    }
+    r
+}
+
 /// Who a request comes from, by the credential it presents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {

@@ -279,8 +279,10 @@ impl Nm {
             .route("/v1/containers/{id}/logs/{stream}", get(logs))
             .route("/metrics", get(prometheus))
             .with_state(self.clone());
+        let refusals: auth::RefusalCounter = (self.metrics.clone(), "nm.requests-refused");
         samza_container::http::limit_bodies(api, samza_container::http::JSON_BODY_LIMIT)
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), authorize))
+            .route_layer(axum::middleware::from_fn_with_state(refusals, auth::count_refusals))
             .layer(axum::middleware::from_fn_with_state(tracing::Span::current(), in_span))
     }
 

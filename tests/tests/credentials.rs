@@ -224,6 +224,8 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
     let http = reqwest::blocking::Client::new();
     let mut wrong = Vec::new();
     let mut tried = 0;
+    // Refusals (401, 403) by the RM and by the node manager, which count them.
+    let (mut refused_by_rm, mut refused_by_nm) = (0, 0);
     for r in &routes {
         for kind in KINDS {
             if kind == Operator && r.url.ends_with("/kill") {
@@ -231,6 +233,13 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
             }
             let (status, body) = send(&http, r, token_of(kind).as_deref());
             tried += 1;
+            if status == 401 || status == 403 {
+                if r.url.starts_with(rm.as_str()) {
+                    refused_by_rm += 1;
+                } else if r.url.starts_with(nm.as_str()) {
+                    refused_by_nm += 1;
+                }
+            }
             let launch = r.url.ends_with("/v1/containers") && r.method == "POST";
             let ok = if r.passes.contains(&kind) && launch {
                 status == 403 && body.contains("carries no allocation grant")
@@ -248,6 +257,18 @@ fn every_route_answers_only_the_credentials_in_its_scope() {
     }
     assert!(wrong.is_empty(), "{} of {tried} answers out of scope:\n{}", wrong.len(), wrong.join("\n"));
     assert_eq!(tried, routes.len() * KINDS.len() - 1);
+    // Each daemon counted exactly the requests it refused.
+    let counted = |url: &str, metric: &str| -> u64 {
+        let text = String::from_utf8(
+            samza_scheduler::client::Client::new(url, &s.cluster.token).get_bytes("/metrics").unwrap(),
+        )
+        .unwrap();
+        let lines = text.lines().filter(|l| l.starts_with(&format!("{metric}{{")));
+        lines.map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    assert!(refused_by_rm > 100 && refused_by_nm > 20, "{refused_by_rm} {refused_by_nm}");
+    assert_eq!(counted(rm, "samza_rm_requests_refused_total"), refused_by_rm);
+    assert_eq!(counted(&nm, "samza_nm_requests_refused_total"), refused_by_nm);
 
     // Nothing was changed by what was let in: both applications still run.
     for app in [&a, &b] {

@@ -260,7 +260,9 @@ impl Rm {
             limit_bodies(api, JSON_BODY_LIMIT).merge(limit_bodies(packages, self.cfg.max_package_bytes));
         // The dashboard's page holds no data: it asks for the token and reads
         // the API above with it, as the CLI does.
+        let refusals: auth::RefusalCounter = (self.metrics.registry.clone(), "rm.requests-refused");
         api.route_layer(axum::middleware::from_fn_with_state(self.clone(), authorize))
+            .route_layer(axum::middleware::from_fn_with_state(refusals, auth::count_refusals))
             .route("/", get(crate::dashboard::page))
             .route("/dashboard", get(crate::dashboard::page))
     }

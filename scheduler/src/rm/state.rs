@@ -784,6 +784,27 @@ mod tests {
     }
 
     #[test]
+    fn nodes_are_told_of_ended_applications_and_of_those_forgotten_within_a_grants_lifetime() {
+        let apps = BTreeMap::from([
+            app(1, "KILLED", 1_000, ContainerState::Killed),
+            app(900, "RUNNING", 0, ContainerState::Running),
+        ]);
+        let mut inner = inner(
+            Persisted { next_app: 901, next_container: 2, apps, ..Default::default() },
+            BTreeMap::new(),
+        );
+        let told = |inner: &mut Inner| node_update(inner, "node-1", &[]).ended_apps;
+        assert_eq!(told(&mut inner), ["app-0001"]);
+        let now = 10_000;
+        assert_eq!(inner.prune_apps(now, 0, 0), ["app-0001"]);
+        assert_eq!(told(&mut inner), ["app-0001"], "forgotten, but its grants may still be valid");
+        inner.prune_apps(now + crate::grant::GRANT_TTL_MS - 1, 0, 0);
+        assert_eq!(told(&mut inner), ["app-0001"]);
+        inner.prune_apps(now + crate::grant::GRANT_TTL_MS, 0, 0);
+        assert!(told(&mut inner).is_empty(), "every grant it held has expired");
+    }
+
+    #[test]
     fn coordinator_failures_fail_the_application_only_within_the_window_and_node_losses_do_not_count() {
         let (id, a) = app(1, "RUNNING", 0, ContainerState::Running);
         let mut inner = inner(

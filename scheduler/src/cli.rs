@@ -347,6 +347,8 @@ pub struct LocalCluster {
     /// Where each node runs (`node-N` on `places[N-1]`; the resource manager
     /// on the first); empty: everything on loopback here.
     places: Vec<Place>,
+    /// More arguments for node managers started (or restarted) from now on.
+    pub nm_args: Vec<String>,
 }
 
 /// A host of a cluster spanning network namespaces (see [`crate::netns`]).
@@ -440,6 +442,7 @@ impl LocalCluster {
             node_timeout_ms,
             heartbeat_ms,
             places,
+            nm_args: Vec::new(),
         };
         for i in 1..=nodes {
             c.start_node(&format!("node-{i}"))?;
@@ -450,6 +453,23 @@ impl LocalCluster {
     fn place_of(&self, node: &str) -> Option<&Place> {
         let n: usize = node.strip_prefix("node-")?.parse().ok()?;
         self.places.get(n.checked_sub(1)?)
+    }
+
+    /// Waits (10 s at most) until node manager `name` has heard from the
+    /// resource manager since it started: it then knows the operator (its
+    /// list answers the operator's token) and launches.
+    pub fn wait_node_ready(&self, name: &str) -> anyhow::Result<()> {
+        let url = std::fs::read_to_string(layout::nm_url(&self.dir.join(name)))?;
+        let nm = Client::with_timeout(url.trim(), &self.token, Duration::from_secs(2));
+        let start = Instant::now();
+        while nm.get::<Vec<NodeContainer>>("/v1/containers").is_err() {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "node manager {name} is not ready after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) the node manager `name`, with the credential
@@ -482,6 +502,7 @@ impl LocalCluster {
             .arg(bind)
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
+            .args(&self.nm_args)
             .env(env::TOKEN_FILE, &credential)
             .env_remove(env::TOKEN)
             .stdin(Stdio::null())

@@ -56,8 +56,8 @@ pub enum GrantError {
 fn message(g: &Grant) -> Vec<u8> {
     let r = &g.resources;
     format!(
-        "samza-grant/2\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        g.container, g.app, g.node, r.memory_mb, r.vcores, g.token_sha256, g.expires_ms
+        "samza-grant/3\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        g.container, g.app, g.job, g.node, r.memory_mb, r.vcores, g.token_sha256, g.expires_ms
     )
     .into_bytes()
 }
@@ -107,15 +107,22 @@ impl GrantKey {
         token_sha256: &str,
         now_ms: i64,
     ) -> Grant {
-        let mut g = Grant {
+        let g = Grant {
             container: container.to_string(),
             app: app.to_string(),
+            job: String::new(),
             node: node.to_string(),
             resources,
             token_sha256: token_sha256.to_string(),
-            expires_ms: now_ms + GRANT_TTL_MS,
+            expires_ms: 0,
             signature: String::new(),
         };
+        self.sign_grant(g, now_ms)
+    }
+
+    /// Signs `g` (its job included), valid until `now_ms + GRANT_TTL_MS`.
+    pub fn sign_grant(&self, mut g: Grant, now_ms: i64) -> Grant {
+        g.expires_ms = now_ms + GRANT_TTL_MS;
         let mut mac = self.mac();
         mac.update(&message(&g));
         g.signature = hex(&mac.finalize().into_bytes());
@@ -217,6 +224,7 @@ mod tests {
             Grant { node: "node-2".into(), ..g.clone() },
             Grant { expires_ms: i64::MAX, ..g.clone() },
             Grant { token_sha256: "cd".repeat(32), ..g.clone() },
+            Grant { job: "another-job".into(), ..g.clone() },
             Grant { signature: "00".repeat(32), ..g.clone() },
             Grant { signature: "not hex".into(), ..g.clone() },
         ];

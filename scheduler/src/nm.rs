@@ -45,6 +45,10 @@ pub struct NmConfig {
     /// How long the directory of a container that ended (its stdout, stderr
     /// and exit code, for `samza-run logs`) is kept after its last write.
     pub container_retention: Duration,
+    /// Run each job's processes as an OS user of its own, taken from these
+    /// user ids (the node manager runs as root); `None`: as the node
+    /// manager's user.
+    pub container_uids: Option<std::ops::RangeInclusive<u32>>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -92,6 +96,10 @@ pub struct Nm {
     /// identity of each cached package file last checked against its hash.
     downloads: tokio::sync::Mutex<BTreeMap<String, FileId>>,
     metrics: MetricsRegistry,
+    /// Job -> the user id its processes run as (`NmConfig::container_uids`),
+    /// kept in `<dir>/uids.json` so that a job keeps its user, and its
+    /// stores, on this node.
+    uids: Mutex<BTreeMap<String, u32>>,
 }
 
 /// A container's record in its directory (its entry of the table).
@@ -151,6 +159,10 @@ impl Nm {
         for d in [layout::packages(&cfg.dir), layout::containers(&cfg.dir), layout::node_state(&cfg.dir)] {
             std::fs::create_dir_all(d)?;
         }
+        let uids = match &cfg.container_uids {
+            Some(range) => users::prepare(&cfg.dir, range)?,
+            None => BTreeMap::new(),
+        };
         let host = host_of(&url).to_string();
         let nm = Arc::new(Nm {
             cfg,
@@ -165,6 +177,7 @@ impl Nm {
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
             metrics: MetricsRegistry::new(),
+            uids: Mutex::new(uids),
         });
         nm.readopt()?;
         Ok(nm)
@@ -448,13 +461,38 @@ impl Nm {
                 "package hash mismatch: expected {sha}, downloaded bytes hash to {got}; not run"
             ));
         }
-        // The owner's to read and run, nobody's to change.
-        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(0o500));
+        // The owner's to read and run (and jobs' users', when jobs run as
+        // users of their own), nobody's to change.
+        let mode = if self.cfg.container_uids.is_some() { 0o555 } else { 0o500 };
+        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(mode));
         r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
         if let Some(id) = FileId::of(&path) {
             verified.insert(sha.to_string(), id);
         }
         Ok(path)
+    }
+
+    /// The user id job `job`'s processes run as on this node: `None` when
+    /// they run as the node manager's user; a job new here gets the lowest
+    /// free id of the range.
+    fn uid_of(&self, job: &str) -> Result<Option<u32>, String> {
+        let Some(range) = &self.cfg.container_uids else { return Ok(None) };
+        if !safe_name(job) {
+            return Err(format!("the grant names no job ({job:?}) to run as a user of its own"));
+        }
+        let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(uid) = uids.get(job) {
+            return Ok(Some(*uid));
+        }
+        let taken: std::collections::BTreeSet<u32> = uids.values().copied().collect();
+        let uid = range
+            .clone()
+            .find(|u| !taken.contains(u))
+            .ok_or_else(|| format!("no user id left in {}-{} for job {job}", range.start(), range.end()))?;
+        uids.insert(job.to_string(), uid);
+        users::save(&self.cfg.dir, &uids).map_err(|e| format!("cannot record job {job}'s user: {e}"))?;
+        tracing::info!(job, uid, "job runs as a user of its own on this node");
+        Ok(Some(uid))
     }
 
     /// Notes the applications the resource manager says have ended.
@@ -500,6 +538,8 @@ impl Nm {
         if let Err(e) = self.grants.check(&l, &self.cfg.node, &token_sha256, crate::now_ms()) {
             return Err((StatusCode::FORBIDDEN, e.to_string()));
         }
+        let job = l.grant.as_ref().map(|g| g.job.clone()).unwrap_or_default();
+        let uid = self.uid_of(&job).map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
         if self.lock().contains_key(&l.container) {
             return Err((StatusCode::CONFLICT, format!("container {} exists already", l.container)));
         }
@@ -514,6 +554,15 @@ impl Nm {
         }
         let stdout = std::fs::File::create(work.join("stdout")).map_err(io)?;
         let stderr = std::fs::File::create(work.join("stderr")).map_err(io)?;
+        if let Some(uid) = uid {
+            let state = layout::node_state(&self.cfg.dir).join(&job);
+            users::hand_over(uid, &work, l.files.keys(), &state).map_err(|e| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot prepare {} for user {uid}: {e}", work.display()),
+                )
+            })?;
+        }
         let mut cmd = tokio::process::Command::new(&binary);
         cmd.args(&l.args)
             .current_dir(&work)
@@ -532,6 +581,10 @@ impl Nm {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(uid) = uid {
+            // No supplementary groups either (std drops them when root sets a uid).
+            cmd.uid(uid).gid(uid);
+        }
         if let Some(h) = self.operator_sha256() {
             cmd.env(env::OPERATOR_SHA256, h);
         }
@@ -985,6 +1038,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             keep_ended: Duration::from_secs(60),
             container_retention: Duration::from_secs(3600),
+            container_uids: None,
         };
         let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
         let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
@@ -1037,5 +1091,96 @@ mod tests {
         assert_eq!(host_of("http://10.0.0.2:8042"), "10.0.0.2");
         assert_eq!(host_of("http://[fd00::2]:8042"), "[fd00::2]");
         assert_eq!(host_of("http://m2.example:8042/v1"), "m2.example");
+    }
+}
+
+/// Each job as an OS user of its own (`NmConfig::container_uids`): what the
+/// node manager, as root, prepares so that a job's processes can run as
+/// that user and reach nothing of the node's or of other jobs'.
+mod users {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn uids_file(dir: &Path) -> std::path::PathBuf {
+        dir.join("uids.json")
+    }
+
+    fn mode(path: &Path, mode: u32) -> std::io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    /// Checks the node manager may change users, opens the directories a
+    /// job's user must pass through (not list: 0711), and reads the jobs'
+    /// users.
+    pub(super) fn prepare(
+        dir: &Path,
+        range: &std::ops::RangeInclusive<u32>,
+    ) -> anyhow::Result<BTreeMap<String, u32>> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            anyhow::bail!(
+                "--container-uids needs the node manager to run as root (to start processes as other users)"
+            );
+        }
+        if range.is_empty() || *range.start() == 0 {
+            anyhow::bail!("--container-uids {}-{}: a range of user ids above 0", range.start(), range.end());
+        }
+        for d in [dir.to_path_buf(), crate::layout::containers(dir), crate::layout::node_state(dir)] {
+            mode(&d, 0o711)?;
+        }
+        let packages = crate::layout::packages(dir);
+        mode(&packages, 0o711)?;
+        // Packages cached before: jobs' users run them too.
+        for entry in std::fs::read_dir(&packages)? {
+            let path = entry?.path();
+            if path.is_file() && std::fs::metadata(&path)?.permissions().mode() & 0o777 != 0o555 {
+                mode(&path, 0o555)?;
+            }
+        }
+        match std::fs::read(uids_file(dir)) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", uids_file(dir).display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", uids_file(dir).display())),
+        }
+    }
+
+    pub(super) fn save(dir: &Path, uids: &BTreeMap<String, u32>) -> std::io::Result<()> {
+        let b = serde_json::to_vec(uids).map_err(std::io::Error::other)?;
+        crate::durable::write_atomic(&uids_file(dir), &b)
+    }
+
+    /// Gives user `uid` its container's working directory and files, and
+    /// its job's state directory (`state`, with everything in it when it
+    /// was another user's: a job that ran before as the node manager's).
+    pub(super) fn hand_over<'a>(
+        uid: u32,
+        work: &Path,
+        files: impl Iterator<Item = &'a String>,
+        state: &Path,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let own = |p: &Path| std::os::unix::fs::lchown(p, Some(uid), Some(uid));
+        own(work)?;
+        for f in files {
+            own(&work.join(f))?;
+        }
+        std::fs::create_dir_all(state)?;
+        if std::fs::metadata(state)?.uid() != uid {
+            own_all(state, uid)?;
+        }
+        mode(state, 0o700)
+    }
+
+    /// `chown -R uid:uid` without following links.
+    fn own_all(path: &Path, uid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        if std::fs::symlink_metadata(path)?.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                own_all(&entry?.path(), uid)?;
+            }
+        }
+        Ok(())
     }
 }

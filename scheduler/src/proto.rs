@@ -252,6 +252,10 @@ pub struct JobFile {
 pub struct Grant {
     pub container: String,
     pub app: String,
+    /// The job (its name), whose OS user a node that runs each job as a user
+    /// of its own starts the container as (`samza-nm --container-uids`).
+    #[serde(default)]
+    pub job: String,
     pub node: String,
     pub resources: Resources,
     /// SHA-256 (lowercase hex) of the application's token: the launch must

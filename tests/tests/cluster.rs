@@ -245,6 +245,7 @@ fn a_restarted_node_manager_readopts_its_running_containers() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(before.iter().all(|(_, pid)| alive(*pid)));
     s.cluster.start_node("node-1").unwrap();
+    s.cluster.wait_node_ready("node-1").unwrap();
     let nm_url = std::fs::read_to_string(s.cluster.dir.join("node-1/nm.url")).unwrap();
     let listed: Vec<NodeContainer> = Client::new(&nm_url, &s.cluster.token).get("/v1/containers").unwrap();
     for (id, pid) in &before {

@@ -419,6 +419,7 @@ fn a_rotated_node_credential_stops_working_and_the_node_keeps_its_containers_wit
     nm.kill().unwrap();
     nm.wait().unwrap();
     s.cluster.start_node("node-2").unwrap();
+    s.cluster.wait_node_ready("node-2").unwrap();
     wait_for("node-2 to register with its new credential", Duration::from_secs(10), || {
         let nodes: Vec<NodeInfo> = s.rm().get("/v1/nodes").unwrap();
         nodes.iter().any(|n| n.node == "node-2" && n.state == NodeState::Running && n.heartbeat_age_ms < 1000)
@@ -452,4 +453,123 @@ fn a_rotated_node_credential_stops_working_and_the_node_keeps_its_containers_wit
     }
     let done = s.wait(&app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
     assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+}
+
+/// Runs `cmd` as user `uid` (no groups): whether it succeeded.
+fn as_user(uid: u32, cmd: &[&str]) -> bool {
+    std::process::Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+        .args(cmd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("setpriv (util-linux)")
+        .success()
+}
+
+/// The real user id of process `pid`.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn with_container_uids_each_job_runs_as_a_user_of_its_own_that_reaches_nothing_of_the_nodes_or_another_jobs()
+{
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: starting processes as other users needs root");
+        return;
+    }
+    let mut s = Setup::new(1);
+    // Node-1's manager restarted to run each job as a user of its own.
+    s.cluster.nm_args = vec!["--container-uids".into(), "20000-20001".into()];
+    let (_, nm) = s.cluster.nodes.iter_mut().find(|(n, _)| n == "node-1").unwrap();
+    nm.kill().unwrap();
+    nm.wait().unwrap();
+    s.cluster.start_node("node-1").unwrap();
+    s.cluster.wait_node_ready("node-1").unwrap();
+    let node_dir = s.cluster.dir.join("node-1");
+    // Each job's log is its user's (the first job to run here gets 20000).
+    let chown = |dir: &std::path::Path, uid: u32| {
+        let ok = std::process::Command::new("chown").arg("-R").arg(format!("{uid}:{uid}")).arg(dir).status();
+        assert!(ok.unwrap().success());
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    s.input(20_000);
+    chown(&s.dir.path().join("log"), 20000);
+    let a = s.submit(&s.job("copy", "\n[params]\nsleep-us = 300000\n"));
+    let info_a = s.wait_running(&a);
+    let dir_b = s.dir.path().join("b");
+    std::fs::create_dir_all(&dir_b).unwrap();
+    std::fs::set_permissions(&dir_b, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let log_b = samza_log::Log::open(dir_b.join("log")).unwrap();
+    samza_test_support::write_stream(&log_b, "in", 2, 20_000, |p, i| (format!("k{i}"), format!("p{p}-{i}")));
+    chown(&dir_b.join("log"), 20001);
+    let job_b = s
+        .job_toml("copy")
+        .set("job.name", "copy-b")
+        .set("systems.log.streams.in.bounded", true)
+        .append("\n[params]\nsleep-us = 300000\n")
+        .write(&dir_b);
+    let b = s.submit(&job_b);
+    let info_b = s.wait_running(&b);
+
+    // Every process of a job runs as its job's user.
+    for (info, uid) in [(&info_a, 20000), (&info_b, 20001)] {
+        let pids = running_pids(info);
+        assert_eq!(pids.len(), 3, "{info:?}");
+        for pid in pids {
+            assert_eq!(uid_of(pid), uid, "{} process {pid}", info.app);
+        }
+    }
+    let uids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node_dir.join("uids.json")).unwrap()).unwrap();
+    assert_eq!(uids, serde_json::json!({"copy-job": 20000, "copy-b": 20001}));
+    // What a job's user reaches: its own state and container directories,
+    // not the node's credential, nor the other job's.
+    let a0 = running_job_containers(&info_a)[0].id.clone();
+    let b0 = running_job_containers(&info_b)[0].id.clone();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    let own_state = path(node_dir.join("state/copy-job"));
+    let own_dir = path(node_dir.join("containers").join(&a0));
+    assert!(as_user(20000, &["ls", &own_state]) && as_user(20000, &["ls", &own_dir]), "the control");
+    for file in [
+        path(node_dir.join("credential")),
+        path(node_dir.join("containers.json")),
+        path(node_dir.join("containers").join(&b0).join("job.toml")),
+        path(s.cluster.dir.join("rm/token")),
+    ] {
+        assert!(!as_user(20000, &["cat", &file]), "user 20000 reads {file}");
+    }
+    for dir in [
+        path(node_dir.join("state/copy-b")),
+        path(node_dir.join("containers").join(&b0)),
+        path(node_dir.join("containers")),
+        path(node_dir.join("packages")),
+    ] {
+        assert!(!as_user(20000, &["ls", &dir]), "user 20000 lists {dir}");
+    }
+    // Both jobs run to the end with every message copied once.
+    for (app, log) in [(&a, &s.log), (&b, &log_b)] {
+        let done = s.wait(app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());
+        assert_eq!(done.state, AppState::Succeeded, "{:#?}", done.events);
+        let out = log.stream("out").unwrap();
+        let n: u64 = (0..out.partitions())
+            .map(|p| {
+                let mut r = out.reader(p, samza_log::StartAt::Oldest).unwrap();
+                let mut n = 0;
+                loop {
+                    let c = r.read(1 << 20).unwrap();
+                    if c.is_empty() {
+                        return n;
+                    }
+                    n += c.records().count() as u64;
+                }
+            })
+            .sum();
+        assert_eq!(n, 40_000, "{app}");
+    }
 }

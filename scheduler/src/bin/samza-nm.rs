@@ -37,6 +37,23 @@ struct Cli {
     /// How long the directory (logs, exit code) of a container that ended is kept (default 1 day).
     #[arg(long, default_value_t = 24 * 3600 * 1000)]
     container_retention_ms: u64,
+    /// Run each job's processes as an OS user of its own, taken from this
+    /// range of user ids (e.g. 20000-29999; ids no account uses), so that a
+    /// job reads neither this node's credential nor other jobs' files. The
+    /// node manager must run as root. Default: as the node manager's user.
+    #[arg(long, value_parser = parse_uids, env = "SAMZA_CONTAINER_UIDS")]
+    container_uids: Option<std::ops::RangeInclusive<u32>>,
+}
+
+fn parse_uids(s: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let bad = || format!("{s:?} is not a range of user ids FROM-TO (e.g. 20000-29999)");
+    let (from, to) = s.split_once('-').ok_or_else(bad)?;
+    let (from, to): (u32, u32) =
+        (from.trim().parse().map_err(|_| bad())?, to.trim().parse().map_err(|_| bad())?);
+    if from == 0 || from > to {
+        return Err(bad());
+    }
+    Ok(from..=to)
 }
 
 fn main() -> ExitCode {
@@ -73,6 +90,7 @@ fn main() -> ExitCode {
         heartbeat: Duration::from_millis(cli.heartbeat_ms.max(10)),
         keep_ended: Duration::from_secs(60),
         container_retention: Duration::from_millis(cli.container_retention_ms.max(1000)),
+        container_uids: cli.container_uids,
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -14,10 +14,17 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::i
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // A new file, never one already there: a directory a job's user
+        // owns (a container's, for its process record) could hold a link
+        // by this name to a file of the node's.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
         // Readable by the owner only unless told otherwise.
-        use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(mode.unwrap_or(0o600)))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -27,6 +34,32 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::i
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// Opens a regular file for reading, refusing a symbolic link (its last
+/// component) and anything but a regular file (a FIFO would block): for
+/// files in directories a job's user owns, which the node manager reads
+/// with more rights than the job has.
+pub fn open_regular_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symbolic link, not a file", path.display()),
+            ),
+            _ => e,
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
 }
 
 /// [`write_atomic_mode`] with the default permissions: 0600.
@@ -51,5 +84,44 @@ mod tests {
         assert_eq!(names, ["state.json"]);
         let e = write_atomic(&dir.path().join("missing/x"), b"x").unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_link_planted_as_the_temporary_file_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"keep").unwrap();
+        let p = dir.path().join("process.json");
+        let tmp = dir.path().join(format!(".process.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&secret, &tmp).unwrap();
+        write_atomic(&p, b"record").unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&p).unwrap(), b"record");
+        assert!(!std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn reading_refuses_links_and_fifos_but_not_files() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stderr");
+        std::fs::write(&file, b"log").unwrap();
+        let mut s = String::new();
+        open_regular_nofollow(&file).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "log");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = open_regular_nofollow(&link).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_regular_nofollow(&fifo).unwrap_err();
+        assert!(e.to_string().contains("is not a regular file"), "{e}");
+        assert!(
+            open_regular_nofollow(&dir.path().join("missing")).unwrap_err().kind()
+                == std::io::ErrorKind::NotFound
+        );
     }
 }

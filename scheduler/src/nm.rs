@@ -252,23 +252,47 @@ impl Nm {
 
     /// The exit code a container left in its directory's `exit-code`.
     fn exit_code_file(&self, id: &str) -> Option<i32> {
+        use std::io::Read;
         let file = layout::exit_code(&layout::container(&self.cfg.dir, id));
-        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        let mut text = String::new();
+        crate::durable::open_regular_nofollow(&file).ok()?.take(32).read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
 
     /// The containers' own records (`containers/<id>/process.json`, written
     /// at launch): the table again, when `containers.json` is unreadable.
+    /// Only records this node manager wrote count: the directory may be a
+    /// job's user's (with --container-uids), and a record planted there
+    /// must not make the node manager watch, and later signal, a process of
+    /// its choosing.
     fn records_in_container_dirs(&self) -> BTreeMap<String, Ctr> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
         let mut out = BTreeMap::new();
         let Ok(dirs) = std::fs::read_dir(layout::containers(&self.cfg.dir)) else { return out };
         for d in dirs.filter_map(|d| d.ok()) {
             let file = d.path().join(PROCESS_FILE);
-            match std::fs::read(&file).map(|b| serde_json::from_slice::<Ctr>(&b)) {
-                Ok(Ok(c)) => {
+            let read = crate::durable::open_regular_nofollow(&file).and_then(|f| {
+                if f.metadata()?.uid() != me {
+                    return Err(std::io::Error::other(format!("not written by user {me}")));
+                }
+                let mut b = Vec::new();
+                f.take(1 << 20).read_to_end(&mut b)?;
+                serde_json::from_slice::<Ctr>(&b).map_err(std::io::Error::other)
+            });
+            match read {
+                Ok(c) if d.file_name() == c.info.id.as_str() => {
                     out.insert(c.info.id.clone(), c);
                 }
-                Ok(Err(e)) => tracing::warn!(file = %file.display(), error = %e, "unreadable process record"),
-                Err(_) => {}
+                Ok(c) => {
+                    tracing::warn!(file = %file.display(), names = %c.info.id, "a process record of another container; ignored")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "unusable process record; ignored")
+                }
             }
         }
         out
@@ -945,7 +969,9 @@ async fn logs(
     let tail = q.tail.unwrap_or(1 << 20);
     let r = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path)?;
+        // The container's directory is its job's (with --container-uids):
+        // a link there must not make this route read the node's files.
+        let mut f = crate::durable::open_regular_nofollow(&path)?;
         let len = f.metadata()?.len();
         f.seek(SeekFrom::Start(len.saturating_sub(tail)))?;
         let mut out = Vec::new();
@@ -957,6 +983,9 @@ async fn logs(
         Ok(Ok(b)) => b.into_response(),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             error(StatusCode::NOT_FOUND, format!("no {stream} for container {id:?} on this node"))
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            error(StatusCode::FORBIDDEN, format!("{stream} of container {id:?} is not a log file: {e}"))
         }
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -1075,6 +1104,62 @@ mod tests {
         assert!(!layout::container(dir.path(), "app-1-c1").exists());
         assert!(layout::container(dir.path(), "app-1-c2").join("stderr").is_file(), "written recently");
         assert!(layout::container(dir.path(), "app-1-c3").is_dir(), "listed");
+    }
+
+    #[test]
+    fn only_records_the_node_manager_wrote_under_their_own_container_are_re_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NmConfig {
+            node: "n1".into(),
+            dir: dir.path().to_path_buf(),
+            rm_url: "http://127.0.0.1:9".into(),
+            capacity: Resources { memory_mb: 1024, vcores: 1 },
+            heartbeat: Duration::from_secs(1),
+            keep_ended: Duration::from_secs(60),
+            container_retention: Duration::from_secs(3600),
+            container_uids: None,
+        };
+        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        let record = |id: &str| Ctr {
+            info: NodeContainer {
+                id: id.into(),
+                app: "app-1".into(),
+                state: ContainerState::Running,
+                pid: Some(1),
+                exit_code: None,
+                reason: None,
+                resources: Resources::default(),
+            },
+            start_ticks: proc_start_ticks(1),
+            stop_requested: false,
+            stop_grace_ms: 0,
+            ended_at: None,
+            token_sha256: String::new(),
+        };
+        let write = |dir_id: &str, c: &Ctr| {
+            let d = layout::container(dir.path(), dir_id);
+            std::fs::create_dir_all(&d).unwrap();
+            crate::durable::write_atomic(&d.join(PROCESS_FILE), &serde_json::to_vec(c).unwrap()).unwrap();
+            d.join(PROCESS_FILE)
+        };
+        write("app-1-c1", &record("app-1-c1"));
+        // A record naming another container than its directory's.
+        write("app-1-c2", &record("app-1-c9"));
+        // A link to a good record outside the containers' directories.
+        let elsewhere = dir.path().join("elsewhere.json");
+        crate::durable::write_atomic(&elsewhere, &serde_json::to_vec(&record("app-1-c4")).unwrap()).unwrap();
+        let d4 = layout::container(dir.path(), "app-1-c4");
+        std::fs::create_dir_all(&d4).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d4.join(PROCESS_FILE)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            // A record another user wrote (a job's, in its own directory).
+            let f = write("app-1-c5", &record("app-1-c5"));
+            std::os::unix::fs::lchown(&f, Some(20_000), Some(20_000)).unwrap();
+        }
+        let found: Vec<String> = nm.records_in_container_dirs().into_keys().collect();
+        assert_eq!(found, ["app-1-c1"]);
     }
 
     #[test]

@@ -552,6 +552,21 @@ fn with_container_uids_each_job_runs_as_a_user_of_its_own_that_reaches_nothing_o
     ] {
         assert!(!as_user(20000, &["ls", &dir]), "user 20000 lists {dir}");
     }
+    // A job's user owns its container's directory, so it can put a link
+    // where its log was: the node manager's logs route, which reads as
+    // root, refuses it rather than serving the node's credential.
+    let stderr = path(node_dir.join("containers").join(&a0).join("stderr"));
+    assert!(as_user(20000, &["ln", "-sf", "../../credential", &stderr]), "the job's user replaces its log");
+    let a0_pid = running_job_containers(&info_a)[0].pid.unwrap();
+    let token_a = environ(a0_pid).get("SAMZA_TOKEN").cloned().unwrap();
+    let nm_url = std::fs::read_to_string(node_dir.join("nm.url")).unwrap();
+    let e = samza_scheduler::client::Client::new(&nm_url, &token_a)
+        .get_bytes(&format!("/v1/containers/{a0}/logs/stderr"))
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("403") && e.contains("is a symbolic link"), "{e}");
+    let credential = std::fs::read_to_string(node_dir.join("credential")).unwrap();
+    assert!(!e.contains(credential.trim()), "{e}");
     // Both jobs run to the end with every message copied once.
     for (app, log) in [(&a, &s.log), (&b, &log_b)] {
         let done = s.wait(app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());

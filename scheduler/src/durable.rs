@@ -37,9 +37,10 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::i
 }
 
 /// Opens a regular file for reading, refusing a symbolic link (its last
-/// component) and anything but a regular file (a FIFO would block): for
-/// files in directories a job's user owns, which the node manager reads
-/// with more rights than the job has.
+/// component), anything but a regular file (a FIFO would block) and a file
+/// with other names (a hard link to a file of the node's): for files in
+/// directories a job's user owns, which the node manager reads with more
+/// rights than the job has.
 pub fn open_regular_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
@@ -53,10 +54,18 @@ pub fn open_regular_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
             ),
             _ => e,
         })?;
-    if !f.metadata()?.is_file() {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{} is not a regular file", path.display()),
+        ));
+    }
+    use std::os::unix::fs::MetadataExt;
+    if meta.nlink() != 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} has other names (hard links), not a file of its own", path.display()),
         ));
     }
     Ok(f)
@@ -113,6 +122,12 @@ mod tests {
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let e = open_regular_nofollow(&link).unwrap_err();
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&file, &hard).unwrap();
+        let e = open_regular_nofollow(&hard).unwrap_err();
+        assert!(e.to_string().contains("has other names (hard links)"), "{e}");
+        std::fs::remove_file(&hard).unwrap();
+        assert!(open_regular_nofollow(&file).is_ok(), "a file of one name again");
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.

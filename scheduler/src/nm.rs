@@ -90,6 +90,10 @@ pub struct Nm {
     /// started: until it has, the node knows no ended application and
     /// launches nothing.
     heard_rm: std::sync::atomic::AtomicBool,
+    /// Containers launched here, and when: a grant launches once, so a
+    /// replayed launch is refused even after the table forgot its container
+    /// (kept while a grant could still be valid).
+    launched: Mutex<BTreeMap<String, Instant>>,
     containers: Mutex<BTreeMap<String, Ctr>>,
     http: reqwest::Client,
     /// Held while a package is checked or fetched (one at a time); the
@@ -102,8 +106,15 @@ pub struct Nm {
     uids: Mutex<BTreeMap<String, u32>>,
 }
 
+/// What of the node manager's environment a job's process gets when it runs
+/// as a user of its own (`NmConfig::container_uids`), with every `LC_*`.
+const PASSED_ENV: [&str; 6] = ["PATH", "LANG", "TZ", "RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
+
 /// A container's record in its directory (its entry of the table).
 const PROCESS_FILE: &str = "process.json";
+
+/// Files of a container's directory that the node manager writes or reads.
+const RESERVED_FILES: [&str; 4] = ["stdout", "stderr", PROCESS_FILE, "exit-code"];
 
 /// Whether process `pid` runs: it exists and is not a zombie waiting to be
 /// reaped (a stopped process runs, as far as this says).
@@ -173,6 +184,7 @@ impl Nm {
             operator_sha256: std::sync::RwLock::new(None),
             ended_apps: Mutex::new(BTreeMap::new()),
             heard_rm: std::sync::atomic::AtomicBool::new(false),
+            launched: Mutex::new(BTreeMap::new()),
             containers: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?,
             downloads: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -539,6 +551,84 @@ impl Nm {
         self.operator_sha256.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Claims container `id` for a launch: a grant launches once.
+    fn reserve(&self, id: &str) -> Result<(), (StatusCode, String)> {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(crate::grant::GRANT_TTL_MS as u64);
+        let mut launched = self.launched.lock().unwrap_or_else(|p| p.into_inner());
+        launched.retain(|_, at| now.duration_since(*at) < ttl);
+        if launched.contains_key(id) {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("container {id} was launched on this node before; a grant launches once"),
+            ));
+        }
+        launched.insert(id.to_string(), now);
+        Ok(())
+    }
+
+    /// The package, and the container's new working directory with its
+    /// files and logs, handed to the job's user `uid` if any. Creates, never
+    /// opens, whatever is in the directory: with `uid` it is the job's, and
+    /// a link a job put there must not make the node manager write through
+    /// it. An error says whether the directory was made.
+    async fn prepare(
+        &self,
+        l: &Launch,
+        uid: Option<u32>,
+        job: &str,
+    ) -> Result<(PathBuf, PathBuf, std::fs::File, std::fs::File), (StatusCode, String, bool)> {
+        let binary =
+            self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e, false))?;
+        let work = layout::container(&self.cfg.dir, &l.container);
+        if let Some(parent) = work.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot create {}: {e}", parent.display()), false)
+            })?;
+        }
+        match std::fs::create_dir(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let why = format!(
+                    "container {} was launched on this node before; a grant launches once",
+                    l.container
+                );
+                return Err((StatusCode::CONFLICT, why, true));
+            }
+            Err(e) => {
+                let why = format!("cannot create {}: {e}", work.display());
+                return Err((StatusCode::INTERNAL_SERVER_ERROR, why, false));
+            }
+        }
+        let io = |e: std::io::Error| {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()), true)
+        };
+        let create = |name: &str| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(work.join(name))
+        };
+        for (name, text) in &l.files {
+            create(name.as_str())
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                .map_err(io)?;
+        }
+        let stdout = create("stdout").map_err(io)?;
+        let stderr = create("stderr").map_err(io)?;
+        if let Some(uid) = uid {
+            let state = layout::node_state(&self.cfg.dir).join(job);
+            users::hand_over(uid, &work, l.files.keys(), &state).map_err(|e| {
+                let why = format!("cannot prepare {} for user {uid}: {e}", work.display());
+                (StatusCode::INTERNAL_SERVER_ERROR, why, true)
+            })?;
+        }
+        Ok((binary, work, stdout, stderr))
+    }
+
     /// Launches `l`, whose process is given the application token the
     /// launch carries (the grant names its SHA-256).
     async fn start(self: &Arc<Self>, l: Launch) -> Result<NodeContainer, (StatusCode, String)> {
@@ -556,6 +646,9 @@ impl Nm {
         if !is_sha256(&l.package_sha256) {
             return Err(bad(format!("{:?} is not a lowercase hex SHA-256", l.package_sha256)));
         }
+        if let Some(f) = l.files.keys().find(|f| RESERVED_FILES.contains(&f.as_str())) {
+            return Err(bad(format!("file name {f:?} is the node manager's own in a container's directory")));
+        }
         if let Some(f) = l.files.keys().find(|f| !safe_name(f)) {
             return Err(bad(format!("invalid file name {f:?}: no directories, no leading '.'")));
         }
@@ -565,29 +658,34 @@ impl Nm {
         let job = l.grant.as_ref().map(|g| g.job.clone()).unwrap_or_default();
         let uid = self.uid_of(&job).map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
         if self.lock().contains_key(&l.container) {
-            return Err((StatusCode::CONFLICT, format!("container {} exists already", l.container)));
+            let why =
+                format!("container {} was launched on this node before; a grant launches once", l.container);
+            return Err((StatusCode::CONFLICT, why));
         }
-        let binary = self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
-        let work = layout::container(&self.cfg.dir, &l.container);
-        let io = |e: std::io::Error| {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()))
+        self.reserve(&l.container)?;
+        let prepared = self.prepare(&l, uid, &job).await;
+        let (binary, work, stdout, stderr) = match prepared {
+            Ok(p) => p,
+            Err((status, message, created)) => {
+                if !created {
+                    // Nothing of it exists here: the same grant may be tried again.
+                    self.launched.lock().unwrap_or_else(|p| p.into_inner()).remove(&l.container);
+                }
+                return Err((status, message));
+            }
         };
-        std::fs::create_dir_all(&work).map_err(io)?;
-        for (name, text) in &l.files {
-            std::fs::write(work.join(name), text).map_err(io)?;
-        }
-        let stdout = std::fs::File::create(work.join("stdout")).map_err(io)?;
-        let stderr = std::fs::File::create(work.join("stderr")).map_err(io)?;
-        if let Some(uid) = uid {
-            let state = layout::node_state(&self.cfg.dir).join(&job);
-            users::hand_over(uid, &work, l.files.keys(), &state).map_err(|e| {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot prepare {} for user {uid}: {e}", work.display()),
-                )
-            })?;
-        }
         let mut cmd = tokio::process::Command::new(&binary);
+        if uid.is_some() {
+            // Another user's process gets nothing of the node manager's
+            // environment but what locates and formats things.
+            cmd.env_clear();
+            for (k, v) in std::env::vars_os() {
+                let k_str = k.to_string_lossy();
+                if PASSED_ENV.contains(&&*k_str) || k_str.starts_with("LC_") {
+                    cmd.env(&k, v);
+                }
+            }
+        }
         cmd.args(&l.args)
             .current_dir(&work)
             .envs(&l.env)
@@ -603,8 +701,18 @@ impl Nm {
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            .process_group(0)
             .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            // A session of its own: its process group is its pid (stopping
+            // it signals the group), and it has no controlling terminal.
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(uid) = uid {
             // No supplementary groups either (std drops them when root sets a uid).
             cmd.uid(uid).gid(uid);
@@ -942,7 +1050,7 @@ async fn stop(State(nm): Shared, UrlPath(id): UrlPath<String>, Query(q): Query<S
 
 #[derive(Deserialize)]
 struct LogQuery {
-    /// Only the last this many bytes (default 1 MiB).
+    /// Only the last this many bytes (default 1 MiB, at most 16 MiB).
     tail: Option<u64>,
 }
 
@@ -966,7 +1074,7 @@ async fn logs(
         }
     }
     let path = layout::container(&nm.cfg.dir, &id).join(&stream);
-    let tail = q.tail.unwrap_or(1 << 20);
+    let tail = q.tail.unwrap_or(1 << 20).min(16 << 20);
     let r = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         // The container's directory is its job's (with --container-uids):
@@ -975,7 +1083,8 @@ async fn logs(
         let len = f.metadata()?.len();
         f.seek(SeekFrom::Start(len.saturating_sub(tail)))?;
         let mut out = Vec::new();
-        f.read_to_end(&mut out)?;
+        // A log still growing is read up to `tail` bytes, not to its end.
+        f.take(tail).read_to_end(&mut out)?;
         Ok(out)
     })
     .await;
@@ -1055,6 +1164,36 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_launches_once_also_after_the_table_forgot_its_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NmConfig {
+            node: "n1".into(),
+            dir: dir.path().to_path_buf(),
+            rm_url: "http://127.0.0.1:9".into(),
+            capacity: Resources { memory_mb: 1024, vcores: 1 },
+            heartbeat: Duration::from_secs(1),
+            keep_ended: Duration::from_secs(60),
+            container_retention: Duration::from_secs(3600),
+            container_uids: None,
+        };
+        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        nm.reserve("app-1-c1").unwrap();
+        assert!(nm.lock().is_empty(), "the table knows no container");
+        let (status, why) = nm.reserve("app-1-c1").unwrap_err();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(why.contains("a grant launches once"), "{why}");
+        nm.reserve("app-1-c2").unwrap();
+        // Forgotten once no grant for it can still be valid.
+        let long_ago =
+            Instant::now().checked_sub(Duration::from_millis(crate::grant::GRANT_TTL_MS as u64 + 1000));
+        if let Some(t) = long_ago {
+            nm.launched.lock().unwrap().insert("app-1-c1".into(), t);
+            nm.reserve("app-1-c3").unwrap();
+            assert!(!nm.launched.lock().unwrap().contains_key("app-1-c1"));
+        }
+    }
 
     #[test]
     fn directories_of_ended_containers_go_after_the_retention_and_listed_ones_stay() {
@@ -1184,7 +1323,7 @@ mod tests {
 /// that user and reach nothing of the node's or of other jobs'.
 mod users {
     use std::collections::BTreeMap;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::Path;
 
     fn uids_file(dir: &Path) -> std::path::PathBuf {
@@ -1211,15 +1350,34 @@ mod users {
         if range.is_empty() || *range.start() == 0 {
             anyhow::bail!("--container-uids {}-{}: a range of user ids above 0", range.start(), range.end());
         }
-        for d in [dir.to_path_buf(), crate::layout::containers(dir), crate::layout::node_state(dir)] {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let packages = crate::layout::packages(dir);
+        for d in [
+            dir.to_path_buf(),
+            crate::layout::containers(dir),
+            crate::layout::node_state(dir),
+            packages.clone(),
+        ] {
+            // The node's own directories: a job's user must not own one
+            // (it could swap what is in it for links).
+            let owner = std::fs::symlink_metadata(&d)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", d.display()))?;
+            if !owner.is_dir() || owner.uid() != me {
+                anyhow::bail!(
+                    "{} must be a directory of the node manager's user (uid {me}), not {} of uid {}",
+                    d.display(),
+                    if owner.is_dir() { "a directory" } else { "a link or file" },
+                    owner.uid()
+                );
+            }
             mode(&d, 0o711)?;
         }
-        let packages = crate::layout::packages(dir);
-        mode(&packages, 0o711)?;
         // Packages cached before: jobs' users run them too.
         for entry in std::fs::read_dir(&packages)? {
             let path = entry?.path();
-            if path.is_file() && std::fs::metadata(&path)?.permissions().mode() & 0o777 != 0o555 {
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o777 != 0o555 {
                 mode(&path, 0o555)?;
             }
         }
@@ -1245,26 +1403,36 @@ mod users {
         files: impl Iterator<Item = &'a String>,
         state: &Path,
     ) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
         let own = |p: &Path| std::os::unix::fs::lchown(p, Some(uid), Some(uid));
-        own(work)?;
+        // Its files before the directory: until the directory is the job's,
+        // nothing of the job's can be in it.
         for f in files {
             own(&work.join(f))?;
         }
+        own(work)?;
         std::fs::create_dir_all(state)?;
-        if std::fs::metadata(state)?.uid() != uid {
-            own_all(state, uid)?;
+        let before = std::fs::symlink_metadata(state)?;
+        if before.uid() != uid {
+            // Closed to everyone but the node manager while it changes hands;
+            // the directory itself last, so that a walk cut short is done
+            // again at the next launch.
+            mode(state, 0o700)?;
+            own_all(state, before.uid(), uid)?;
         }
         mode(state, 0o700)
     }
 
-    /// `chown -R uid:uid` without following links.
-    fn own_all(path: &Path, uid: u32) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
-        if std::fs::symlink_metadata(path)?.is_dir() {
+    /// `chown -R uid:uid` of what user `from` owns under `path`, following
+    /// no links (a link itself changes hands) and the directory last.
+    fn own_all(path: &Path, from: u32, uid: u32) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
             for entry in std::fs::read_dir(path)? {
-                own_all(&entry?.path(), uid)?;
+                own_all(&entry?.path(), from, uid)?;
             }
+        }
+        if meta.uid() == from {
+            std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
         }
         Ok(())
     }

@@ -524,6 +524,39 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     wait_for("the second launch to run", Duration::from_secs(10), || ran("x-c2").exists());
     assert!(!s.cluster.dir.join("node-1/containers/x-c2/pwned").exists(), "the replaced file ran");
     assert_eq!(samza_scheduler::auth::sha256_hex(&std::fs::read(&cached).unwrap()), sha, "fetched again");
+
+    // A grant launches once: replayed, even once its container ended and
+    // its directory is gone, it is refused (after the table forgot it too:
+    // scheduler/src/nm.rs a_grant_launches_once_also_after_the_table_forgot_its_container).
+    let once = "a grant launches once";
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch("x-c1")).unwrap_err();
+    assert!(format!("{e:#}").contains("409") && format!("{e:#}").contains(once), "{e:#}");
+    wait_for("x-c1 to end", Duration::from_secs(10), || {
+        let all: Vec<NodeContainer> =
+            Client::new(&nm_url, &s.cluster.token).get("/v1/containers").unwrap_or_default();
+        all.iter().any(|c| c.id == "x-c1" && c.state.is_done())
+    });
+    std::fs::remove_dir_all(s.cluster.dir.join("node-1/containers/x-c1")).unwrap();
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch("x-c1")).unwrap_err();
+    assert!(format!("{e:#}").contains(once), "{e:#}");
+    assert!(!s.cluster.dir.join("node-1/containers/x-c1").exists(), "the replay made nothing");
+    // A directory already there is never written into: what is in it (here
+    // a link to a file of the node's in place of a log) stays as it was.
+    let kept = s.cluster.dir.join("node-1/nm.url");
+    let before = std::fs::read(&kept).unwrap();
+    let planted = s.cluster.dir.join("node-1/containers/x-c3");
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::symlink(&kept, planted.join("stdout")).unwrap();
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &launch("x-c3")).unwrap_err();
+    assert!(format!("{e:#}").contains("409") && format!("{e:#}").contains(once), "{e:#}");
+    assert_eq!(std::fs::read(&kept).unwrap(), before, "written through a planted link");
+    // The node manager's own files of a container's directory are not a launch's to give.
+    let mut own = launch("x-c4");
+    own.files.insert("stdout".into(), "x".into());
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &own).unwrap_err();
+    assert!(format!("{e:#}").contains("is the node manager's own"), "{e:#}");
+    // ... and a launch refused for that can be made right with the same grant.
+    let _: NodeContainer = nm.post("/v1/containers", &launch("x-c4")).unwrap();
 }
 
 /// Every file and directory under `dir` whose mode lets others than the

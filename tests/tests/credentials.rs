@@ -567,6 +567,22 @@ fn with_container_uids_each_job_runs_as_a_user_of_its_own_that_reaches_nothing_o
     assert!(e.contains("403") && e.contains("is a symbolic link"), "{e}");
     let credential = std::fs::read_to_string(node_dir.join("credential")).unwrap();
     assert!(!e.contains(credential.trim()), "{e}");
+    // A job's process has nothing of the node manager's environment but
+    // what locates and formats things (this test's, which the node manager
+    // inherited, included), and a session of its own (no terminal).
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "the control: cargo sets it for tests");
+    let names: Vec<String> = environ(a0_pid).into_keys().collect();
+    let passed = |k: &str| {
+        k.starts_with("SAMZA_")
+            || k.starts_with("LC_")
+            || k.starts_with("RUST_")
+            || ["PATH", "LANG", "TZ"].contains(&k)
+    };
+    assert!(names.iter().all(|k| passed(k)), "{names:?}");
+    let stat = std::fs::read_to_string(format!("/proc/{a0_pid}/stat")).unwrap();
+    let session: u32 =
+        stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, a0_pid, "the container leads a session of its own");
     // Both jobs run to the end with every message copied once.
     for (app, log) in [(&a, &s.log), (&b, &log_b)] {
         let done = s.wait(app, "SUCCEEDED", Duration::from_secs(120), |i| i.state.is_final());

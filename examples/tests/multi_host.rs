@@ -194,6 +194,22 @@ impl Hosts {
         ownership::check_checkpoint_records(self.topic("__samza_checkpoint_page-view-counter").concat())
     }
 
+    /// The end of the stderr of each container that failed, for a message.
+    fn failed_stderr(&self, info: &AppInfo) -> String {
+        let mut out = String::new();
+        for c in info.containers.iter().filter(|c| c.exit_code.is_some_and(|e| e != 0)) {
+            let path = self.cluster.dir.join(&c.node).join("containers").join(&c.id).join("stderr");
+            let text = std::fs::read(&path).map(|b| String::from_utf8_lossy(&b).into_owned());
+            let text = text.unwrap_or_else(|e| format!("cannot read {}: {e}", path.display()));
+            let tail: String = text.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+            out.push_str(&format!(
+                "--- stderr of {} on {} (exit {:?}) ---\n{tail}\n",
+                c.id, c.node, c.exit_code
+            ));
+        }
+        out
+    }
+
     /// Stops the cluster and checks none of `pids` is left.
     fn stop_and_check(mut self, mut pids: Vec<u32>) {
         pids.extend(self.cluster.nodes.iter().map(|(_, c)| c.id()));
@@ -229,7 +245,7 @@ fn the_page_view_counter_runs_on_three_hosts_with_exact_counts() {
     // No fault here: a count over the truth means a container ran twice;
     // the events say why (seen once under a loaded full run).
     let ran = done.containers.iter().filter(|c| c.role != Role::Coordinator).count();
-    assert_eq!(ran, 3, "no container was started again: {:#?}", done.events);
+    assert_eq!(ran, 3, "no container was started again: {:#?}\n{}", done.events, h.failed_stderr(&done));
     check_exact(&h.emitted(), &truth, "user-counts");
     let mut stored = HashMap::new();
     for (user, v) in h.topic("counts-changelog").concat() {

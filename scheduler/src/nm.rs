@@ -107,8 +107,9 @@ pub struct Nm {
 }
 
 /// What of the node manager's environment a job's process gets when it runs
-/// as a user of its own (`NmConfig::container_uids`), with every `LC_*`.
-const PASSED_ENV: [&str; 6] = ["PATH", "LANG", "TZ", "RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
+/// as a user of its own (`NmConfig::container_uids`), with every `LC_*` and
+/// `RUST_*`.
+const PASSED_ENV: [&str; 5] = ["PATH", "LANG", "TZ", "SAMZA_LOG", "SAMZA_LOG_FORMAT"];
 
 /// A container's record in its directory (its entry of the table).
 const PROCESS_FILE: &str = "process.json";
@@ -363,8 +364,11 @@ impl Nm {
                 .flatten()
                 .filter_map(|f| f.metadata().and_then(|m| m.modified()).ok())
                 .max();
-            let old =
-                last_write.is_some_and(|t| t.elapsed().unwrap_or_default() > self.cfg.container_retention);
+            // Never before a grant for it expired: the directory is what
+            // refuses a replayed launch after a restart (`Nm::prepare`).
+            let keep =
+                self.cfg.container_retention.max(Duration::from_millis(crate::grant::GRANT_TTL_MS as u64));
+            let old = last_write.is_some_and(|t| t.elapsed().unwrap_or_default() > keep);
             if old {
                 match std::fs::remove_dir_all(d.path()) {
                     Ok(()) => {
@@ -681,7 +685,7 @@ impl Nm {
             cmd.env_clear();
             for (k, v) in std::env::vars_os() {
                 let k_str = k.to_string_lossy();
-                if PASSED_ENV.contains(&&*k_str) || k_str.starts_with("LC_") {
+                if PASSED_ENV.contains(&&*k_str) || k_str.starts_with("LC_") || k_str.starts_with("RUST_") {
                     cmd.env(&k, v);
                 }
             }
@@ -1361,7 +1365,8 @@ mod users {
         ] {
             // The node's own directories: a job's user must not own one
             // (it could swap what is in it for links).
-            let owner = std::fs::symlink_metadata(&d)
+            // (The node directory itself may be a link the operator made.)
+            let owner = if d == dir { std::fs::metadata(&d) } else { std::fs::symlink_metadata(&d) }
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", d.display()))?;
             if !owner.is_dir() || owner.uid() != me {
                 anyhow::bail!(
@@ -1377,7 +1382,7 @@ mod users {
         for entry in std::fs::read_dir(&packages)? {
             let path = entry?.path();
             let meta = std::fs::symlink_metadata(&path)?;
-            if meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o777 != 0o555 {
+            if meta.is_file() && meta.permissions().mode() & 0o777 != 0o555 {
                 mode(&path, 0o555)?;
             }
         }
@@ -1411,29 +1416,130 @@ mod users {
         }
         own(work)?;
         std::fs::create_dir_all(state)?;
+        // One takeover at a time, the owner checked again inside: a launch
+        // of the job that finished one first has started processes of its
+        // user, which must find nothing still being walked.
+        static TAKEOVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = TAKEOVER.lock().unwrap_or_else(|p| p.into_inner());
         let before = std::fs::symlink_metadata(state)?;
+        if !before.is_dir() {
+            return Err(std::io::Error::other(format!("{} is not a directory", state.display())));
+        }
         if before.uid() != uid {
             // Closed to everyone but the node manager while it changes hands;
             // the directory itself last, so that a walk cut short is done
             // again at the next launch.
             mode(state, 0o700)?;
-            own_all(state, before.uid(), uid)?;
+            let top = open_dir(libc::AT_FDCWD, state)?;
+            own_all(&top, before.uid(), uid)?;
+            fchown(&top, uid)?;
         }
         mode(state, 0o700)
     }
 
-    /// `chown -R uid:uid` of what user `from` owns under `path`, following
-    /// no links (a link itself changes hands) and the directory last.
-    fn own_all(path: &Path, from: u32, uid: u32) -> std::io::Result<()> {
-        let meta = std::fs::symlink_metadata(path)?;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                own_all(&entry?.path(), from, uid)?;
-            }
+    fn cstr(p: &Path) -> std::io::Result<std::ffi::CString> {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
+    }
+
+    /// Opens directory `name` (relative to `at`), refusing a link.
+    fn open_dir(at: std::os::fd::RawFd, name: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let c = cstr(name)?;
+        // SAFETY: a valid NUL-terminated path; the descriptor returned is ours.
+        let fd = unsafe {
+            libc::openat(
+                at,
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        if meta.uid() == from {
-            std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn fchown(fd: &std::os::fd::OwnedFd, uid: u32) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::fchown(fd.as_raw_fd(), uid, uid) } < 0 {
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// `chown -R uid:uid` of what user `from` owns in directory `dir`, by
+    /// descriptor: no link is followed (a link itself changes hands), no
+    /// directory of another owner is entered, each directory after what is
+    /// in it.
+    fn own_all(dir: &std::os::fd::OwnedFd, from: u32, uid: u32) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let at = dir.as_raw_fd();
+        let names: Vec<std::ffi::OsString> = std::fs::read_dir(format!("/proc/self/fd/{at}"))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        for name in names {
+            let c = cstr(Path::new(&name))?;
+            // SAFETY: a zeroed stat is a valid out-parameter.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid descriptor, path and out-parameter.
+            if unsafe { libc::fstatat(at, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if st.st_uid != from {
+                continue;
+            }
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let sub = open_dir(at, Path::new(&name))?;
+                own_all(&sub, from, uid)?;
+                fchown(&sub, uid)?;
+            } else {
+                // SAFETY: valid descriptor and path.
+                if unsafe { libc::fchownat(at, c.as_ptr(), uid, uid, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::os::unix::fs::MetadataExt;
+
+        #[test]
+        fn a_state_directory_changes_hands_without_following_links_or_taking_others_files() {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: changing owners needs root");
+                return;
+            }
+            let root = tempfile::tempdir().unwrap();
+            let outside = root.path().join("outside");
+            std::fs::write(&outside, b"the node's").unwrap();
+            let state = root.path().join("state/job");
+            std::fs::create_dir_all(state.join("store/sub")).unwrap();
+            std::fs::write(state.join("store/sub/sst"), b"x").unwrap();
+            std::os::unix::fs::symlink(&outside, state.join("store/link")).unwrap();
+            std::os::unix::fs::symlink(root.path(), state.join("dirlink")).unwrap();
+            let others = state.join("others");
+            std::fs::write(&others, b"y").unwrap();
+            std::os::unix::fs::lchown(&others, Some(30001), Some(30001)).unwrap();
+            let work = root.path().join("work");
+            std::fs::create_dir(&work).unwrap();
+            super::hand_over(30000, &work, std::iter::empty(), &state).unwrap();
+            let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
+            for p in ["", "store", "store/sub", "store/sub/sst", "store/link", "dirlink"] {
+                assert_eq!(owner(&state.join(p)), 30000, "{p}");
+            }
+            assert_eq!(owner(&others), 30001, "another user's file stays its");
+            assert_eq!(owner(&outside), 0, "a link's target is not taken");
+            assert_eq!(owner(root.path()), 0, "a directory link's target is not taken");
+            assert_eq!(owner(&work), 30000);
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+        }
     }
 }

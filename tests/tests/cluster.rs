@@ -555,8 +555,15 @@ fn a_package_replaced_in_a_nodes_cache_is_never_run() {
     own.files.insert("stdout".into(), "x".into());
     let e = nm.post::<_, NodeContainer>("/v1/containers", &own).unwrap_err();
     assert!(format!("{e:#}").contains("is the node manager's own"), "{e:#}");
-    // ... and a launch refused for that can be made right with the same grant.
+    // ... and a launch refused for that, or refused before anything of it
+    // was made here (a package the node cannot fetch), can be made right.
     let _: NodeContainer = nm.post("/v1/containers", &launch("x-c4")).unwrap();
+    let unknown = Launch { package_sha256: "ab".repeat(32), ..launch("x-c5") };
+    let e = nm.post::<_, NodeContainer>("/v1/containers", &unknown).unwrap_err();
+    assert!(format!("{e:#}").contains("502"), "{e:#}");
+    assert!(!s.cluster.dir.join("node-1/containers/x-c5").exists());
+    let _: NodeContainer = nm.post("/v1/containers", &launch("x-c5")).unwrap();
+    wait_for("x-c5 to run", Duration::from_secs(10), || ran("x-c5").exists());
 }
 
 /// Every file and directory under `dir` whose mode lets others than the

@@ -572,11 +572,22 @@ fn with_container_uids_each_job_runs_as_a_user_of_its_own_that_reaches_nothing_o
     // inherited, included), and a session of its own (no terminal).
     assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "the control: cargo sets it for tests");
     let names: Vec<String> = environ(a0_pid).into_keys().collect();
+    let set_by_the_node = [
+        "SAMZA_APP_ID",
+        "SAMZA_BIND",
+        "SAMZA_CONTAINER_ID",
+        "SAMZA_GENERATION",
+        "SAMZA_NODE",
+        "SAMZA_NODE_STATE_DIR",
+        "SAMZA_OPERATOR_SHA256",
+        "SAMZA_RM_URL",
+        "SAMZA_TOKEN",
+    ];
     let passed = |k: &str| {
-        k.starts_with("SAMZA_")
+        set_by_the_node.contains(&k)
             || k.starts_with("LC_")
             || k.starts_with("RUST_")
-            || ["PATH", "LANG", "TZ"].contains(&k)
+            || ["PATH", "LANG", "TZ", "SAMZA_LOG", "SAMZA_LOG_FORMAT"].contains(&k)
     };
     assert!(names.iter().all(|k| passed(k)), "{names:?}");
     let stat = std::fs::read_to_string(format!("/proc/{a0_pid}/stat")).unwrap();

@@ -34,7 +34,8 @@ struct Cli {
     vcores: u32,
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
-    /// How long the directory (logs, exit code) of a container that ended is kept (default 1 day).
+    /// How long the directory (logs, exit code) of a container that ended is kept (default 1 day;
+    /// at least 10 minutes, a grant's life: a directory still there refuses a replayed launch).
     #[arg(long, default_value_t = 24 * 3600 * 1000)]
     container_retention_ms: u64,
     /// Run each job's processes as an OS user of its own, taken from this

@@ -205,9 +205,10 @@ impl Hosts {
         let mut out = String::new();
         for c in info.containers.iter().filter(|c| c.exit_code.is_some_and(|e| e != 0)) {
             let path = self.cluster.dir.join(&c.node).join("containers").join(&c.id).join("stderr");
-            let text = std::fs::read(&path).map(|b| String::from_utf8_lossy(&b).into_owned());
-            let text = text.unwrap_or_else(|e| format!("cannot read {}: {e}", path.display()));
-            let tail: String = text.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail = match std::fs::read(&path) {
+                Ok(b) => String::from_utf8_lossy(&b[b.len().saturating_sub(6000)..]).into_owned(),
+                Err(e) => format!("cannot read {}: {e}", path.display()),
+            };
             out.push_str(&format!(
                 "--- stderr of {} on {} (exit {:?}) ---\n{tail}\n",
                 c.id, c.node, c.exit_code

@@ -21,8 +21,8 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::i
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = create_new(&tmp, 0o600)?;
         f.write_all(bytes)?;
         // Readable by the owner only unless told otherwise.
         f.set_permissions(std::fs::Permissions::from_mode(mode.unwrap_or(0o600)))?;
@@ -34,6 +34,13 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::i
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// Creates `path` for writing with permissions `mode`, failing if anything
+/// is there already: a link by that name is not followed (O_CREAT|O_EXCL).
+pub fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)
 }
 
 /// Opens a regular file for reading, refusing a symbolic link (its last

@@ -25,6 +25,8 @@ use crate::proto::{Grant, Launch, Resources};
 /// How long a grant may wait for its launch (the coordinator launches at
 /// once; the margin covers clocks that differ between hosts).
 pub const GRANT_TTL_MS: i64 = 10 * 60 * 1000;
+/// [`GRANT_TTL_MS`] as a duration.
+pub const GRANT_TTL: std::time::Duration = std::time::Duration::from_millis(GRANT_TTL_MS as u64);
 
 /// The signing key of one node's grants, derived from its credential.
 #[derive(Clone)]

@@ -14,7 +14,7 @@
 //! containers still alive (same pid and start time) and reports the others.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,11 @@ const PROCESS_FILE: &str = "process.json";
 
 /// Files of a container's directory that the node manager writes or reads.
 const RESERVED_FILES: [&str; 4] = ["stdout", "stderr", PROCESS_FILE, "exit-code"];
+
+/// The refusal of a launch of container `id` made here before.
+fn launched_before(id: &str) -> (StatusCode, String) {
+    (StatusCode::CONFLICT, format!("container {id} was launched on this node before; a grant launches once"))
+}
 
 /// Whether process `pid` runs: it exists and is not a zombie waiting to be
 /// reaped (a stopped process runs, as far as this says).
@@ -366,8 +371,7 @@ impl Nm {
                 .max();
             // Never before a grant for it expired: the directory is what
             // refuses a replayed launch after a restart (`Nm::prepare`).
-            let keep =
-                self.cfg.container_retention.max(Duration::from_millis(crate::grant::GRANT_TTL_MS as u64));
+            let keep = self.cfg.container_retention.max(crate::grant::GRANT_TTL);
             let old = last_write.is_some_and(|t| t.elapsed().unwrap_or_default() > keep);
             if old {
                 match std::fs::remove_dir_all(d.path()) {
@@ -538,7 +542,7 @@ impl Nm {
     /// Notes the applications the resource manager says have ended.
     fn applications_ended(&self, apps: Vec<String>) {
         let now = Instant::now();
-        let ttl = Duration::from_millis(crate::grant::GRANT_TTL_MS as u64);
+        let ttl = crate::grant::GRANT_TTL;
         let mut ended = self.ended_apps.lock().unwrap_or_else(|p| p.into_inner());
         ended.retain(|_, told| now.duration_since(*told) < ttl);
         for app in apps {
@@ -558,64 +562,48 @@ impl Nm {
     /// Claims container `id` for a launch: a grant launches once.
     fn reserve(&self, id: &str) -> Result<(), (StatusCode, String)> {
         let now = Instant::now();
-        let ttl = Duration::from_millis(crate::grant::GRANT_TTL_MS as u64);
+        let ttl = crate::grant::GRANT_TTL;
         let mut launched = self.launched.lock().unwrap_or_else(|p| p.into_inner());
         launched.retain(|_, at| now.duration_since(*at) < ttl);
         if launched.contains_key(id) {
-            return Err((
-                StatusCode::CONFLICT,
-                format!("container {id} was launched on this node before; a grant launches once"),
-            ));
+            return Err(launched_before(id));
         }
         launched.insert(id.to_string(), now);
         Ok(())
     }
 
-    /// The package, and the container's new working directory with its
-    /// files and logs, handed to the job's user `uid` if any. Creates, never
-    /// opens, whatever is in the directory: with `uid` it is the job's, and
-    /// a link a job put there must not make the node manager write through
-    /// it. An error says whether the directory was made.
+    /// The package, and the container's new working directory `work` with
+    /// its files and stdout and stderr, handed to the job's user `uid` if
+    /// any. Creates, never opens, whatever is in the directory: with `uid`
+    /// it is the job's, and a link a job put there must not make the node
+    /// manager write through it.
     async fn prepare(
         &self,
         l: &Launch,
+        work: &Path,
         uid: Option<u32>,
         job: &str,
-    ) -> Result<(PathBuf, PathBuf, std::fs::File, std::fs::File), (StatusCode, String, bool)> {
-        let binary =
-            self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e, false))?;
-        let work = layout::container(&self.cfg.dir, &l.container);
+    ) -> Result<(PathBuf, std::fs::File, std::fs::File), (StatusCode, String)> {
+        let binary = self.package(&l.package_sha256).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
         if let Some(parent) = work.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
-                (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot create {}: {e}", parent.display()), false)
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        match std::fs::create_dir(&work) {
+        match std::fs::create_dir(work) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let why = format!(
-                    "container {} was launched on this node before; a grant launches once",
-                    l.container
-                );
-                return Err((StatusCode::CONFLICT, why, true));
+                return Err(launched_before(&l.container))
             }
             Err(e) => {
                 let why = format!("cannot create {}: {e}", work.display());
-                return Err((StatusCode::INTERNAL_SERVER_ERROR, why, false));
+                return Err((StatusCode::INTERNAL_SERVER_ERROR, why));
             }
         }
         let io = |e: std::io::Error| {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()), true)
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot prepare {}: {e}", work.display()))
         };
-        let create = |name: &str| {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(work.join(name))
-        };
+        let create = |name: &str| crate::durable::create_new(&work.join(name), 0o600);
         for (name, text) in &l.files {
             create(name.as_str())
                 .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
@@ -625,12 +613,12 @@ impl Nm {
         let stderr = create("stderr").map_err(io)?;
         if let Some(uid) = uid {
             let state = layout::node_state(&self.cfg.dir).join(job);
-            users::hand_over(uid, &work, l.files.keys(), &state).map_err(|e| {
+            users::hand_over(uid, work, l.files.keys(), &state).map_err(|e| {
                 let why = format!("cannot prepare {} for user {uid}: {e}", work.display());
-                (StatusCode::INTERNAL_SERVER_ERROR, why, true)
+                (StatusCode::INTERNAL_SERVER_ERROR, why)
             })?;
         }
-        Ok((binary, work, stdout, stderr))
+        Ok((binary, stdout, stderr))
     }
 
     /// Launches `l`, whose process is given the application token the
@@ -662,20 +650,18 @@ impl Nm {
         let job = l.grant.as_ref().map(|g| g.job.clone()).unwrap_or_default();
         let uid = self.uid_of(&job).map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
         if self.lock().contains_key(&l.container) {
-            let why =
-                format!("container {} was launched on this node before; a grant launches once", l.container);
-            return Err((StatusCode::CONFLICT, why));
+            return Err(launched_before(&l.container));
         }
         self.reserve(&l.container)?;
-        let prepared = self.prepare(&l, uid, &job).await;
-        let (binary, work, stdout, stderr) = match prepared {
+        let work = layout::container(&self.cfg.dir, &l.container);
+        let (binary, stdout, stderr) = match self.prepare(&l, &work, uid, &job).await {
             Ok(p) => p,
-            Err((status, message, created)) => {
-                if !created {
+            Err(e) => {
+                if !work.exists() {
                     // Nothing of it exists here: the same grant may be tried again.
                     self.launched.lock().unwrap_or_else(|p| p.into_inner()).remove(&l.container);
                 }
-                return Err((status, message));
+                return Err(e);
             }
         };
         let mut cmd = tokio::process::Command::new(&binary);
@@ -1169,12 +1155,11 @@ pub async fn serve(cfg: NmConfig, bind: &str, advertise: Option<&str>, token: &s
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_grant_launches_once_also_after_the_table_forgot_its_container() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A node manager over `dir` that talks to no resource manager.
+    fn test_nm(dir: &Path) -> Arc<Nm> {
         let cfg = NmConfig {
             node: "n1".into(),
-            dir: dir.path().to_path_buf(),
+            dir: dir.to_path_buf(),
             rm_url: "http://127.0.0.1:9".into(),
             capacity: Resources { memory_mb: 1024, vcores: 1 },
             heartbeat: Duration::from_secs(1),
@@ -1182,7 +1167,13 @@ mod tests {
             container_retention: Duration::from_secs(3600),
             container_uids: None,
         };
-        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap()
+    }
+
+    #[test]
+    fn a_grant_launches_once_also_after_the_table_forgot_its_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let nm = test_nm(dir.path());
         nm.reserve("app-1-c1").unwrap();
         assert!(nm.lock().is_empty(), "the table knows no container");
         let (status, why) = nm.reserve("app-1-c1").unwrap_err();
@@ -1190,8 +1181,7 @@ mod tests {
         assert!(why.contains("a grant launches once"), "{why}");
         nm.reserve("app-1-c2").unwrap();
         // Forgotten once no grant for it can still be valid.
-        let long_ago =
-            Instant::now().checked_sub(Duration::from_millis(crate::grant::GRANT_TTL_MS as u64 + 1000));
+        let long_ago = Instant::now().checked_sub(crate::grant::GRANT_TTL + Duration::from_secs(1));
         if let Some(t) = long_ago {
             nm.launched.lock().unwrap().insert("app-1-c1".into(), t);
             nm.reserve("app-1-c3").unwrap();
@@ -1202,17 +1192,7 @@ mod tests {
     #[test]
     fn directories_of_ended_containers_go_after_the_retention_and_listed_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = NmConfig {
-            node: "n1".into(),
-            dir: dir.path().to_path_buf(),
-            rm_url: "http://127.0.0.1:9".into(),
-            capacity: Resources { memory_mb: 1024, vcores: 1 },
-            heartbeat: Duration::from_secs(1),
-            keep_ended: Duration::from_secs(60),
-            container_retention: Duration::from_secs(3600),
-            container_uids: None,
-        };
-        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        let nm = test_nm(dir.path());
         let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
         for (id, old) in [("app-1-c1", true), ("app-1-c2", false), ("app-1-c3", true)] {
             let d = layout::container(dir.path(), id);
@@ -1252,17 +1232,7 @@ mod tests {
     #[test]
     fn only_records_the_node_manager_wrote_under_their_own_container_are_re_adopted() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = NmConfig {
-            node: "n1".into(),
-            dir: dir.path().to_path_buf(),
-            rm_url: "http://127.0.0.1:9".into(),
-            capacity: Resources { memory_mb: 1024, vcores: 1 },
-            heartbeat: Duration::from_secs(1),
-            keep_ended: Duration::from_secs(60),
-            container_retention: Duration::from_secs(3600),
-            container_uids: None,
-        };
-        let nm = Nm::new(cfg, "http://127.0.0.1:1".into(), "t").unwrap();
+        let nm = test_nm(dir.path());
         let record = |id: &str| Ctr {
             info: NodeContainer {
                 id: id.into(),

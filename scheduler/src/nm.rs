@@ -499,17 +499,24 @@ impl Nm {
         let bytes = r.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
         self.metrics.counter("nm.package-downloads").inc();
         self.metrics.counter("nm.package-download-bytes").add(bytes.len() as i64);
-        let got = auth::sha256_hex(&bytes);
-        if got != sha {
-            return Err(format!(
-                "package hash mismatch: expected {sha}, downloaded bytes hash to {got}; not run"
-            ));
-        }
         // The owner's to read and run (and jobs' users', when jobs run as
         // users of their own), nobody's to change.
         let mode = if self.cfg.container_uids.is_some() { 0o555 } else { 0o500 };
-        let r = crate::durable::write_atomic_mode(&path, &bytes, Some(mode));
-        r.map_err(|e| format!("cannot store package {}: {e}", path.display()))?;
+        // Hashing and storing a package (often over 100 MB) takes seconds:
+        // off the runtime, whose workers also send this node's heartbeats.
+        let (sha_owned, file) = (sha.to_string(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            let got = auth::sha256_hex(&bytes);
+            if got != sha_owned {
+                return Err(format!(
+                    "package hash mismatch: expected {sha_owned}, downloaded bytes hash to {got}; not run"
+                ));
+            }
+            crate::durable::write_atomic_mode(&file, &bytes, Some(mode))
+                .map_err(|e| format!("cannot store package {}: {e}", file.display()))
+        })
+        .await
+        .map_err(|e| format!("cannot store package {}: {e}", path.display()))??;
         if let Some(id) = FileId::of(&path) {
             verified.insert(sha.to_string(), id);
         }
